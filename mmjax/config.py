@@ -1,0 +1,131 @@
+"""Config defaults, loading, override checking and validation.
+
+Every config file builds on `default_config()`, so each section has a known set of keys:
+an override of a key that does not exist is an error, not a silent no-op. `model` and
+`objective` are free-form here because their keys depend on the chosen model/objective;
+`build_model` and `make_objective` check those against the chosen class.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+from ml_collections import config_dict
+
+from mmjax.errors import ConfigError
+
+MODES = ("train", "eval")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """All sections with their defaults; config files override what they need."""
+  c = ml_collections.ConfigDict()
+  c.data = dict(
+      name="mmjax_digits",
+      data_dir=config_dict.placeholder(str),
+      train_split="train",
+      eval_split="test",
+      download=False,
+      shuffle_buffer=10_000,
+      preprocess_train="to_float|keep('image', 'label')",
+      preprocess_eval="to_float|keep('image', 'label')",
+      prefetch=2,
+  )
+  c.model = ml_collections.ConfigDict({"name": "vit"})
+  c.objective = ml_collections.ConfigDict({"name": "supervised"})
+  c.adversarial = dict(kind="none")
+  c.optim = dict(
+      name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=0,
+      end_lr_factor=0.0, weight_decay=0.0, no_decay=("bias", "norm", "scale"),
+      b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, clip_norm=0.0,
+      grad_accum_steps=1, ema_decay=0.0,
+  )
+  c.train = dict(
+      total_steps=100, batch_size=64, seed=0, log_every=10, eval_every=0,
+      checkpoint_every=0, keep_checkpoints=3, async_checkpoints=True,
+      device_prefetch=2,
+  )
+  c.mesh = dict(shape=ml_collections.ConfigDict({"data": -1}))
+  c.evals = dict(batch_size=256, max_batches=0, use_ema=True)
+  return c
+
+
+_CONFIG_FLAG = re.compile(r"^--config=(?P<path>[^:]+)(?::(?P<arg>.*))?$")
+_OVERRIDE_FLAG = re.compile(r"^--config\.(?P<key>[A-Za-z0-9_.]+)(=.*)?$")
+
+
+def load_config_file(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """Imports a config file and calls its `get_config(arg)`."""
+  if not os.path.isfile(path):
+    raise ConfigError(f"Config file {path!r} does not exist. Pass --config=PATH to a "
+                      "python file defining get_config(), e.g. configs/quickstart.py.")
+  spec = importlib.util.spec_from_file_location("mmjax_user_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"Config file {path!r} defines no get_config(arg=None).")
+  return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def check_override_keys(argv: Sequence[str]) -> None:
+  """Raises a ConfigError for any --config.KEY=VALUE whose KEY the config lacks.
+
+  ml_collections' flag parser reports an unknown key as a bare AttributeError traceback;
+  checking first gives one clear sentence instead, before anything runs.
+  """
+  config = None
+  for arg in argv:
+    m = _CONFIG_FLAG.match(arg)
+    if m:
+      config = load_config_file(m["path"], m["arg"])
+  if config is None:
+    return
+  for arg in argv:
+    m = _OVERRIDE_FLAG.match(arg)
+    if not m:
+      continue
+    node, walked = config, []
+    for part in m["key"].split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        where = ".".join(walked) or "the config"
+        raise ConfigError(
+            f"Unknown config key {m['key']!r} in {arg.split('=')[0]}: {where} has no key "
+            f"{part!r}. Valid keys there: {', '.join(keys)}.")
+      node, walked = node[part], walked + [part]
+
+
+def validate(config: ml_collections.ConfigDict, mode: str = "train") -> None:
+  """Checks values and combinations that would otherwise fail after compute is spent."""
+  if mode not in MODES:
+    raise ConfigError(f"Unknown --mode={mode!r}. Choose one of: {', '.join(MODES)}.")
+  t = config.train
+  for key in ("total_steps", "batch_size", "log_every", "eval_every", "checkpoint_every",
+              "keep_checkpoints", "seed"):
+    if not isinstance(t[key], int) or isinstance(t[key], bool):
+      raise ConfigError(f"train.{key} must be an integer, got {t[key]!r}.")
+    if t[key] < 0 or (key in ("total_steps", "batch_size") and t[key] == 0):
+      raise ConfigError(f"train.{key} must be positive, got {t[key]}.")
+  n_dev, n_proc = jax.device_count(), jax.process_count()
+  if t.batch_size % n_dev:
+    raise ConfigError(
+        f"train.batch_size={t.batch_size} is not divisible by the {n_dev} devices; "
+        f"use a multiple of {n_dev}, e.g. --config.train.batch_size="
+        f"{max(n_dev, t.batch_size // n_dev * n_dev)}.")
+  accum = config.optim.grad_accum_steps
+  if accum < 1 or (t.batch_size // n_proc) % accum or (t.batch_size // accum) % n_dev:
+    raise ConfigError(
+        f"optim.grad_accum_steps={accum} must be >= 1 and split train.batch_size="
+        f"{t.batch_size} into equal micro-batches divisible by the {n_dev} devices.")
+  if config.evals.batch_size % n_dev:
+    raise ConfigError(f"evals.batch_size={config.evals.batch_size} is not divisible by the "
+                      f"{n_dev} devices; use a multiple of {n_dev}.")
+  if not 0.0 <= config.optim.ema_decay < 1.0:
+    raise ConfigError(f"optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
+  if config.adversarial.kind != "none":
+    raise ConfigError(f"adversarial.kind={config.adversarial.kind!r} is not available yet; "
+                      "only 'none' is implemented.")

@@ -1,0 +1,58 @@
+"""mmjax's binary.
+
+  python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/qs \
+      [--mode=train|eval] [--config.train.total_steps=300 ...]
+
+Any config key can be overridden with --config.KEY=VALUE; an unknown key is an error.
+User errors (bad config, dataset, workdir, checkpoint, NaN loss) print one line and exit
+with status 2; anything else is a bug and shows its traceback.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mmjax import config as config_lib
+from mmjax.errors import MmjaxError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (python, defining get_config(arg)); PATH[:ARG].",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+_MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
+                          "train: train (resuming from the workdir); eval: evaluate the "
+                          "newest checkpoint in the workdir.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str) -> None:
+  print(f"mmjax: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _main(argv) -> None:
+  if len(argv) > 1:
+    _fail(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
+  from mmjax.train import loop  # after flag parsing: keeps --help fast
+  logging.set_verbosity(logging.INFO)
+  try:
+    if _MODE.value == "train":
+      loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+      loop.evaluate(_CONFIG.value, _WORKDIR.value)
+  except MmjaxError as e:
+    _fail(str(e))
+
+
+def run() -> None:
+  try:
+    config_lib.check_override_keys(sys.argv[1:])
+  except MmjaxError as e:
+    _fail(str(e))
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  run()

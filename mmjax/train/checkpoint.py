@@ -1,0 +1,115 @@
+"""Checkpoints with orbax: async saves, keep-K, automatic resume, corrupt-step fallback.
+
+A checkpoint holds two items: `state` (the TrainState pytree) and `data` (JSON with the
+number of batches the run consumed, so the input pipeline resumes at the same batch).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+from mmjax.errors import CheckpointError
+
+CORRUPT_DIR = "checkpoints_corrupt"
+
+
+def _path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                  for k in path)
+
+
+def _shapes_by_path(tree: Any) -> dict[str, tuple]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {_path_str(p): tuple(getattr(x, "shape", np.shape(x))) for p, x in leaves}
+
+
+class Checkpointer:
+  """Saves and restores (TrainState, data position) under `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+    self.workdir = workdir
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep or None, create=True, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=("state", "data"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, batches_consumed: int) -> None:
+    """Starts an asynchronous save; returns once the arrays are copied off the devices."""
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave({"batches_consumed": int(batches_consumed)})))
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  def restore_latest(self, abstract_state: Any) -> tuple[Any, int, int] | None:
+    """Restores the newest good checkpoint as (state, batches_consumed, step), or None.
+
+    `abstract_state` is a pytree of jax.ShapeDtypeStruct (with shardings) of the state
+    the config builds. A newest checkpoint that cannot be read (partial or corrupted) is
+    moved to `<workdir>/checkpoints_corrupt/` with a warning, and the previous one is
+    tried. A checkpoint whose shapes differ from the config raises CheckpointError
+    before anything is loaded or changed.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        stored = self._manager.item_metadata(step)["state"]
+        stored_shapes = _shapes_by_path(getattr(stored, "tree", stored))
+      except Exception as e:  # unreadable metadata: a corrupted or partial checkpoint
+        self._set_aside(step, e)
+        continue
+      self._check_compatible(step, stored_shapes, _shapes_by_path(abstract_state))
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+      except Exception as e:
+        self._set_aside(step, e)
+        continue
+      return restored["state"], int(restored["data"]["batches_consumed"]), step
+    return None
+
+  def _check_compatible(self, step: int, stored: dict, wanted: dict) -> None:
+    missing = sorted(set(wanted) - set(stored))
+    extra = sorted(set(stored) - set(wanted))
+    differ = [(k, stored[k], wanted[k]) for k in sorted(set(stored) & set(wanted))
+              if stored[k] != wanted[k]]
+    if not (missing or extra or differ):
+      return
+    details = [f"{k}: checkpoint {a} vs config {b}" for k, a, b in differ[:3]]
+    details += [f"{k}: not in the checkpoint" for k in missing[:3]]
+    details += [f"{k}: not in the config" for k in extra[:3]]
+    raise CheckpointError(
+        f"The checkpoint at step {step} in {self.directory} does not fit the configured "
+        f"model ({len(differ)} shape mismatches, {len(missing)} missing, {len(extra)} "
+        f"unexpected; e.g. {'; '.join(details)}). Train with the config that wrote it, or "
+        f"use a new --workdir. Nothing was changed on disk.")
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    src = os.path.join(self.directory, str(step))
+    dst_root = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR)
+    os.makedirs(dst_root, exist_ok=True)
+    dst = os.path.join(dst_root, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    logging.warning("Checkpoint at step %d is unreadable (%s: %s); moved it to %s and "
+                    "trying the previous one.", step, type(error).__name__,
+                    str(error).splitlines()[0][:200] if str(error) else "", dst)
+    shutil.move(src, dst)
+    self._manager.reload()

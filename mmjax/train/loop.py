@@ -1,0 +1,242 @@
+"""The one training loop: every model, objective and dataset plugs into it.
+
+`train_and_evaluate` builds everything from the config, checks everything that can be
+checked before compute is spent (config values, workdir, dataset, checkpoint shapes),
+resumes from the newest good checkpoint in the workdir, and trains with evals, logs and
+asynchronous checkpoints on their cadences.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from mmjax import config as config_lib
+from mmjax import models, objectives, parallel
+from mmjax.errors import CheckpointError, ConfigError, NonFiniteLossError
+from mmjax.train import checkpoint as checkpoint_lib
+from mmjax.train import optim, state as state_lib, step as step_lib, writers
+
+
+def check_workdir(workdir: str) -> str:
+  """Creates the workdir and proves it is writable; raises ConfigError otherwise."""
+  if not workdir:
+    raise ConfigError("--workdir is required: a directory for checkpoints and metrics.")
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  probe = os.path.join(workdir, f".write_probe_{os.getpid()}")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f"--workdir={workdir} is not writable ({e.strerror or e}). Choose a "
+                      "directory you can write to, e.g. --workdir=/tmp/mmjax_run.") from None
+  return workdir
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config, before any training compute."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Any
+  model: Any
+  loss_fn: Any
+  tx: Any
+  schedule: Any
+  init_state: Any           # callable () -> TrainState (jitted, replicated)
+  abstract_state: Any       # TrainState of ShapeDtypeStructs with shardings
+  example_batch: dict       # one host-local batch (numpy), for shapes
+  checkpointer: checkpoint_lib.Checkpointer
+
+  @property
+  def per_process_batch(self) -> int:
+    return self.config.train.batch_size // jax.process_count()
+
+
+def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str = "train"
+                     ) -> Experiment:
+  """Validates config and workdir and builds model, objective, optimizer and state."""
+  from mmjax import data  # TensorFlow enters here, and only for the input pipeline
+
+  config_lib.validate(config, mode)
+  workdir = check_workdir(workdir)
+  mesh = parallel.make_mesh(config.mesh)
+  model = models.build_model(config.model)
+  loss_fn = objectives.make_objective(config.objective, model)
+  tx, schedule = optim.make_optimizer(config.optim, total_steps=config.train.total_steps)
+  data.dataset_info(config.data)  # unknown or unprepared dataset: fail now, clearly
+  per_process = config.train.batch_size // jax.process_count()
+  example = next(iter(data.make_train_iterator(
+      config.data, batch_size=per_process, seed=config.train.seed)))
+  init_batch = jax.tree.map(lambda x: x[:1], example)
+  ema = config.optim.ema_decay > 0
+  replicated = parallel.replicated(mesh)
+
+  def init_fn():
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
+    variables = models.init_variables(model, init_batch, init_rng)
+    return state_lib.create_train_state(variables, tx, state_rng, ema=ema)
+
+  abstract = jax.eval_shape(init_fn)
+  abstract = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract)
+  checkpointer = checkpoint_lib.Checkpointer(
+      workdir, keep=config.train.keep_checkpoints,
+      async_save=config.train.async_checkpoints)
+  return Experiment(config=config, workdir=workdir, mesh=mesh, model=model,
+                    loss_fn=loss_fn, tx=tx, schedule=schedule,
+                    init_state=jax.jit(init_fn, out_shardings=replicated),
+                    abstract_state=abstract, example_batch=example,
+                    checkpointer=checkpointer)
+
+
+def restore_or_init(exp: Experiment) -> tuple[state_lib.TrainState, int]:
+  """(state, batches_consumed): the newest good checkpoint, else a fresh state."""
+  restored = exp.checkpointer.restore_latest(exp.abstract_state)
+  if restored is None:
+    logging.info("No checkpoint in %s: starting from scratch.", exp.checkpointer.directory)
+    return exp.init_state(), 0
+  state, consumed, step = restored
+  logging.info("Resumed from the checkpoint at step %d (%d batches consumed).", step,
+               consumed)
+  return state, consumed
+
+
+def _eval_params(exp: Experiment, state):
+  use_ema = exp.config.evals.use_ema and state.ema_params is not None
+  return state.ema_params if use_ema else state.params
+
+
+def evaluate_state(exp: Experiment, state, eval_step) -> dict[str, float]:
+  """Metric means over the whole eval split (or evals.max_batches batches)."""
+  from mmjax import data
+  batch_size = exp.config.evals.batch_size // jax.process_count()
+  params = _eval_params(exp, state)
+  sums = None
+  for i, batch in enumerate(data.make_eval_iterator(exp.config.data, batch_size=batch_size)):
+    if exp.config.evals.max_batches and i >= exp.config.evals.max_batches:
+      break
+    out = eval_step(params, state.model_state, parallel.to_global_batch(batch, exp.mesh))
+    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+  if sums is None:
+    return {}
+  sums = jax.device_get(sums)
+  n = max(float(sums.pop("num_examples")), 1.0)
+  return {k: float(v) / n for k, v in sums.items()} | {"num_examples": n}
+
+
+def _metric_shapes(exp: Experiment) -> dict:
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), exp.example_batch)
+  _, (metrics, _) = jax.eval_shape(
+      lambda s, b: exp.loss_fn(s.params, b, s.rng, model_state=s.model_state, train=True),
+      exp.abstract_state, batch)
+  return dict(metrics, grad_norm=jax.ShapeDtypeStruct((), jnp.float32))
+
+
+def _write_config(exp: Experiment) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(exp.workdir, "config.json"), "w") as f:
+      f.write(exp.config.to_json_best_effort(indent=2))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains to train.total_steps (resuming if the workdir has checkpoints).
+
+  Returns the final eval metrics (and the last train metrics under 'train/...').
+  """
+  exp = build_experiment(config, workdir, "train")
+  t = config.train
+  state, consumed = restore_or_init(exp)
+  start = int(jax.device_get(state.step))
+  if consumed != start:
+    raise CheckpointError(f"Checkpoint inconsistency: step {start} but {consumed} batches "
+                          "consumed. Use a new --workdir.")
+  if start == 0:
+    _write_config(exp)
+  n_params = models.param_count(state.params)
+  logging.info("Model %s: %s parameters; %d devices; global batch %d.", config.model.name,
+               f"{n_params:,}", jax.device_count(), t.batch_size)
+
+  from mmjax import data
+  batches: Iterator = data.make_train_iterator(
+      config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
+  device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch)
+  train_step = jax.jit(step_lib.make_train_step(
+      exp.loss_fn, exp.tx, grad_accum_steps=config.optim.grad_accum_steps,
+      ema_decay=config.optim.ema_decay), donate_argnums=(0, 2))
+  eval_step = jax.jit(step_lib.make_eval_step(exp.loss_fn))
+  metric_shapes = _metric_shapes(exp)
+  acc = step_lib.init_metric_accumulator(metric_shapes)
+  writer = writers.MetricWriter(exp.workdir)
+  progress = writers.Progress(t.total_steps, start)
+  last_train: dict[str, float] = {}
+  last_eval: dict[str, float] = {}
+  try:
+    for step in range(start, t.total_steps):
+      state, acc = train_step(state, next(device_batches), acc)
+      done = step + 1
+      final = done == t.total_steps
+      log_now = final or (t.log_every and done % t.log_every == 0)
+      ckpt_now = t.checkpoint_every and (final or done % t.checkpoint_every == 0)
+      eval_now = final or (t.eval_every and done % t.eval_every == 0)
+      if log_now or ckpt_now:
+        host = jax.device_get(acc)
+        _raise_if_nonfinite(host, exp.checkpointer)
+      if log_now:
+        count = max(int(host["count"]), 1)
+        last_train = {k: float(v) / count for k, v in host["sums"].items()}
+        last_train["lr"] = float(exp.schedule(step))
+        last_train["steps_per_sec"] = progress.log(done, last_train)
+        writer.write(done, "train", last_train)
+        acc = step_lib.init_metric_accumulator(metric_shapes)
+      if ckpt_now:
+        exp.checkpointer.save(done, state, batches_consumed=done)
+      if eval_now:
+        last_eval = evaluate_state(exp, state, eval_step)
+        writer.write(done, "eval", last_eval)
+        logging.info("eval at step %d: %s", done,
+                     ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
+  finally:
+    exp.checkpointer.close()
+    writer.close()
+  return dict(last_eval) | {f"train/{k}": v for k, v in last_train.items()}
+
+
+def _raise_if_nonfinite(host_acc: dict, checkpointer: checkpoint_lib.Checkpointer) -> None:
+  bad = int(host_acc["first_nonfinite_step"])
+  if bad < 0:
+    return
+  checkpointer.wait()
+  last = checkpointer.latest_step()
+  kept = (f"the last good checkpoint (step {last}) is kept in {checkpointer.directory} and "
+          "a rerun resumes from it" if last is not None else "no checkpoint was written yet")
+  raise NonFiniteLossError(
+      f"Training loss became NaN or Inf at step {bad + 1}; stopped without saving that "
+      f"state; {kept}. Lower optim.learning_rate, set optim.clip_norm, or check the inputs.")
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """--mode=eval: evaluates the newest checkpoint in the workdir."""
+  exp = build_experiment(config, workdir, "eval")
+  try:
+    restored = exp.checkpointer.restore_latest(exp.abstract_state)
+  finally:
+    exp.checkpointer.close()
+  if restored is None:
+    raise CheckpointError(f"No checkpoint in {exp.checkpointer.directory} to evaluate. "
+                          "Train first with --mode=train and the same --workdir.")
+  state, _, step = restored
+  metrics = evaluate_state(exp, state, jax.jit(step_lib.make_eval_step(exp.loss_fn)))
+  writer = writers.MetricWriter(exp.workdir)
+  writer.write(step, "eval", metrics)
+  writer.close()
+  logging.info("eval of step %d: %s", step, json.dumps(metrics))
+  return metrics

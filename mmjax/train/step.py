@@ -1,0 +1,99 @@
+"""The jitted train and eval steps, built from a loss_fn and an optimizer."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mmjax.train.state import TrainState
+
+LossFn = Callable[..., tuple[jax.Array, tuple[dict, Any]]]
+
+
+def init_metric_accumulator(metric_shapes: dict) -> dict:
+  """Device-side running sums of metrics between log steps (no host sync per step).
+
+  `first_nonfinite_step` is -1 until a step's loss is NaN/Inf, then that step's number.
+  """
+  return {"sums": jax.tree.map(lambda s: jnp.zeros((), jnp.float32), metric_shapes),
+          "count": jnp.zeros((), jnp.int32),
+          "first_nonfinite_step": jnp.full((), -1, jnp.int32)}
+
+
+def _split_microbatches(batch: dict, n: int) -> dict:
+  return jax.tree.map(lambda x: x.reshape((n, x.shape[0] // n) + x.shape[1:]), batch)
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
+                    grad_accum_steps: int = 1, ema_decay: float = 0.0
+                    ) -> Callable[[TrainState, dict, dict], tuple[TrainState, dict]]:
+  """Returns train_step(state, batch, acc) -> (state, acc), to be jitted with donation.
+
+  With grad_accum_steps=A the batch [B, ...] is split into A micro-batches of B/A that are
+  scanned over; their gradients and metrics are averaged, so one step still sees B
+  examples but holds only B/A examples' activations at a time.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def micro_step(params, model_state, batch, rng):
+    (loss, (metrics, model_state)), grads = grad_fn(
+        params, batch, rng, model_state=model_state, train=True)
+    return loss, metrics, model_state, grads
+
+  def train_step(state: TrainState, batch: dict, acc: dict):
+    rng = jax.random.fold_in(state.rng, state.step)
+    if grad_accum_steps == 1:
+      loss, metrics, model_state, grads = micro_step(
+          state.params, state.model_state, batch, rng)
+    else:
+      def body(carry, xs):
+        model_state, grad_sum = carry
+        micro, i = xs
+        loss, metrics, model_state, grads = micro_step(
+            state.params, model_state, micro, jax.random.fold_in(rng, i))
+        grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+        return (model_state, grad_sum), (loss, metrics)
+
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (model_state, grad_sum), (losses, metrics) = jax.lax.scan(
+          body, (state.model_state, zeros),
+          (_split_microbatches(batch, grad_accum_steps), jnp.arange(grad_accum_steps)))
+      grads = jax.tree.map(lambda g: g / grad_accum_steps, grad_sum)
+      loss, metrics = losses.mean(), jax.tree.map(jnp.mean, metrics)
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema_params = state.ema_params
+    if ema_params is not None:
+      ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+
+    finite = jnp.isfinite(loss)
+    first_bad = jnp.where((acc["first_nonfinite_step"] < 0) & ~finite,
+                          state.step, acc["first_nonfinite_step"])
+    acc = {"sums": jax.tree.map(lambda s, m: s + m.astype(jnp.float32), acc["sums"], metrics),
+           "count": acc["count"] + 1, "first_nonfinite_step": first_bad}
+    new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                              opt_state=opt_state, ema_params=ema_params)
+    return new_state, acc
+
+  return train_step
+
+
+def make_eval_step(loss_fn: LossFn) -> Callable[[Any, Any, dict], dict]:
+  """Returns eval_step(params, model_state, batch) -> {metric: sum over real examples}.
+
+  Metrics from loss_fn are means over real examples; multiplying by their count makes
+  sums that add up exactly across batches of different fill.
+  """
+  def eval_step(params, model_state, batch):
+    n = batch["mask"].sum() if "mask" in batch else jnp.float32(
+        jax.tree.leaves(batch)[0].shape[0])
+    _, (metrics, _) = loss_fn(params, batch, jax.random.key(0), model_state=model_state,
+                              train=False)
+    sums = jax.tree.map(lambda m: m.astype(jnp.float32) * n, metrics)
+    return dict(sums, num_examples=n.astype(jnp.float32))
+
+  return eval_step

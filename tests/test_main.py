@@ -1,0 +1,110 @@
+"""The binary: bad inputs give one clear error line and change nothing; SIGKILL resume."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.train.test_loop import assert_trees_equal, final_params
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "tests", "tiny_config.py")
+
+
+def mmjax_cmd(workdir, data_dir, *overrides, config=CONFIG):
+  return [sys.executable, "-m", "mmjax.main", f"--config={config}:{data_dir}",
+          f"--workdir={workdir}", *overrides]
+
+
+def run(cmd, env_extra=None, timeout=300):
+  env = dict(os.environ, **(env_extra or {}))
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                        cwd=REPO)
+
+
+def snapshot(workdir):
+  return {os.path.join(r, f): open(os.path.join(r, f), "rb").read()
+          for r, _, fs in os.walk(workdir) for f in fs}
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(digits_data_dir, tmp_path_factory):
+  """A workdir holding a 10-step run, to prove bad inputs don't touch saved work."""
+  workdir = str(tmp_path_factory.mktemp("trained") / "run")
+  proc = run(mmjax_cmd(workdir, digits_data_dir, "--config.train.total_steps=10"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "step 10/10" in proc.stderr
+  return workdir
+
+
+BAD_INPUTS = {
+    "unknown_key": (["--config.train.foo=1"], r"Unknown config key 'train.foo'"),
+    "wrong_type": (["--config.train.batch_size=abc"], r"batch_size=abc.*invalid literal"),
+    "unknown_model": (["--config.model.name=vitt"], r"Unknown model 'vitt'.*vit"),
+    "unknown_objective": (["--config.objective.name=mle"], r"Unknown objective 'mle'"),
+    "unknown_dataset": (["--config.data.name=not_a_dataset_xyz"], r"not_a_dataset_xyz"),
+    "unprepared_dataset": (["--config.data.name=cifar10"], r"cifar10.*(tfds build|download)"),
+    "unknown_mode": (["--mode=serve"], r"--mode.*(train|eval)"),
+    "negative_steps": (["--config.train.total_steps=-5"], r"total_steps must be positive"),
+    "other_shape": (["--config.model.width=48"], r"does not fit the configured model"),
+    "bad_accum": (["--config.optim.grad_accum_steps=5"], r"grad_accum_steps=5"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_one_clear_error_nothing_damaged(case, trained_workdir, digits_data_dir):
+  overrides, message = BAD_INPUTS[case]
+  before = snapshot(trained_workdir)
+  proc = run(mmjax_cmd(trained_workdir, digits_data_dir, *overrides))
+  assert proc.returncode != 0
+  assert re.search(message, proc.stderr, re.S), proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert snapshot(trained_workdir) == before
+
+
+def test_unwritable_workdir(digits_data_dir, tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  proc = run(mmjax_cmd(str(blocker / "run"), digits_data_dir))
+  assert proc.returncode == 2
+  assert "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+  assert blocker.read_text() == "not a directory"
+
+
+def test_batch_not_divisible_by_devices(digits_data_dir, tmp_path):
+  proc = run(mmjax_cmd(str(tmp_path / "run"), digits_data_dir,
+                       "--config.train.batch_size=12"),
+             env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+  assert proc.returncode == 2
+  assert "batch_size=12 is not divisible by the 8 devices" in proc.stderr
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_sigkill_and_restart_gives_bit_identical_params(digits_data_dir, tmp_path):
+  steps = ["--config.train.total_steps=300", "--config.train.checkpoint_every=20",
+           "--config.train.log_every=20"]
+  unbroken, killed = str(tmp_path / "unbroken"), str(tmp_path / "killed")
+  proc = run(mmjax_cmd(unbroken, digits_data_dir, *steps))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  victim = subprocess.Popen(mmjax_cmd(killed, digits_data_dir, *steps), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  ckpts = os.path.join(killed, "checkpoints")
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    done = [d for d in (os.listdir(ckpts) if os.path.isdir(ckpts) else []) if d.isdigit()]
+    if any(int(d) >= 40 for d in done):
+      break
+    time.sleep(0.02)
+  victim.send_signal(signal.SIGKILL)
+  assert victim.wait() == -signal.SIGKILL
+  saved = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
+  assert saved and saved[-1] < 300, f"run was not interrupted: {saved}"
+
+  proc = run(mmjax_cmd(killed, digits_data_dir, *steps))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Resumed from the checkpoint at step" in proc.stderr
+  assert_trees_equal(final_params(unbroken, 300), final_params(killed, 300))
