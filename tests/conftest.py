@@ -10,23 +10,24 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def digits_data_dir(tmp_path_factory):
   """A TFDS data_dir with the embedded `mmjax_digits` dataset prepared (offline)."""
-  from mmjax.data.embedded import ensure_prepared
+  from mmjax.data.embedded.digits import ensure_prepared
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   ensure_prepared(data_dir)
   return data_dir
 
 
 def tiny_vit_config(data_dir, **train):
-  """A seconds-sized ViT classification config on the embedded digits."""
+  """A seconds-sized CNN classification config on the embedded digits."""
   from mmjax.config import default_config
   c = default_config()
   c.data.data_dir = data_dir
   c.data.shuffle_buffer = 512
   c.data.preprocess_train = "to_float|random_crop(28, pad=2)|keep('image', 'label')"
-  c.model = dict(name="vit", image_size=28, patch_size=7, channels=1, width=32, depth=1,
-                 num_heads=2, mlp_dim=64, num_classes=10, pool="gap")
+  c.model = dict(name="mnist_cnn", num_classes=10)
   c.objective = dict(name="supervised")
   c.optim.learning_rate = 3e-3
+  # Constant, so that a run stopped at step k is a prefix of a longer run.
+  c.optim.schedule = "constant"
   c.train.update(dict(total_steps=30, batch_size=32, log_every=5, eval_every=0,
                       checkpoint_every=10))
   c.train.update(train)

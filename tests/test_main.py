@@ -49,7 +49,7 @@ BAD_INPUTS = {
     "unprepared_dataset": (["--config.data.name=cifar10"], r"cifar10.*(tfds build|download)"),
     "unknown_mode": (["--mode=serve"], r"--mode.*(train|eval)"),
     "negative_steps": (["--config.train.total_steps=-5"], r"total_steps must be positive"),
-    "other_shape": (["--config.model.width=48"], r"does not fit the configured model"),
+    "other_shape": (["--config.model.name=preact_resnet18"], r"does not fit the configured model"),
     "bad_accum": (["--config.optim.grad_accum_steps=5"], r"grad_accum_steps=5"),
 }
 

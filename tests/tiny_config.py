@@ -1,4 +1,4 @@
-"""The tiny ViT config of tests/conftest.py as a config file: --config=THIS:DATA_DIR."""
+"""The tiny CNN config of tests/conftest.py as a config file: --config=THIS:DATA_DIR."""
 from tests.conftest import tiny_vit_config
 
 

@@ -39,8 +39,11 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep or None, create=True, enable_async_checkpointing=async_save,
         cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=("state", "data"))
+    # Handlers named up front, so a fresh manager can read metadata before any save.
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -74,6 +77,8 @@ class Checkpointer:
       try:
         stored = self._manager.item_metadata(step)["state"]
         stored_shapes = _shapes_by_path(getattr(stored, "tree", stored))
+        if not stored_shapes:
+          raise ValueError("no array metadata")
       except Exception as e:  # unreadable metadata: a corrupted or partial checkpoint
         self._set_aside(step, e)
         continue

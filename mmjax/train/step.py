@@ -68,7 +68,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
     ema_params = state.ema_params
     if ema_params is not None:
       ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
 
     finite = jnp.isfinite(loss)
     first_bad = jnp.where((acc["first_nonfinite_step"] < 0) & ~finite,

@@ -99,7 +99,7 @@ def test_checkpoint_of_another_shape_is_refused_untouched(tiny_config, tmp_path)
   snapshot = {os.path.join(r, f): open(os.path.join(r, f), "rb").read()
               for r, _, fs in os.walk(workdir) for f in fs if "checkpoints" in r}
   wider = tiny_config(total_steps=20)
-  wider.model.width = 48
+  wider.model.name = "preact_resnet18"
   with pytest.raises(CheckpointError, match=r"does not fit the configured model.*new --workdir"):
     loop.train_and_evaluate(wider, workdir)
   after = {os.path.join(r, f): open(os.path.join(r, f), "rb").read()

@@ -1,0 +1,36 @@
+"""mmjax.data: TFDS input pipelines, preprocessing ops, tokenizers, embedded datasets.
+
+The only mmjax package that imports TensorFlow, and only on use: importing
+`mmjax.data` or `mmjax.data.tokenizers` does not import TensorFlow; calling
+`make_train_iterator`, `make_eval_iterator` or `dataset_info` does.
+
+  make_train_iterator(data_config, *, batch_size, seed, start_batch=0) -> endless iterator
+      of host-local numpy batches {key: [batch_size, ...]}
+  make_eval_iterator(data_config, *, batch_size) -> one pass, padded, with `mask` [batch_size]
+  dataset_info(data_config) -> dict of split sizes, features, num_classes, element specs
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def make_train_iterator(data_config: Any, *, batch_size: int, seed: int, start_batch: int = 0):
+  """See `mmjax.data.pipeline.make_train_iterator`."""
+  from mmjax.data import pipeline  # pylint: disable=g-import-not-at-top  # imports TF
+  return pipeline.make_train_iterator(data_config, batch_size=batch_size, seed=seed,
+                                      start_batch=start_batch)
+
+
+def make_eval_iterator(data_config: Any, *, batch_size: int):
+  """See `mmjax.data.pipeline.make_eval_iterator`."""
+  from mmjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.make_eval_iterator(data_config, batch_size=batch_size)
+
+
+def dataset_info(data_config: Any) -> dict[str, Any]:
+  """See `mmjax.data.pipeline.dataset_info`."""
+  from mmjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.dataset_info(data_config)
+
+
+__all__ = ["make_train_iterator", "make_eval_iterator", "dataset_info"]

@@ -1,0 +1,184 @@
+"""Preprocessing ops: a registry and a parser for spec strings.
+
+A spec is a `|`-separated chain of op calls whose arguments are Python literals:
+
+    "to_float|random_crop(28, pad=2)|flip_lr|keep('image', 'label')"
+
+Each registered op is a factory: called once with the spec's arguments, it returns
+`op(example, seed) -> example`, where `example` is a dict of per-example tensors (no batch
+dimension) and `seed` an int64 [2] stateless seed. Random ops draw only from `seed`
+(`tf.random.stateless_*`), so an augmented example is a pure function of
+(pipeline seed, element index) - the property that makes resuming exact and makes
+parallel `map` deterministic.
+
+Ops live in `ops_image.py`, `ops_text.py`, `ops_audio.py` and below (generic ones).
+"""
+from __future__ import annotations
+
+import ast
+import inspect
+from typing import Callable, Sequence
+
+import tensorflow as tf
+
+from mmjax.errors import ConfigError
+from mmjax.registry import Registry
+
+Example = dict[str, tf.Tensor]
+Op = Callable[[Example, tf.Tensor], Example]
+
+OPS = Registry("preprocessing op")
+
+
+def _split_top_level(spec: str) -> list[str]:
+  """Splits on '|' outside brackets and string literals."""
+  parts, depth, quote, start = [], 0, None, 0
+  for i, ch in enumerate(spec):
+    if quote:
+      if ch == quote and spec[i - 1] != "\\":
+        quote = None
+    elif ch in "'\"":
+      quote = ch
+    elif ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    elif ch == "|" and depth == 0:
+      parts.append(spec[start:i])
+      start = i + 1
+  parts.append(spec[start:])
+  return [p.strip() for p in parts if p.strip()]
+
+
+def parse_spec(spec: str | Sequence[str] | None) -> list[tuple[str, tuple, dict]]:
+  """"a|b(1, k=2)" -> [('a', (), {}), ('b', (1,), {'k': 2})]; raises ConfigError."""
+  if not spec:
+    return []
+  items = _split_top_level(spec) if isinstance(spec, str) else [
+      p for s in spec for p in _split_top_level(s)]
+  parsed = []
+  for item in items:
+    try:
+      node = ast.parse(item, mode="eval").body
+    except SyntaxError as e:
+      raise ConfigError(f"Cannot parse preprocessing op {item!r}: {e.msg}.") from None
+    if isinstance(node, ast.Name):
+      parsed.append((node.id, (), {}))
+      continue
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+      raise ConfigError(f"Preprocessing op {item!r} must look like name or name(args).")
+    name = node.func.id
+    try:
+      args = tuple(ast.literal_eval(a) for a in node.args)
+      kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    except ValueError:
+      raise ConfigError(f"Arguments of preprocessing op {name!r} in {item!r} must be "
+                        "Python literals (numbers, strings, tuples, lists, None).") from None
+    if None in kwargs:
+      raise ConfigError(f"Preprocessing op {name!r}: **kwargs are not allowed in a spec.")
+    parsed.append((name, args, kwargs))
+  return parsed
+
+
+def build_op(name: str, args: tuple = (), kwargs: dict | None = None) -> Op:
+  """Looks up op `name` and builds it from its spec arguments (ConfigError if bad)."""
+  kwargs = kwargs or {}
+  factory = OPS.get(name, config_key="data.preprocess_*")
+  call = f"{name}({', '.join([*map(repr, args), *(f'{k}={v!r}' for k, v in kwargs.items())])})"
+  try:
+    inspect.signature(factory).bind(*args, **kwargs)
+  except TypeError as e:
+    raise ConfigError(f"Bad arguments for preprocessing op {name!r} in {call}: {e}. "
+                      f"Signature: {name}{inspect.signature(factory)}.") from None
+  try:
+    return factory(*args, **kwargs)
+  except ConfigError:
+    raise
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"Bad arguments for preprocessing op {name!r} in {call}: {e}") from None
+
+
+def build_preprocess_fn(spec: str | Sequence[str] | None) -> Callable[[Example, tf.Tensor], Example]:
+  """Spec -> `fn(example, seed [2] int64) -> example` applying every op in order.
+
+  Op i gets `fold_in(seed, i)`, so adding an op does not change the randomness of the
+  ops before it. All ops are built (and their arguments checked) here, before any data is
+  read, so a bad spec fails at once.
+  """
+  ops = [(name, build_op(name, args, kwargs)) for name, args, kwargs in parse_spec(spec)]
+
+  def preprocess(example: Example, seed: tf.Tensor) -> Example:
+    example = dict(example)
+    seed = tf.cast(seed, tf.int64)
+    for i, (name, op) in enumerate(ops):
+      try:
+        example = op(example, tf.random.experimental.stateless_fold_in(seed, i))
+      except KeyError as e:
+        raise ConfigError(f"Preprocessing op {name!r} needs key {e.args[0]!r}, but the "
+                          f"example only has {sorted(example)}.") from None
+    return example
+
+  return preprocess
+
+
+def _require(example: Example, *keys: str) -> None:
+  for key in keys:
+    if key not in example:
+      raise KeyError(key)
+
+
+# ----------------------------------------------------------------------------- generic ops
+@OPS.register("keep")
+def keep(*keys: str) -> Op:
+  """Keeps only `keys` (all must exist)."""
+  if not keys:
+    raise ConfigError("Preprocessing op 'keep' needs at least one key, e.g. keep('image').")
+
+  def op(example, seed):
+    del seed
+    _require(example, *keys)
+    return {k: example[k] for k in keys}
+  return op
+
+
+@OPS.register("drop")
+def drop(*keys: str) -> Op:
+  """Removes `keys` (missing keys are ignored)."""
+  def op(example, seed):
+    del seed
+    return {k: v for k, v in example.items() if k not in keys}
+  return op
+
+
+@OPS.register("rename")
+def rename(**new_to_old: str) -> Op:
+  """rename(text='caption') moves example['caption'] to example['text']."""
+  def op(example, seed):
+    del seed
+    _require(example, *new_to_old.values())
+    out = {k: v for k, v in example.items() if k not in new_to_old.values()}
+    out.update({new: example[old] for new, old in new_to_old.items()})
+    return out
+  return op
+
+
+@OPS.register("to_int32")
+def to_int32(*keys: str) -> Op:
+  """Casts `keys` (default: 'label') to int32."""
+  keys = keys or ("label",)
+
+  def op(example, seed):
+    del seed
+    _require(example, *keys)
+    return {**example, **{k: tf.cast(example[k], tf.int32) for k in keys}}
+  return op
+
+
+def op_names() -> list[str]:
+  return OPS.names()
+
+
+# Registration side effects: the modality op modules add themselves to OPS.
+from mmjax.data import ops_audio, ops_image, ops_text  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position
+
+__all__ = ["OPS", "Op", "parse_spec", "build_op", "build_preprocess_fn", "op_names"]

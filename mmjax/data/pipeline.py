@@ -1,0 +1,300 @@
+"""TFDS input pipelines: deterministic, resumable train iterators and padded eval iterators.
+
+Train, per host:
+  read the host's shard -> shuffle (seeded, reshuffled each epoch) -> repeat -> enumerate
+  -> skip(start_batch * batch_size) -> decode images + preprocess with a stateless seed
+  fold_in((seed, host), element index) -> batch(drop_remainder) -> prefetch -> numpy.
+Everything before the map is a pure function of `seed`, and the map is a pure function of
+(seed, host, index, example), so `start_batch=k` yields exactly batches k, k+1, ... of a
+fresh iterator, while skipping costs only reading and shuffling (images are decoded after
+the skip, and no preprocessing runs for skipped elements).
+
+Eval, per host: one pass over the host's shard in file order, `mask` = 1 for real
+examples, then zero-filled examples with `mask` = 0 up to a batch count that is the same
+on every host (hosts stay in lockstep even when the shards differ by one example).
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import math
+import os
+import socket
+import urllib.parse
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mmjax.data import ops
+from mmjax.errors import ConfigError, DataError
+
+EMBEDDED = ("mmjax_digits",)
+_DEFAULTS = dict(name="mmjax_digits", data_dir=None, train_split="train", eval_split="test",
+                 download=False, shuffle_buffer=10_000, preprocess_train=None,
+                 preprocess_eval=None, prefetch=2)
+Batch = dict[str, np.ndarray]
+
+
+def _get(cfg: Any, key: str) -> Any:
+  """data_config[key] for a ConfigDict, dict or None, with the documented default."""
+  if cfg is None:
+    return _DEFAULTS[key]
+  value = cfg.get(key, _DEFAULTS[key]) if hasattr(cfg, "get") else getattr(cfg, key, None)
+  return _DEFAULTS[key] if value is None else value
+
+
+def process_index_and_count() -> tuple[int, int]:
+  """(jax.process_index(), jax.process_count()); jax is imported only for this."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index(), jax.process_count()
+
+
+def _prepare_hint(name: str, root: str) -> str:
+  return (f"To prepare it offline, run `tfds build {name} --data_dir={root}` on a machine "
+          f"with internet and copy its `{root}/{name.split(':')[0].split('/')[0]}` folder "
+          "to the same place here")
+
+
+def get_builder(data_config: Any) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder for `data_config.name` (DataError if it cannot be had).
+
+  `mmjax_digits` is prepared on first use, offline. Other datasets are prepared only when
+  `download=True`; otherwise an unprepared dataset is an immediate DataError.
+  """
+  name, data_dir = str(_get(data_config, "name")), _get(data_config, "data_dir")
+  base = name.split(":")[0].split("/")[0]
+  if base in EMBEDDED:
+    from mmjax.data.embedded import digits  # pylint: disable=g-import-not-at-top  # registers
+    del digits
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError:
+    known = tfds.list_builders(with_community_datasets=False) + list(EMBEDDED)
+    close = difflib.get_close_matches(base, known, n=3)
+    hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+    raise DataError(f"Unknown dataset {name!r} (config.data.name): TFDS has no builder of "
+                    f"that name and no prepared copy was found in data_dir "
+                    f"{data_dir or 'None (the TFDS default)'}.{hint}") from None
+  except Exception as e:  # e.g. a version that does not exist
+    raise DataError(f"Cannot load dataset {name!r} (config.data.name): {e}") from None
+  if builder.is_prepared():
+    return builder
+  root = str(builder.data_dir_root)
+  if base in EMBEDDED:
+    try:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    except Exception:  # Another host sharing data_dir may have won the race to prepare.
+      builder = tfds.builder(name, data_dir=data_dir)
+      if not builder.is_prepared():
+        raise
+    return builder
+  if not _get(data_config, "download"):
+    raise DataError(f"Dataset {name!r} is not prepared in data_dir {root!r} and "
+                    f"config.data.download is False, so mmjax will not download it. "
+                    f"{_prepare_hint(name, root)}, or set --config.data.download=True.")
+  _check_can_download(builder, name, root)
+  try:
+    builder.download_and_prepare()
+  except Exception as e:  # Any failure here is reported the same way; the cause is kept.
+    raise DataError(f"Downloading dataset {name!r} failed ({type(e).__name__}: {e}); the "
+                    f"network may be unreachable. {_prepare_hint(name, root)}.") from e
+  return builder
+
+
+def _check_can_download(builder, name: str, root: str) -> None:
+  """Fails fast where tfds would fail slowly (its downloader retries for ~3.5 minutes)."""
+  if importlib.util.find_spec("importlib_resources") is None:
+    # tensorflow-datasets 4.9.x imports it to download but does not depend on it
+    # (tensorflow/datasets#11212).
+    raise DataError(f"Cannot download dataset {name!r}: tensorflow-datasets needs the "
+                    "`importlib_resources` package to download; `pip install "
+                    f"importlib_resources`. {_prepare_hint(name, root)}.")
+  if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                     "http_proxy", "ALL_PROXY", "all_proxy")):
+    return  # Direct connections say nothing about a proxied network.
+  try:
+    urls = list(builder.url_infos or ())  # From the builder's checksums file, if any.
+  except Exception:  # pylint: disable=broad-except
+    urls = []
+  hosts = sorted({(u.hostname, u.port or (443 if u.scheme == "https" else 80))
+                  for u in map(urllib.parse.urlparse, urls)
+                  if u.scheme in ("http", "https") and u.hostname})
+  if not hosts:
+    return
+  host, port = hosts[0]
+  try:
+    socket.create_connection((host, port), timeout=10).close()
+  except OSError as e:
+    raise DataError(f"Cannot download dataset {name!r}: the network is unreachable "
+                    f"({host}:{port}: {e}). {_prepare_hint(name, root)}.") from None
+
+
+def _num_examples(builder, split, what: str) -> int:
+  try:
+    return int(builder.info.splits[split].num_examples)
+  except (ValueError, KeyError, AssertionError) as e:
+    raise DataError(f"Bad split {split!r} ({what}) for dataset {builder.info.full_name}: "
+                    f"{e} Available splits: {sorted(builder.info.splits)}; sub-splits "
+                    "look like 'train[:90%]' or 'train[1000:]'.") from None
+
+
+def _host_split(builder, split: str, *, drop_remainder: bool, what: str):
+  """(this host's sub-split, its size, size of the whole split)."""
+  total = _num_examples(builder, split, what)
+  index, count = process_index_and_count()
+  host = tfds.even_splits(split, n=count, drop_remainder=drop_remainder)[index]
+  return host, _num_examples(builder, host, what), total
+
+
+def _to_jax_dtypes(example: dict) -> dict:
+  """int64 -> int32, float64 -> float32 (jax disables 64-bit types by default)."""
+  cast = {tf.int64: tf.int32, tf.float64: tf.float32}
+  return {k: tf.cast(v, cast[v.dtype]) if v.dtype in cast else v for k, v in example.items()}
+
+
+def _dataset(builder, split, preprocess, *, seed: int, shuffle: bool,
+             shuffle_buffer: int = 0, skip: int = 0) -> tf.data.Dataset:
+  """Reads `split`, (shuffles + repeats), skips, then decodes and `preprocess`es."""
+  seed = int(seed) % (2**63)  # tf.data and the stateless ops take int64 seeds.
+  features = builder.info.features
+  # Images are decoded after `skip`, so resuming deep into an epoch is cheap.
+  lazy = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+  options = tf.data.Options()
+  options.deterministic = True
+  read_config = tfds.ReadConfig(shuffle_seed=seed, options=options)
+  ds = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
+                          decoders={k: tfds.decode.SkipDecoding() for k in lazy})
+  if shuffle:
+    ds = ds.shuffle(max(1, shuffle_buffer), seed=seed, reshuffle_each_iteration=True).repeat()
+  ds = ds.enumerate().skip(skip)
+  index, _ = process_index_and_count()
+  base_seed = tf.constant([seed, index], tf.int64)
+
+  def decode_and_preprocess(i, example):
+    example = {**example, **{k: features[k].decode_example(example[k]) for k in lazy}}
+    example_seed = tf.random.experimental.stateless_fold_in(base_seed, i)
+    return _to_jax_dtypes(preprocess(example, example_seed))
+
+  ds = ds.map(decode_and_preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.with_options(options)
+
+
+def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
+                        start_batch: int = 0) -> Iterator[Batch]:
+  """Endless iterator of host-local numpy batches, each value [batch_size, ...].
+
+  Deterministic given `seed`; `start_batch=k` yields exactly batches k, k+1, ... of a
+  fresh iterator. `batch_size` is the per-host batch size. The keys are whatever
+  `preprocess_train` leaves (int64 is cast to int32, float64 to float32).
+  """
+  if batch_size <= 0 or start_batch < 0:
+    raise ConfigError(f"Need batch_size > 0 and start_batch >= 0, got {batch_size}, {start_batch}.")
+  # The spec is checked before the dataset is touched (or prepared).
+  preprocess = ops.build_preprocess_fn(_get(data_config, "preprocess_train"))
+  builder = get_builder(data_config)
+  split = _get(data_config, "train_split")
+  host_split, host_n, _ = _host_split(builder, split, drop_remainder=True, what="train_split")
+  if batch_size > host_n:
+    raise ConfigError(f"Per-host train batch size {batch_size} is larger than this host's "
+                      f"shard of {split!r} ({host_n} examples); lower the batch size.")
+  ds = _dataset(builder, host_split, preprocess, seed=int(seed),
+                shuffle=True, shuffle_buffer=int(_get(data_config, "shuffle_buffer")),
+                skip=int(start_batch) * int(batch_size))
+  ds = ds.batch(batch_size, drop_remainder=True).prefetch(int(_get(data_config, "prefetch")))
+  return ds.as_numpy_iterator()
+
+
+class SizedIterator:
+  """An iterator that also knows how many items it yields (`len(it)`)."""
+
+  def __init__(self, iterator: Iterator[Batch], length: int):
+    self._it, self._len = iterator, length
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Batch:
+    return next(self._it)
+
+  def __len__(self) -> int:
+    return self._len
+
+
+def _pad_example(spec: dict[str, tf.TensorSpec], split: str) -> dict[str, tf.Tensor]:
+  """A zero example (empty strings, mask 0) matching `spec`."""
+  for k, s in spec.items():
+    if not s.shape.is_fully_defined():
+      raise DataError(f"Eval examples of {split!r} have key {k!r} with variable shape "
+                      f"{s.shape}; add ops to preprocess_eval that fix it (e.g. resize, "
+                      f"center_crop, tokenize) or drop the key with keep(...).")
+  return {k: tf.zeros(s.shape, s.dtype) for k, s in spec.items()}
+
+
+def make_eval_iterator(data_config: Any, *, batch_size: int) -> SizedIterator:
+  """One pass over this host's shard of `eval_split`, batches of exactly `batch_size`.
+
+  Each batch has `mask` float32 [batch_size]: 1 for real examples, 0 for the zero-filled
+  padding that completes the last batch. Every host yields the same number of batches,
+  `len(iterator)` = ceil(ceil(split_size / hosts) / batch_size).
+  """
+  if batch_size <= 0:
+    raise ConfigError(f"Eval batch size must be > 0, got {batch_size}.")
+  preprocess = ops.build_preprocess_fn(_get(data_config, "preprocess_eval"))
+  builder = get_builder(data_config)
+  split = _get(data_config, "eval_split")
+  host_split, _, total = _host_split(builder, split, drop_remainder=False, what="eval_split")
+  _, count = process_index_and_count()
+  num_batches = math.ceil(math.ceil(total / count) / batch_size)
+  ds = _dataset(builder, host_split, preprocess, seed=0, shuffle=False)
+  ds = ds.map(lambda ex: {**ex, "mask": tf.constant(1.0)})
+  padding = tf.data.Dataset.from_tensors(_pad_example(ds.element_spec, split)).repeat()
+  ds = ds.concatenate(padding.map(lambda ex: {**ex, "mask": tf.constant(0.0)}))
+  ds = ds.take(num_batches * batch_size).batch(batch_size)
+  ds = ds.prefetch(int(_get(data_config, "prefetch")))
+  return SizedIterator(ds.as_numpy_iterator(), num_batches)
+
+
+def _spec_dict(element_spec: dict) -> dict[str, dict[str, Any]]:
+  return {k: {"shape": tuple(s.shape.as_list()), "dtype": s.dtype.name}
+          for k, s in element_spec.items()}
+
+
+def dataset_info(data_config: Any) -> dict[str, Any]:
+  """What the trainer needs to know before reading data. Prepares `mmjax_digits`.
+
+  Returns a dict with: `name` (full name incl. version), `data_dir`, `splits`
+  ({split: num_examples}), `train_examples` / `eval_examples` (sizes of the configured
+  splits, all hosts), `num_classes` (if there is a ClassLabel 'label'), `features`
+  (stored features {key: {'shape', 'dtype'}}) and `train_element` / `eval_element`
+  (one example after preprocessing, without the batch dimension; no data is read).
+  """
+  preprocess_train = ops.build_preprocess_fn(_get(data_config, "preprocess_train"))
+  preprocess_eval = ops.build_preprocess_fn(_get(data_config, "preprocess_eval"))
+  builder = get_builder(data_config)
+  info = builder.info
+  train_split, eval_split = _get(data_config, "train_split"), _get(data_config, "eval_split")
+  train_examples = _num_examples(builder, train_split, "train_split")
+  eval_examples = _num_examples(builder, eval_split, "eval_split")
+  label = info.features["label"] if "label" in info.features.keys() else None
+  train_ds = _dataset(builder, train_split, preprocess_train, seed=0, shuffle=False)
+  eval_ds = _dataset(builder, eval_split, preprocess_eval, seed=0, shuffle=False)
+  return {
+      "name": info.full_name,
+      "data_dir": str(builder.data_dir_root),
+      "splits": {k: int(v.num_examples) for k, v in info.splits.items()},
+      "train_examples": train_examples,
+      "eval_examples": eval_examples,
+      "num_classes": label.num_classes if isinstance(label, tfds.features.ClassLabel) else None,
+      "features": {k: {"shape": tuple(t.shape), "dtype": t.tf_dtype.name}
+                   for k, t in info.features.get_tensor_info().items()},
+      "train_element": _spec_dict(train_ds.element_spec),
+      "eval_element": {**_spec_dict(eval_ds.element_spec),
+                       "mask": {"shape": (), "dtype": "float32"}},
+  }
+
+
+__all__ = ["make_train_iterator", "make_eval_iterator", "dataset_info", "get_builder",
+           "SizedIterator"]

@@ -1,0 +1,211 @@
+"""Transformer building blocks: attention, MLP, pre-LN block, patch/token/position embeddings.
+
+Every parameter carries logical axis names (`nn.with_logical_partitioning`) so that
+`mmjax.parallel` can map them to mesh axes with a rule table:
+
+  'embed'  model width D          'mlp'    MLP hidden width
+  'heads'  attention heads N      'kv'     per-head width H
+  'vocab'  vocabulary V           'layers' stacked layer axis (scan_layers=True)
+
+Axes that are never sharded are named None. Parameters are stored in float32; `dtype` is
+the compute dtype.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.errors import ConfigError
+
+Dtype = Any
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+
+KERNEL_INIT = nn.initializers.xavier_uniform()
+EMBED_INIT = nn.initializers.normal(stddev=0.02)  # GPT-2 / BERT / ViT position init
+zeros = nn.initializers.zeros
+ones = nn.initializers.ones
+
+
+def partitioned(init, names: Sequence[str | None]):
+  """Wraps initializer `init` so its parameter carries logical axis `names`."""
+  return nn.with_logical_partitioning(init, tuple(names))
+
+
+def compute_dtype(name: str | Dtype) -> Dtype:
+  """'float32' | 'bfloat16' -> jnp dtype; anything else is a ConfigError."""
+  if not isinstance(name, str):
+    return name
+  if name not in DTYPES:
+    raise ConfigError(f"Unknown dtype {name!r} in config.model.dtype. "
+                      f"Choose one of: {', '.join(DTYPES)}.")
+  return DTYPES[name]
+
+
+def check_choice(value: Any, choices: Sequence[Any], key: str) -> None:
+  """Raises a ConfigError naming `key` when `value` is not one of `choices`."""
+  if value not in choices:
+    raise ConfigError(f"Invalid value {value!r} for config.model.{key}. "
+                      f"Choose one of: {', '.join(map(repr, choices))}.")
+
+
+def normalize_pixels(images: jax.Array, mean: Any, std: Any) -> jax.Array:
+  """[B,H,W,C] pixels in [0,1] -> (x - mean) / std; mean/std are floats or per-channel."""
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return (images.astype(jnp.float32) - mean) / std
+
+
+def layer_norm(dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+  """LayerNorm with bias (GPT-2 / ViT style); scale and bias are 'embed'-partitioned."""
+  return nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=name,
+                      scale_init=partitioned(ones, ("embed",)),
+                      bias_init=partitioned(zeros, ("embed",)))
+
+
+def dense(features: int, names: tuple[str | None, str | None], dtype: Dtype,
+          name: str | None = None, use_bias: bool = True,
+          kernel_init=KERNEL_INIT) -> nn.Dense:
+  """nn.Dense whose kernel is partitioned by `names` (in, out) and bias by (out,)."""
+  return nn.Dense(features, dtype=dtype, name=name, use_bias=use_bias,
+                  kernel_init=partitioned(kernel_init, names),
+                  bias_init=partitioned(zeros, names[1:]))
+
+
+class MultiHeadAttention(nn.Module):
+  """Self-attention through `jax.nn.dot_product_attention` ([B,T,N,H] layout).
+
+  Dropout is applied by the block on the residual branch; attention probabilities are not
+  dropped because `dot_product_attention` (whose implementations include cuDNN flash
+  attention) has no dropout. The causal mask is its `is_causal` flag; padding is a boolean
+  key mask, so the two combine.
+  """
+  num_heads: int
+  causal: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """x [B,T,D]; mask [B,T] (1 = real token, keys with 0 are ignored) or None -> [B,T,D]."""
+    width = x.shape[-1]
+    if width % self.num_heads:
+      raise ConfigError(f"Model width {width} is not divisible by num_heads "
+                        f"{self.num_heads}; change config.model.width or num_heads.")
+    head_dim = width // self.num_heads
+    proj = functools.partial(
+        nn.DenseGeneral, features=(self.num_heads, head_dim), dtype=self.dtype,
+        kernel_init=partitioned(KERNEL_INIT, ("embed", "heads", "kv")),
+        bias_init=partitioned(zeros, ("heads", "kv")))
+    q, k, v = proj(name="query")(x), proj(name="key")(x), proj(name="value")(x)
+    # Boolean mask broadcastable to [B,N,T,S]: True = may attend to that key.
+    attn_mask = None if mask is None else mask[:, None, None, :].astype(bool)
+    out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=self.causal)
+    return nn.DenseGeneral(
+        features=width, axis=(-2, -1), dtype=self.dtype, name="out",
+        kernel_init=partitioned(KERNEL_INIT, ("heads", "kv", "embed")),
+        bias_init=partitioned(zeros, ("embed",)))(out)
+
+
+class MLP(nn.Module):
+  """Dense(mlp_dim) -> GELU -> Dense(D): [B,T,D] -> [B,T,D]."""
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    width = x.shape[-1]
+    h = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name="fc1")(x)
+    h = nn.gelu(h)  # tanh approximation, as in GPT-2 and BERT
+    return dense(width, ("mlp", "embed"), self.dtype, name="fc2")(h)
+
+
+class TransformerBlock(nn.Module):
+  """Pre-LN block: x + drop(attn(LN(x))), then x + drop(mlp(LN(x))).
+
+  `deterministic` is a field rather than a call argument so that the block can be wrapped
+  by `nn.scan` / `nn.remat` without static arguments. Returns `(x, None)`, the carry/output
+  pair that `nn.scan` wants.
+  """
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  causal: bool = False
+  deterministic: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None):
+    """x [B,T,D], mask [B,T] or None -> ([B,T,D], None)."""
+    drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
+    h = layer_norm(self.dtype, name="ln_attn")(x)
+    h = MultiHeadAttention(self.num_heads, self.causal, self.dtype, name="attn")(h, mask)
+    x = x + drop(h)
+    h = layer_norm(self.dtype, name="ln_mlp")(x)
+    h = MLP(self.mlp_dim, self.dtype, name="mlp")(h)
+    return x + drop(h), None
+
+
+class PatchEmbed(nn.Module):
+  """Non-overlapping patch projection: [B,H,W,C] -> [B,N,D], N = (H/p)*(W/p), row-major."""
+  patch_size: int
+  width: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    p = self.patch_size
+    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
+                kernel_init=partitioned(nn.initializers.lecun_normal(),
+                                        (None, None, None, "embed")),
+                bias_init=partitioned(zeros, ("embed",)), name="proj")(images)
+    b, h, w, d = x.shape
+    return x.reshape(b, h * w, d)
+
+
+class PositionEmbedding(nn.Module):
+  """A learned table of `length` positions; `__call__()` returns it, [length, D] float32."""
+  length: int
+  width: int
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    return self.param("embedding", partitioned(EMBED_INIT, (None, "embed")),
+                      (self.length, self.width))
+
+
+class TokenEmbed(nn.Module):
+  """Token ids -> embeddings, and the tied read-out `attend` (embeddings transposed)."""
+  vocab_size: int
+  width: int
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.embedding = self.param("embedding", partitioned(EMBED_INIT, ("vocab", "embed")),
+                                (self.vocab_size, self.width))
+
+  def __call__(self, ids: jax.Array) -> jax.Array:
+    """ids [B,T] int -> [B,T,D] float32 (kept float32: attacks perturb these)."""
+    return jnp.take(self.embedding, ids, axis=0)
+
+  def attend(self, x: jax.Array) -> jax.Array:
+    """x [B,T,D] -> logits [B,T,V] float32, computed in the compute dtype."""
+    return jnp.einsum("btd,vd->btv", x.astype(self.dtype),
+                      self.embedding.astype(self.dtype),
+                      preferred_element_type=jnp.float32)
+
+
+class ProjectionHead(nn.Module):
+  """SimCLR-style projection: Dense(hidden) -> ReLU -> Dense(out): [B,D] -> [B,out]."""
+  hidden_dim: int
+  out_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = nn.relu(dense(self.hidden_dim, ("embed", "mlp"), self.dtype, name="fc1")(x))
+    return dense(self.out_dim, ("mlp", None), self.dtype, name="fc2")(h)

@@ -1,0 +1,58 @@
+"""A stack of pre-LN transformer blocks with optional layer scan and rematerialisation."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.models import layers
+
+# remat name -> jax checkpoint policy (what is *saved* for the backward pass).
+_POLICIES = {
+    "full": None,  # save nothing inside a block; recompute it all
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Encoder(nn.Module):
+  """`depth` TransformerBlocks followed by a final LayerNorm.
+
+  scan_layers=True runs the blocks with `nn.scan`: parameters are stacked on a leading
+  'layers' axis (one compiled block instead of `depth`, so compile time stays flat in
+  depth). scan_layers=False names the blocks block_0..block_{depth-1}. Both layouts hold
+  the same parameters. remat: 'none' | 'full' | 'dots' | 'dots_no_batch'.
+  """
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  causal: bool = False
+  scan_layers: bool = False
+  remat: str = "none"
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
+               train: bool = False) -> jax.Array:
+    """x [B,T,D], mask [B,T] (1 = real token) or None -> [B,T,D] (after final LN)."""
+    layers.check_choice(self.remat, layers.REMAT_POLICIES, "remat")
+    block_cls = layers.TransformerBlock
+    if self.remat != "none":
+      # prevent_cse is only needed outside scan (scan already blocks CSE across layers).
+      block_cls = nn.remat(block_cls, policy=_POLICIES[self.remat],
+                           prevent_cse=not self.scan_layers)
+    kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
+                  causal=self.causal, deterministic=not train, dtype=self.dtype)
+    if self.scan_layers:
+      stack = nn.scan(block_cls,
+                      variable_axes={"params": 0},
+                      split_rngs={"params": True, "dropout": True},
+                      in_axes=nn.broadcast,  # the same mask for every layer
+                      length=self.depth,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(**kwargs, name="blocks")(x, mask)
+    else:
+      for i in range(self.depth):
+        x, _ = block_cls(**kwargs, name=f"block_{i}")(x, mask)
+    return layers.layer_norm(self.dtype, name="ln_final")(x)

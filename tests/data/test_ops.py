@@ -1,0 +1,188 @@
+"""Preprocessing ops: spec parsing, each op's effect, and seeded determinism."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mmjax.data import ops, ops_image, tokenizers
+from mmjax.errors import ConfigError
+
+SEED = tf.constant([3, 4], tf.int64)
+
+
+def run(spec, example, seed=SEED):
+  fn = ops.build_preprocess_fn(spec)
+  example = {k: tf.constant(v) for k, v in example.items()}
+  return {k: v.numpy() for k, v in fn(example, tf.constant(seed, tf.int64)).items()}
+
+
+def digit_image(seed=0):
+  rng = np.random.default_rng(seed)
+  return rng.integers(0, 256, size=(28, 28, 1), dtype=np.uint8)
+
+
+# ------------------------------------------------------------------------------- parsing
+def test_parse_spec():
+  assert ops.parse_spec("to_float|random_crop(28, pad=2)|flip_lr|keep('image', 'label')") == [
+      ("to_float", (), {}), ("random_crop", (28,), {"pad": 2}), ("flip_lr", (), {}),
+      ("keep", ("image", "label"), {})]
+  assert ops.parse_spec("keep('a|b')|drop") == [("keep", ("a|b",), {}), ("drop", (), {})]
+  assert ops.parse_spec(None) == [] and ops.parse_spec("") == []
+  assert ops.parse_spec(["to_float", "resize((8, 9))"])[1] == ("resize", ((8, 9),), {})
+
+
+def test_unknown_op_lists_ops():
+  with pytest.raises(ConfigError, match=r"Unknown preprocessing op 'to_flaot'.*random_crop.*"
+                                        r"Did you mean 'to_float'"):
+    ops.build_preprocess_fn("to_flaot|flip_lr")
+
+
+@pytest.mark.parametrize("spec, pattern", [
+    ("random_crop(28, padd=2)", "'random_crop'.*padd"),
+    ("random_crop", "'random_crop'.*size"),
+    ("random_crop(28, pad=-1)", "'random_crop'.*pad"),
+    ("flip_lr(p=2)", "'flip_lr'"),
+    ("resize(size)", "'resize'.*literals"),
+    ("normalize(0.5, 0.0)", "'normalize'.*std"),
+    ("tokenize(max_len=1)", "'tokenize'.*max_len"),
+    ("log_mel(upper_hz=9000)", "'log_mel'"),
+    ("flip_lr(", "Cannot parse"),
+])
+def test_bad_args_name_the_op(spec, pattern):
+  with pytest.raises(ConfigError, match=pattern):
+    ops.build_preprocess_fn(spec)
+
+
+def test_missing_key_is_config_error():
+  with pytest.raises(ConfigError, match="'flip_lr' needs key 'image'"):
+    run("flip_lr", {"label": np.int64(1)})
+
+
+# ---------------------------------------------------------------------------- image ops
+def test_to_float():
+  out = run("to_float", {"image": np.array([[[0], [255]]], np.uint8)})["image"]
+  assert out.dtype == np.float32
+  np.testing.assert_allclose(out.ravel(), [0.0, 1.0])
+
+
+def test_random_crop_with_pad_shifts_content():
+  img = np.zeros((28, 28, 1), np.uint8)
+  img[10, 12] = 255
+  shifts = set()
+  for s in range(20):
+    out = run("random_crop(28, pad=2)", {"image": img}, seed=[s, 0])["image"]
+    assert out.shape == (28, 28, 1) and out.dtype == np.uint8
+    (y,), (x,) = np.nonzero(out[..., 0])
+    dy, dx = y - 10, x - 12
+    assert abs(dy) <= 2 and abs(dx) <= 2
+    # The crop is the zero-padded image shifted by (dy, dx): compare everything.
+    padded = np.pad(img, ((2, 2), (2, 2), (0, 0)))
+    np.testing.assert_array_equal(out, padded[2 - dy:30 - dy, 2 - dx:30 - dx])
+    shifts.add((dy, dx))
+  assert len(shifts) > 3
+
+
+def test_center_crop_and_resize():
+  img = np.arange(36, dtype=np.float32).reshape(6, 6, 1)
+  np.testing.assert_array_equal(run("center_crop(2)", {"image": img})["image"], img[2:4, 2:4])
+  out = run("resize((12, 8))", {"image": digit_image()})["image"]
+  assert out.shape == (12, 8, 1) and out.dtype == np.uint8
+
+
+def test_flip_is_a_mirror():
+  img = digit_image()
+  np.testing.assert_array_equal(run("flip_lr(p=1.0)", {"image": img})["image"], img[:, ::-1])
+  np.testing.assert_array_equal(run("flip_lr(p=0.0)", {"image": img})["image"], img)
+  flipped = [bool((run("flip_lr", {"image": img}, seed=[s, 1])["image"] != img).any())
+             for s in range(16)]
+  assert any(flipped) and not all(flipped)
+
+
+def test_rotate():
+  img = digit_image()
+  np.testing.assert_array_equal(run("rotate(0)", {"image": img})["image"], img)
+  f = img.astype(np.float32) / 255
+  np.testing.assert_allclose(run("rotate(0)", {"image": f})["image"], f, atol=1e-6)
+  out = run("rotate(30)", {"image": img})["image"]
+  assert out.shape == img.shape and out.dtype == img.dtype and (out != img).any()
+  # The transform itself: +90 degrees is np.rot90 (counter-clockwise).
+  sq = np.random.default_rng(1).random((7, 7, 2)).astype(np.float32)
+  rot = ops_image.rotate_image(tf.constant(sq), math.pi / 2).numpy()
+  np.testing.assert_allclose(rot, np.rot90(sq), atol=1e-5)
+
+
+def test_normalize_and_grayscale_to_rgb():
+  img = np.full((2, 2, 3), 0.5, np.float32)
+  out = run("normalize((0.5, 0.25, 0.0), (0.5, 0.25, 2.0))", {"image": img})["image"]
+  np.testing.assert_allclose(out[0, 0], [0.0, 1.0, 0.25])
+  rgb = run("grayscale_to_rgb", {"image": digit_image()})["image"]
+  assert rgb.shape == (28, 28, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+
+
+AUGMENT = "to_float|random_crop(28, pad=3)|flip_lr|rotate(20)"
+
+
+def test_determinism_per_seed():
+  img = digit_image()
+  a = run(AUGMENT, {"image": img}, seed=[7, 8])["image"]
+  b = run(AUGMENT, {"image": img}, seed=[7, 8])["image"]
+  c = run(AUGMENT, {"image": img}, seed=[7, 9])["image"]
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+# ----------------------------------------------------------------------------- text ops
+@pytest.mark.parametrize("text", ["a handwritten seven", "", "naïve ✓", "y" * 100])
+def test_tokenize_matches_numpy_tokenizer(text):
+  out = run("tokenize(max_len=16)", {"caption": text})
+  ids, mask = tokenizers.encode_bytes(text, 16)
+  assert out["text"].dtype == np.int32 and out["text_mask"].dtype == np.int32
+  np.testing.assert_array_equal(out["text"], ids)
+  np.testing.assert_array_equal(out["text_mask"], mask)
+
+
+def test_tokenize_sentencepiece(sp_model):
+  model = sp_model
+  out = run(f"tokenize(key='c', out='t', max_len=12, tokenizer='sentencepiece', "
+            f"sp_model={model!r})", {"c": "the digit 7 written by hand"})
+  ids, mask = tokenizers.make_tokenizer("sentencepiece", model).encode(
+      "the digit 7 written by hand", 12)
+  np.testing.assert_array_equal(out["t"], ids)
+  np.testing.assert_array_equal(out["t_mask"], mask)
+
+
+# ---------------------------------------------------------------------------- audio ops
+def tone(hz, n=2000, sr=8000, amp=0.5):
+  return (amp * np.sin(2 * np.pi * hz * np.arange(n) / sr)).astype(np.float32)
+
+
+def test_log_mel_shape_and_int16_scaling():
+  wav = tone(1000)
+  out = run("log_mel", {"audio": wav})["spectrogram"]
+  assert out.shape == (64, 1 + (2000 - 256) // 64) == (64, 28) and out.dtype == np.float32
+  pcm = np.round(wav * 32768).astype(np.int16)
+  scaled = run("log_mel", {"audio": pcm.astype(np.float32) / 32768})["spectrogram"]
+  np.testing.assert_allclose(run("log_mel", {"audio": pcm})["spectrogram"], scaled, atol=1e-5)
+  loud = out > out.max() - 5  # Away from the floor, quantisation does not matter.
+  np.testing.assert_allclose(scaled[loud], out[loud], atol=1e-2)
+  as_float = run("audio_to_float", {"audio": pcm})["audio"]
+  assert as_float.dtype == np.float32 and np.abs(as_float).max() <= 1.0
+
+
+def test_log_mel_peak_bin_moves_with_frequency():
+  peaks = [int(np.argmax(run("log_mel(num_mel_bins=32)", {"audio": tone(hz)})
+                         ["spectrogram"].mean(axis=1))) for hz in (300, 800, 1500, 3000)]
+  assert peaks == sorted(peaks) and len(set(peaks)) == 4
+
+
+# -------------------------------------------------------------------------- generic ops
+def test_keep_drop_rename_to_int32():
+  ex = {"image": np.zeros((2, 2, 1), np.uint8), "label": np.int64(3), "caption": "x"}
+  assert set(run("keep('image', 'label')", ex)) == {"image", "label"}
+  assert set(run("drop('caption')", ex)) == {"image", "label"}
+  out = run("rename(text='caption')|to_int32", ex)
+  assert set(out) == {"image", "label", "text"} and out["text"] == b"x"
+  assert out["label"].dtype == np.int32
+  with pytest.raises(ConfigError, match="'keep' needs key 'audio'"):
+    run("keep('audio')", ex)
