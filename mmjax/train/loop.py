@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 from absl import logging
 
 from mmjax import config as config_lib
@@ -53,7 +54,7 @@ class Experiment:
   schedule: Any
   init_state: Any           # callable () -> TrainState (jitted, replicated)
   abstract_state: Any       # TrainState of ShapeDtypeStructs with shardings
-  example_batch: dict       # one host-local batch (numpy), for shapes
+  example_batch: dict       # host-local batch of zeros, for shapes
   checkpointer: checkpoint_lib.Checkpointer
 
   @property
@@ -72,10 +73,10 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   model = models.build_model(config.model)
   loss_fn = objectives.make_objective(config.objective, model)
   tx, schedule = optim.make_optimizer(config.optim, total_steps=config.train.total_steps)
-  data.dataset_info(config.data)  # unknown or unprepared dataset: fail now, clearly
+  # Unknown or unprepared dataset: fails here, clearly, before any compute.
+  element = data.dataset_info(config.data)["train_element"]
   per_process = config.train.batch_size // jax.process_count()
-  example = next(iter(data.make_train_iterator(
-      config.data, batch_size=per_process, seed=config.train.seed)))
+  example = _zeros_batch(element, per_process)
   init_batch = jax.tree.map(lambda x: x[:1], example)
   ema = config.optim.ema_decay > 0
   replicated = parallel.replicated(mesh)
@@ -96,6 +97,17 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
                     init_state=jax.jit(init_fn, out_shardings=replicated),
                     abstract_state=abstract, example_batch=example,
                     checkpointer=checkpointer)
+
+
+def _zeros_batch(element: dict, batch_size: int) -> dict[str, np.ndarray]:
+  """A host-local batch of zeros shaped like the preprocessed examples."""
+  batch = {}
+  for key, spec in element.items():
+    if spec["dtype"] == "string":
+      raise ConfigError(f"Train examples still hold the text feature {key!r}; tokenize it "
+                        "or drop it in config.data.preprocess_train (e.g. keep(...)).")
+    batch[key] = np.zeros((batch_size, *spec["shape"]), np.dtype(spec["dtype"]))
+  return batch
 
 
 def restore_or_init(exp: Experiment) -> tuple[state_lib.TrainState, int]:
