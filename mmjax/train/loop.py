@@ -153,6 +153,28 @@ def _metric_shapes(exp: Experiment) -> dict:
   return dict(metrics, grad_norm=jax.ShapeDtypeStruct((), jnp.float32))
 
 
+def compile_steps(exp: Experiment):
+  """(train_step, eval_step), jitted with fixed shardings and the state donated.
+
+  Fixed in/out shardings make the step's outputs valid inputs of the same executable,
+  so it compiles once: without them a fresh state or accumulator (uncommitted arrays)
+  differs from the step's outputs, and the second step compiles again.
+  """
+  config = exp.config
+  replicated = parallel.replicated(exp.mesh)
+  batch = parallel.batch_sharding(exp.mesh)
+  train_step = jax.jit(
+      step_lib.make_train_step(exp.loss_fn, exp.tx,
+                               grad_accum_steps=config.optim.grad_accum_steps,
+                               ema_decay=config.optim.ema_decay),
+      in_shardings=(replicated, batch, replicated), out_shardings=(replicated, replicated),
+      donate_argnums=(0, 2))
+  eval_step = jax.jit(step_lib.make_eval_step(exp.loss_fn),
+                      in_shardings=(replicated, replicated, batch),
+                      out_shardings=replicated)
+  return train_step, eval_step
+
+
 def _write_config(exp: Experiment) -> None:
   if jax.process_index() == 0:
     with open(os.path.join(exp.workdir, "config.json"), "w") as f:
@@ -181,12 +203,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   batches: Iterator = data.make_train_iterator(
       config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
   device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch)
-  train_step = jax.jit(step_lib.make_train_step(
-      exp.loss_fn, exp.tx, grad_accum_steps=config.optim.grad_accum_steps,
-      ema_decay=config.optim.ema_decay), donate_argnums=(0, 2))
-  eval_step = jax.jit(step_lib.make_eval_step(exp.loss_fn))
+  train_step, eval_step = compile_steps(exp)
   metric_shapes = _metric_shapes(exp)
-  acc = step_lib.init_metric_accumulator(metric_shapes)
+  # Placed like the step's outputs, so that a fresh accumulator hits the same executable.
+  new_acc = lambda: jax.device_put(step_lib.init_metric_accumulator(metric_shapes),
+                                   parallel.replicated(exp.mesh))
+  acc = new_acc()
   writer = writers.MetricWriter(exp.workdir)
   progress = writers.Progress(t.total_steps, start)
   last_train: dict[str, float] = {}
@@ -208,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         last_train["lr"] = float(exp.schedule(step))
         last_train["steps_per_sec"] = progress.log(done, last_train)
         writer.write(done, "train", last_train)
-        acc = step_lib.init_metric_accumulator(metric_shapes)
+        acc = new_acc()
       if ckpt_now:
         exp.checkpointer.save(done, state, batches_consumed=done)
       if eval_now:
@@ -219,6 +241,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   finally:
     exp.checkpointer.close()
     writer.close()
+    # Tear the input pipeline down here, in order: left to interpreter shutdown, the
+    # suspended generator and its tf.data iterator were destroyed late and slowly
+    # (measured: 38 s of hang after a 1,000-step quickstart, growing with run length).
+    device_batches.close()
+    del device_batches, batches
   return dict(last_eval) | {f"train/{k}": v for k, v in last_train.items()}
 
 
@@ -246,7 +273,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
     raise CheckpointError(f"No checkpoint in {exp.checkpointer.directory} to evaluate. "
                           "Train first with --mode=train and the same --workdir.")
   state, _, step = restored
-  metrics = evaluate_state(exp, state, jax.jit(step_lib.make_eval_step(exp.loss_fn)))
+  metrics = evaluate_state(exp, state, compile_steps(exp)[1])
   writer = writers.MetricWriter(exp.workdir)
   writer.write(step, "eval", metrics)
   writer.close()

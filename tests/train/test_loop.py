@@ -9,7 +9,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mmjax.errors import CheckpointError, NonFiniteLossError
-from mmjax.train import loop
+from mmjax import parallel
+from mmjax.train import loop, step as step_lib
 
 
 def read_metrics(workdir, split="train"):
@@ -105,3 +106,18 @@ def test_checkpoint_of_another_shape_is_refused_untouched(tiny_config, tmp_path)
   after = {os.path.join(r, f): open(os.path.join(r, f), "rb").read()
            for r, _, fs in os.walk(workdir) for f in fs if "checkpoints" in r}
   assert snapshot == after
+
+
+def test_train_step_compiles_once(tiny_config, tmp_path):
+  exp = loop.build_experiment(tiny_config(), str(tmp_path / "run"))
+  train_step, _ = loop.compile_steps(exp)
+  state = exp.init_state()
+  new_acc = lambda: jax.device_put(step_lib.init_metric_accumulator(
+      loop._metric_shapes(exp)), parallel.replicated(exp.mesh))
+  acc = new_acc()
+  batch = parallel.to_global_batch(exp.example_batch, exp.mesh)
+  for i in range(4):
+    state, acc = train_step(state, batch, acc if i != 2 else new_acc())
+  jax.block_until_ready(acc)
+  assert train_step._cache_size() == 1  # no recompilation after the first step
+  exp.checkpointer.close()
