@@ -6,8 +6,8 @@ Reproduces: nothing published; it is the smoke-sized version of the mmjax recipe
 prepared offline as a TFDS dataset on first use.
 
 Expected: eval accuracy 0.965 on the 1,000 test digits (chance: 0.10) after 1,000 steps,
-in 1 min 53 s wall time on 2 CPU cores, including preparing the dataset on first use and
-compiling (measured 2026-11-25, jax 0.10.2; docs/benchmarks.md).
+in 1 min 53 s wall time on 2 CPU cores, compilation included; the very first run also
+prepares the dataset (about 7 s more). Measured 2026-11-25, jax 0.10.2; docs/benchmarks.md.
 
 Command:
   python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/mmjax_quickstart
