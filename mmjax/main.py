@@ -9,6 +9,8 @@ with status 2; anything else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
+import logging as std_logging
+import os
 import sys
 
 from absl import app, flags, logging
@@ -24,7 +26,18 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and m
 _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "train: train (resuming from the workdir); eval: evaluate the "
                           "newest checkpoint in the workdir.")
+_LIBRARY_LOGS = flags.DEFINE_bool(
+    "library_logs", False, "Also show INFO logs of jax, orbax and tfds (warnings and "
+    "errors of every library are always shown).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+class _OnlyMmjaxInfo(std_logging.Filter):
+  """Keeps INFO lines from mmjax itself and WARNING+ from everyone."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    package = os.path.dirname(os.path.abspath(__file__))
+    return record.levelno >= std_logging.WARNING or record.pathname.startswith(package)
 
 
 def _fail(message: str) -> None:
@@ -37,6 +50,8 @@ def _main(argv) -> None:
     _fail(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
   from mmjax.train import loop  # after flag parsing: keeps --help fast
   logging.set_verbosity(logging.INFO)
+  if not _LIBRARY_LOGS.value:
+    logging.get_absl_handler().addFilter(_OnlyMmjaxInfo())
   try:
     if _MODE.value == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
