@@ -1,0 +1,202 @@
+"""`perturb`: the public entry point, and the pytree plumbing every attack shares.
+
+An attack sees `inputs` (the model's embed/encode seam: a pytree of arrays with leading batch
+dim B) as a list of float leaves, each with its own eps, step size, norm and bounds. Non-float
+leaves (token ids, masks) ride along untouched.
+"""
+import dataclasses
+from typing import Any, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from mmjax.attacks import norms as N
+from mmjax.errors import ConfigError
+
+ATTACKS = ("fgsm", "fgsm_rs", "pgd", "apgd")
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafSpec:
+  eps: Any                 # python float or traced scalar
+  step: Any                # python float or traced scalar
+  norm: str
+  bounds: Optional[Tuple[float, float]]
+
+
+def _is_float(x):
+  return jnp.issubdtype(jnp.result_type(x), jnp.floating)
+
+
+def _lookup(spec, path, name):
+  """Resolves a per-modality spec (a possibly nested dict keyed like inputs) for one leaf."""
+  for k in path:
+    if not isinstance(spec, dict):
+      return spec
+    key = getattr(k, "key", getattr(k, "idx", getattr(k, "name", None)))
+    if key not in spec:
+      raise ConfigError(f"`{name}` is a dict without an entry for input "
+                        f"{jax.tree_util.keystr(path)}; give one value per float input.")
+    spec = spec[key]
+  if isinstance(spec, dict):
+    raise ConfigError(f"`{name}` is nested deeper than the inputs at "
+                      f"{jax.tree_util.keystr(path)}.")
+  return spec
+
+
+def _check_bounds(b):
+  if b is None:
+    return None
+  try:
+    lo, hi = b
+    lo, hi = float(lo), float(hi)
+  except (TypeError, ValueError):
+    raise ConfigError(f"bounds must be None or a (lo, hi) pair, got {b!r}.") from None
+  if not lo < hi:
+    raise ConfigError(f"bounds must have lo < hi, got {b!r}.")
+  return (lo, hi)
+
+
+def default_step(attack, eps, steps):
+  """Default step size: FGSM eps; Fast-AT 1.25 eps; PGD 2.5 eps/steps (Madry); APGD 2 eps."""
+  return {"fgsm": 1.0, "fgsm_rs": 1.25, "pgd": 2.5 / steps, "apgd": 2.0}[attack] * eps
+
+
+class Problem:
+  """The float leaves of `inputs`, their specs, and the loss over them."""
+
+  def __init__(self, loss_fn, specs, float_idx, leaves, treedef):
+    self.loss_fn, self.treedef, self.leaves = loss_fn, treedef, leaves
+    self.float_idx = float_idx
+    self.x0 = [leaves[i] for i in float_idx]
+    self.specs = specs
+    self.batch = self.x0[0].shape[0]
+
+  def merge(self, xs):
+    leaves = list(self.leaves)
+    for i, x in zip(self.float_idx, xs):
+      leaves[i] = x
+    return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+  def loss(self, xs):
+    return self.loss_fn(self.merge(xs)).astype(jnp.float32)
+
+  def value_and_grad(self, xs):
+    """-> (loss [B], grads like xs). Per-example losses are independent, so grad(sum)."""
+    def total(xs):
+      l = self.loss(xs)
+      return jnp.sum(l), l
+    (_, l), g = jax.value_and_grad(total, has_aux=True)(xs)
+    return l, g
+
+  def project(self, xs):
+    """Back into the eps-ball around the clean point, then into bounds.
+
+    For a clean point inside the box, clipping moves each coordinate toward the clean value,
+    so it never leaves the ball (linf or l2).
+    """
+    return [N.clip_to_bounds(x0 + N.project_delta(x - x0, s.eps, s.norm), s.bounds)
+            for x, x0, s in zip(xs, self.x0, self.specs)]
+
+  def ascend(self, xs, grads, scale=None):
+    """One projected ascent step x + scale * step * dir(g); scale: None or per-example [B]."""
+    out = []
+    for x, g, s in zip(xs, grads, self.specs):
+      step = jnp.asarray(s.step, jnp.float32)
+      if scale is not None:
+        step = N.per_example(step * scale, x)
+      out.append(x + (step * N.ascent_direction(g, s.norm)).astype(x.dtype))
+    return self.project(out)
+
+  def random_start(self, key):
+    """A uniform random point of the eps-ball (clipped into bounds)."""
+    xs = [x0 + N.random_delta(N.fold_in(key, i), x0, s.eps, s.norm)
+          for i, (x0, s) in enumerate(zip(self.x0, self.specs))]
+    return self.project(xs)
+
+  def start(self, key, random_start):
+    return self.random_start(key) if random_start else self.project(self.x0)
+
+
+def keep_best(best_x, best_loss, x, loss):
+  """Per example, keeps (x, loss) where loss beats best_loss (NaN never wins)."""
+  better = loss > best_loss
+  best_x = [jnp.where(N.per_example(better, b), xi, b) for b, xi in zip(best_x, x)]
+  return best_x, jnp.where(better, loss, best_loss)
+
+
+def make_problem(loss_fn, inputs, *, attack, eps, step_size, steps, norm, bounds):
+  leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(inputs)
+  leaves = [jnp.asarray(v) for _, v in leaves_with_path]
+  float_idx = [i for i, v in enumerate(leaves) if _is_float(v)]
+  specs = []
+  for i in float_idx:
+    path = leaves_with_path[i][0]
+    e = _lookup(eps, path, "eps")
+    n = _lookup(norm, path, "norm")
+    if n not in N.NORMS:
+      raise ConfigError(f"norm must be one of {N.NORMS}, got {n!r}.")
+    if isinstance(e, (int, float)) and e < 0:
+      raise ConfigError(f"eps must be >= 0, got {e}.")
+    st = _lookup(step_size, path, "step_size") if step_size is not None else None
+    st = default_step(attack, e, steps) if st is None else st
+    b = bounds if bounds is None or not isinstance(bounds, dict) else _lookup(
+        bounds, path, "bounds")
+    specs.append(LeafSpec(e, st, n, _check_bounds(b)))
+  if not float_idx:
+    return None
+  return Problem(loss_fn, specs, float_idx, leaves, treedef)
+
+
+def perturb(loss_fn, inputs, key, *, attack, eps, step_size=None, steps=10, norm="linf",
+            restarts=1, bounds=None, random_start=True):
+  """Adversarial inputs maximising `loss_fn` within an eps-ball; pure and jit-able.
+
+  Args:
+    loss_fn: adv_inputs -> per-example loss [B] to MAXIMISE (targeted attacks express the
+      target through the loss, e.g. `targeted_dlr_loss` or minus the CE to the target).
+    inputs: an array or pytree (e.g. `{'image': [B,H,W,C], 'text': [B,T,D], 'text_mask':
+      [B,T] int}`), leading batch dim B. Only float leaves are perturbed.
+    key: a PRNG key, or per-example keys ([B,2] raw / [B] typed) so that an example's
+      randomness does not depend on its batch. Restart r uses `fold_in(key, r)`.
+    attack: 'fgsm' (one step from the clean point), 'fgsm_rs' (uniform random start,
+      Fast-AT), 'pgd' (Madry; best iterate returned) or 'apgd' (Croce & Hein 2020).
+    eps, step_size, norm, bounds: one value for every float leaf, or a dict keyed like
+      `inputs` (per modality). norm in {'linf','l2'} (l2: per example over a leaf's non-batch
+      dims). bounds: (lo, hi) clip range, or None for no clipping (embeddings).
+      step_size None -> FGSM eps, Fast-AT 1.25 eps, PGD 2.5 eps/steps, APGD 2 eps (initial).
+    steps: iterations (PGD/APGD; static). restarts: independent starts (static); per example
+      the highest-loss result is kept. random_start: for 'pgd'/'apgd' ('fgsm' never, 'fgsm_rs'
+      always).
+  Returns:
+    adv_inputs, same structure/shapes/dtypes as `inputs`, within the eps-ball and bounds.
+  """
+  from mmjax.attacks import apgd as apgd_lib, pgd as pgd_lib  # cycle: they import core
+  if attack not in ATTACKS:
+    raise ConfigError(f"attack must be one of {ATTACKS}, got {attack!r}.")
+  if not isinstance(steps, int) or steps < 1:
+    raise ConfigError(f"steps must be a positive int, got {steps!r}.")
+  if not isinstance(restarts, int) or restarts < 1:
+    raise ConfigError(f"restarts must be a positive int, got {restarts!r}.")
+  prob = make_problem(loss_fn, inputs, attack=attack, eps=eps, step_size=step_size,
+                      steps=steps, norm=norm, bounds=bounds)
+  if prob is None:
+    return inputs
+
+  def run(k):
+    if attack == "fgsm":
+      return pgd_lib.fgsm_run(prob, k, random_start=False)
+    if attack == "fgsm_rs":
+      return pgd_lib.fgsm_run(prob, k, random_start=True)
+    if attack == "pgd":
+      return pgd_lib.pgd_run(prob, k, steps=steps, random_start=random_start)
+    return apgd_lib.apgd_run(prob, k, steps=steps, random_start=random_start)
+
+  # Restart 0 outside the loop, so restarts=1 is exactly the first restart of restarts=R.
+  best_x, best_loss = run(N.fold_in(key, 0))
+  if restarts > 1:
+    def body(r, carry):
+      x, l = run(N.fold_in(key, r))
+      return keep_best(carry[0], carry[1], x, l)
+    best_x, best_loss = jax.lax.fori_loop(1, restarts, body, (best_x, best_loss))
+  return prob.merge(best_x)

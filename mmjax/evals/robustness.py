@@ -1,0 +1,302 @@
+"""Robust accuracy under FGSM, PGD, APGD-CE, APGD-T and their AutoAttack-style ensemble,
+with an eps sweep (`accuracy_vs_eps`) and the trustworthy-evaluation checks of Carlini et
+al. (`sanity_checks`).
+
+A point is robust iff it is classified correctly clean AND after every attack run (each
+restart and, for APGD-T, each target is a separate run). Runs go in order, each only on the
+points still robust (AutoAttack's order). Randomness is per example (`fold_in(run_key,
+index)`), so the result does not depend on `batch_size` or on which points a run sees.
+"""
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.attacks import (cross_entropy, margin, perturb, targeted_dlr_loss,
+                           top_other_classes)
+from mmjax.errors import ConfigError
+
+EVAL_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-t", "ensemble")
+_CODES = {"fgsm": 0, "pgd": 1, "apgd-ce": 2, "apgd-t": 3}
+N_TARGETS = 9   # AutoAttack's APGD-T target count
+
+
+def _freeze(v):
+  if isinstance(v, dict):
+    return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+  if isinstance(v, list):
+    return tuple(_freeze(x) for x in v)
+  return v
+
+
+def _thaw(v):
+  if isinstance(v, tuple) and v and all(isinstance(t, tuple) and len(t) == 2
+                                        and isinstance(t[0], str) for t in v):
+    return {k: _thaw(x) for k, x in v}
+  return v
+
+
+def _batch_size(x):
+  return int(jax.tree_util.tree_leaves(x)[0].shape[0])
+
+
+def _take(x, idx):
+  return jax.tree_util.tree_map(lambda a: np.asarray(a)[idx], x)
+
+
+def _batches(indices, size):
+  """Yields (indices padded to `size`, number of real ones) covering `indices` in order."""
+  for start in range(0, len(indices), size):
+    idx = indices[start:start + size]
+    real = len(idx)
+    # Pad by repeating the last real row: valid data, results discarded.
+    yield np.concatenate([idx, np.full(size - real, idx[-1])]), real
+
+
+# Small caches: each entry keeps its logits_fn (and the parameters it closes over) alive.
+@functools.lru_cache(maxsize=16)
+def _runner(logits_fn, attack, loss_kind, norm, steps, bounds, has_step):
+  """A jitted fn(x, y, idx, run_key, eps, step, target_rank) -> adv-correct [B] bool."""
+  norm, bounds = _thaw(norm), _thaw(bounds)
+
+  def run(x, y, idx, run_key, eps, step, target_rank):
+    keys = jax.vmap(lambda i: jax.random.fold_in(run_key, i))(idx)
+    if loss_kind == "ce":
+      loss_fn = lambda a: cross_entropy(logits_fn(a), y)
+    else:
+      clean = logits_fn(x)
+      target = jnp.take(top_other_classes(clean, y, clean.shape[-1] - 1), target_rank,
+                        axis=1)
+      if clean.shape[-1] >= 4:
+        loss_fn = lambda a: targeted_dlr_loss(logits_fn(a), y, target)
+      else:   # too few classes for DLR's denominator: targeted margin z_t - z_y
+        loss_fn = lambda a: -margin(logits_fn(a), target)
+    adv = perturb(loss_fn, x, keys, attack=attack, eps=eps,
+                  step_size=step if has_step else None, steps=steps, norm=norm,
+                  restarts=1, bounds=bounds, random_start=True)
+    return jnp.argmax(logits_fn(adv), axis=-1) == y
+
+  return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=4)
+def _predict(logits_fn):
+  return jax.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
+
+
+def _cached(fn, *args):
+  try:
+    return fn(*args)
+  except TypeError:   # unhashable logits_fn: build uncached
+    return fn.__wrapped__(*args)
+
+
+def clean_correct(logits_fn, x, y, batch_size=256):
+  """Per-example clean correctness. x: array/pytree [N,...], y [N] -> bool numpy [N]."""
+  y = np.asarray(y)
+  n = len(y)
+  out = np.zeros(n, bool)
+  predict = _cached(_predict, logits_fn)
+  for pos, real in _batches(np.arange(n), min(batch_size, n)):
+    pred = np.asarray(predict(_take(x, pos)))
+    out[pos[:real]] = pred[:real] == y[pos[:real]]
+  return out
+
+
+def clean_accuracy(logits_fn, x, y, batch_size=256):
+  """Accuracy of argmax logits_fn(x) [N,K] against y [N], in batches. -> float."""
+  return float(np.mean(clean_correct(logits_fn, x, y, batch_size)))
+
+
+def _runs(attack, restarts, num_classes):
+  """[(perturb attack, loss kind, code, target rank, restart)] in evaluation order."""
+  n_t = min(N_TARGETS, num_classes - 1)
+  ce = lambda a, code, r: [(a, "ce", code, 0, i) for i in range(r)]
+  if attack == "fgsm":
+    return ce("fgsm", 0, 1)   # deterministic: restarts would repeat the same point
+  if attack == "pgd":
+    return ce("pgd", 1, restarts)
+  t_runs = [("apgd", "dlr-t", 3, t, r) for t in range(n_t) for r in range(restarts)]
+  if attack == "apgd-ce":
+    return ce("apgd", 2, restarts)
+  if attack == "apgd-t":
+    return t_runs
+  return ce("apgd", 2, restarts) + t_runs
+
+
+def robust_correct(logits_fn, x, y, key, *, attack, eps, norm="linf", steps=10,
+                   step_size=None, restarts=1, bounds=(0., 1.), batch_size=256):
+  """Per-example robustness (bool numpy [N]); see `robust_accuracy` for the arguments."""
+  if attack not in EVAL_ATTACKS:
+    raise ConfigError(f"attack must be one of {EVAL_ATTACKS}, got {attack!r}.")
+  if not isinstance(batch_size, int) or batch_size < 1:
+    raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}.")
+  if not isinstance(restarts, int) or restarts < 1:
+    raise ConfigError(f"restarts must be a positive int, got {restarts!r}.")
+  if any(isinstance(e, (int, float)) and e < 0 for e in jax.tree_util.tree_leaves(eps)):
+    raise ConfigError(f"eps must be >= 0, got {eps!r}.")
+  y = np.asarray(y).astype(np.int32)
+  n = len(y)
+  if _batch_size(x) != n:
+    raise ConfigError(f"x has {_batch_size(x)} examples but y has {n}.")
+  robust = clean_correct(logits_fn, x, y, batch_size)
+  num_classes = int(jax.eval_shape(logits_fn, _take(x, np.arange(1))).shape[-1])
+  eps_arg = jax.tree_util.tree_map(lambda e: jnp.asarray(e, jnp.float32), eps)
+  step_arg = (jax.tree_util.tree_map(lambda e: jnp.asarray(e, jnp.float32), step_size)
+              if step_size is not None else jnp.zeros(()))
+  for atk, kind, code, target, restart in _runs(attack, restarts, num_classes):
+    alive = np.flatnonzero(robust)
+    if not len(alive):
+      break
+    fn = _cached(_runner, logits_fn, atk, kind, _freeze(norm), steps, _freeze(bounds),
+                 step_size is not None)
+    run_key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, code),
+                                                    target), restart)
+    # Fixed padded size over the whole data, so each runner compiles once per shape.
+    for idx, real in _batches(alive, min(batch_size, n)):
+      ok = np.asarray(fn(_take(x, idx), y[idx], jnp.asarray(idx, jnp.uint32), run_key,
+                         eps_arg, step_arg, jnp.asarray(target, jnp.int32)))
+      robust[idx[:real]] &= ok[:real]
+  return robust
+
+
+def robust_accuracy(logits_fn, x, y, key, *, attack, eps, norm="linf", steps=10,
+                    step_size=None, restarts=1, bounds=(0., 1.), batch_size=256):
+  """Fraction of examples classified correctly clean and under every run of `attack`.
+
+  Args:
+    logits_fn: x -> logits [B,K] (x an array or a pytree with leading batch dim).
+    x: [N,...] array or pytree; y: [N] int labels; key: PRNG key.
+    attack: 'fgsm' (alpha = eps), 'pgd' (CE, random start, alpha = 2.5 eps/steps),
+      'apgd-ce', 'apgd-t' (targeted DLR against each of the top min(9, K-1) other classes;
+      targeted margin when K < 4), 'ensemble' (APGD-CE then APGD-T on the survivors).
+    eps, norm, step_size, bounds: as in `mmjax.attacks.perturb` (scalar or per-modality
+      dict). steps: iterations; restarts: independent runs, each must be survived.
+    batch_size: examples per jitted call; the last batch is padded, padding not counted.
+  Returns:
+    robust accuracy in [0, 1] (float).
+  """
+  return float(np.mean(robust_correct(
+      logits_fn, x, y, key, attack=attack, eps=eps, norm=norm, steps=steps,
+      step_size=step_size, restarts=restarts, bounds=bounds, batch_size=batch_size)))
+
+
+def accuracy_vs_eps(logits_fn, x, y, key, *, eps_list, attack, norm="linf", steps=10,
+                    step_size=None, restarts=1, bounds=(0., 1.), batch_size=256,
+                    out_dir=None):
+  """Robust accuracy over an eps sweep (same key for every eps).
+
+  Returns {'eps': [...], 'accuracy': [...]}; with `out_dir`, also writes
+  `robustness_curve.json` (the same plus the attack settings) and `robustness_curve.png`.
+  """
+  eps_list = [float(e) for e in eps_list]
+  accs = [robust_accuracy(logits_fn, x, y, key, attack=attack, eps=e, norm=norm,
+                          steps=steps, step_size=step_size, restarts=restarts,
+                          bounds=bounds, batch_size=batch_size) for e in eps_list]
+  result = {"eps": eps_list, "accuracy": accs}
+  if out_dir is not None:
+    os.makedirs(out_dir, exist_ok=True)
+    meta = dict(result, attack=attack, norm=norm, steps=steps, restarts=restarts)
+    with open(os.path.join(out_dir, "robustness_curve.json"), "w") as f:
+      json.dump(meta, f, indent=2)
+    _plot(result, os.path.join(out_dir, "robustness_curve.png"),
+          title=f"{attack} ({norm}, {steps} steps, {restarts} restarts)")
+  return result
+
+
+def _plot(result, path, title):
+  import matplotlib   # lazily: plotting is optional and slow to import
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  ax.plot(result["eps"], result["accuracy"], marker="o")
+  ax.set_xlabel("eps")
+  ax.set_ylabel("robust accuracy")
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def _noise_margin(n):
+  """Accuracy differences below max(1 example, 1%) are attack noise, not a failure."""
+  return max(1.0 / n, 0.01)
+
+
+@functools.lru_cache(maxsize=4)
+def _grad_stats(logits_fn):
+  """jitted fn(x, y) -> (zero [B], nonfinite [B]) for the input gradients of CE and margin."""
+  def grads(x, y, loss):
+    g = jax.grad(lambda a: jnp.sum(loss(logits_fn(a), y)))(x)
+    leaves = [l for l, xl in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(x))
+              if jnp.issubdtype(xl.dtype, jnp.floating)]
+    flat = jnp.concatenate([l.reshape(l.shape[0], -1).astype(jnp.float32) for l in leaves], 1)
+    return jnp.all(flat == 0, axis=1), ~jnp.all(jnp.isfinite(flat), axis=1)
+
+  def run(x, y):
+    z_ce, n_ce = grads(x, y, cross_entropy)
+    z_m, n_m = grads(x, y, margin)
+    # Saturated CE alone can underflow to 0; a zero margin gradient too means masking.
+    return z_ce & z_m, n_ce | n_m
+  return jax.jit(run)
+
+
+def sanity_checks(logits_fn, x, y, key, *, eps, norm="linf", bounds=(0., 1.), steps=10,
+                  attack="pgd", restarts=1, batch_size=256, eps_sweep=(0.25, 0.5, 1., 2.),
+                  max_masked_fraction=0.1):
+  """The trustworthy-evaluation checks (Carlini et al. 2019) for one model and data set.
+
+  Checks: 'eps0_equals_clean' (eps = 0 attack accuracy == clean accuracy), 'robust_le_clean',
+  'monotone_in_eps' (accuracy non-increasing over eps * `eps_sweep`), 'pgd_beats_fgsm',
+  'more_steps_restarts' (2x steps and 3 restarts never raise accuracy), 'nonzero_gradients'
+  (at most `max_masked_fraction` of examples with an all-zero or NaN input gradient: the
+  gradient-masking flag). Tolerance for 3-5: max(1 example, 1%).
+  Returns {name: {'passed': bool, 'detail': str}, 'all_passed': bool, 'failed': [names]}.
+  """
+  y = np.asarray(y).astype(np.int32)
+  n = len(y)
+  tol = _noise_margin(n)
+  common = dict(norm=norm, bounds=bounds, batch_size=batch_size)
+  acc = lambda atk, e, **kw: robust_accuracy(
+      logits_fn, x, y, key, attack=atk, eps=e, **{**common, "steps": steps,
+                                                  "restarts": restarts, **kw})
+  scale = lambda f: jax.tree_util.tree_map(lambda e: f * e, eps)
+  clean = clean_accuracy(logits_fn, x, y, batch_size)
+  robust = acc(attack, eps)
+  checks = {}
+
+  def put(name, passed, detail):
+    checks[name] = {"passed": bool(passed), "detail": detail}
+
+  a0 = acc(attack, scale(0.0))
+  put("eps0_equals_clean", a0 == clean, f"eps=0 {attack}: {a0:.4f}, clean: {clean:.4f}")
+  put("robust_le_clean", robust <= clean, f"robust {robust:.4f} <= clean {clean:.4f}")
+  sweep = [acc(attack, scale(f)) for f in eps_sweep]
+  worst = max([b - a for a, b in zip(sweep, sweep[1:])], default=0.0)
+  put("monotone_in_eps", worst <= tol,
+      f"eps x {list(eps_sweep)}: {[round(a, 4) for a in sweep]}; largest rise {worst:.4f} "
+      f"(tolerance {tol:.4f})")
+  pgd, fgsm = acc("pgd", eps), acc("fgsm", eps)
+  put("pgd_beats_fgsm", pgd <= fgsm + tol, f"pgd {pgd:.4f} vs fgsm {fgsm:.4f}")
+  more_steps = acc(attack, eps, steps=2 * steps)
+  more_restarts = acc(attack, eps, restarts=restarts + 2)
+  put("more_steps_restarts",
+      more_steps <= robust + tol and more_restarts <= robust + tol,
+      f"{attack}: {robust:.4f}; 2x steps: {more_steps:.4f}; {restarts + 2} restarts: "
+      f"{more_restarts:.4f}")
+  zero = nonfinite = 0
+  stats = _cached(_grad_stats, logits_fn)
+  for pos, real in _batches(np.arange(n), min(batch_size, n)):
+    z, nf = (np.asarray(v)[:real] for v in stats(_take(x, pos), y[pos]))
+    zero, nonfinite = zero + int(z.sum()), nonfinite + int(nf.sum())
+  frac = (zero + nonfinite) / n
+  put("nonzero_gradients", frac <= max_masked_fraction,
+      f"{frac:.3f} of examples have a zero ({zero}) or NaN/Inf ({nonfinite}) input "
+      f"gradient (allowed {max_masked_fraction}); high values mean gradient masking")
+  failed = [k for k, v in checks.items() if not v["passed"]]
+  return {**checks, "all_passed": not failed, "failed": failed}
