@@ -16,18 +16,14 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from mmjax.errors import CheckpointError
+from mmjax.tree import path_str
 
 CORRUPT_DIR = "checkpoints_corrupt"
 
 
-def _path_str(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
-                  for k in path)
-
-
 def _shapes_by_path(tree: Any) -> dict[str, tuple]:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {_path_str(p): tuple(getattr(x, "shape", np.shape(x))) for p, x in leaves}
+  return {path_str(p): tuple(getattr(x, "shape", np.shape(x))) for p, x in leaves}
 
 
 class Checkpointer:

@@ -13,6 +13,7 @@ import jax
 import optax
 
 from mmjax.errors import ConfigError
+from mmjax.tree import path_str
 
 OPTIMIZERS = ("adamw", "sgd", "lamb", "adafactor")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -58,7 +59,7 @@ def decay_mask(params: Any, exclude: tuple[str, ...] | list[str]) -> Any:
   patterns = [re.compile(p) for p in exclude]
 
   def include(path, _):
-    name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path).lower()
+    name = path_str(path).lower()
     return not any(p.search(name) for p in patterns)
 
   return jax.tree_util.tree_map_with_path(include, params)
