@@ -37,7 +37,12 @@ def default_config() -> ml_collections.ConfigDict:
   )
   c.model = ml_collections.ConfigDict({"name": "vit"})
   c.objective = ml_collections.ConfigDict({"name": "supervised"})
-  c.adversarial = dict(kind="none")
+  # kind: none | madry | combined | trades (mmjax/objectives/adversarial.py).
+  c.adversarial = dict(
+      kind="none", modalities=("image",), attack="pgd", eps=0.0,
+      step_size=config_dict.placeholder(float), steps=10, restarts=1, norm="linf",
+      lam=1.0, clean_weight=1.0, beta=6.0, attack_loss="objective",
+  )
   c.optim = dict(
       name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=0,
       end_lr_factor=0.0, weight_decay=0.0, no_decay=("bias", "norm", "scale"),
@@ -126,6 +131,7 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train") -> None:
                       f"{n_dev} devices; use a multiple of {n_dev}.")
   if not 0.0 <= config.optim.ema_decay < 1.0:
     raise ConfigError(f"optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
-  if config.adversarial.kind != "none":
-    raise ConfigError(f"adversarial.kind={config.adversarial.kind!r} is not available yet; "
-                      "only 'none' is implemented.")
+  adv = config.adversarial
+  if adv.kind != "none" and not isinstance(adv.eps, dict) and adv.eps <= 0:
+    raise ConfigError(f"adversarial.kind={adv.kind!r} needs a positive adversarial.eps, "
+                      "e.g. --config.adversarial.eps=0.3 (MNIST) or 0.031 (CIFAR-10).")

@@ -53,6 +53,12 @@ BAD_INPUTS = {
     "negative_steps": (["--config.train.total_steps=-5"], r"total_steps must be positive"),
     "other_shape": (["--config.model.name=preact_resnet18"], r"does not fit the configured model"),
     "bad_accum": (["--config.optim.grad_accum_steps=5"], r"grad_accum_steps=5"),
+    "adversarial_without_eps": (["--config.adversarial.kind=madry"],
+                                r"needs a positive adversarial.eps"),
+    "adversarial_bad_modality": (["--config.adversarial.kind=madry",
+                                  "--config.adversarial.eps=0.1",
+                                  "--config.adversarial.modalities=('audio',)"],
+                                 r"\['audio'\] are not model inputs"),
 }
 
 

@@ -21,6 +21,7 @@ from absl import logging
 from mmjax import config as config_lib
 from mmjax import models, objectives, parallel
 from mmjax.errors import CheckpointError, ConfigError, NonFiniteLossError
+from mmjax.objectives import adversarial
 from mmjax.train import checkpoint as checkpoint_lib
 from mmjax.train import optim, state as state_lib, step as step_lib, writers
 
@@ -71,7 +72,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   workdir = check_workdir(workdir)
   mesh = parallel.make_mesh(config.mesh)
   model = models.build_model(config.model)
-  loss_fn = objectives.make_objective(config.objective, model)
+  loss_fn = adversarial.make_adversarial(
+      config.adversarial, objectives.make_objective(config.objective, model))
   tx, schedule = optim.make_optimizer(config.optim, total_steps=config.train.total_steps)
   # Unknown or unprepared dataset: fails here, clearly, before any compute.
   element = data.dataset_info(config.data)["train_element"]
