@@ -63,32 +63,36 @@ class Adversarial:
                         "e.g. ('image',) or ('text',).")
 
   # ---- the attack ----
-  def _split(self, inputs: dict) -> tuple[dict, dict]:
-    """(attacked, fixed) parts of the embedded inputs."""
-    missing = [m for m in self.modalities if m not in inputs]
-    if missing:
-      raise ConfigError(f"adversarial.modalities {missing} are not model inputs; the model's "
-                        f"embed() gives {sorted(inputs)}.")
-    attacked = {k: inputs[k] for k in self.modalities}
-    return attacked, {k: v for k, v in inputs.items() if k not in attacked}
+  def _leaf_specs(self, inputs: dict, value, fixed_value) -> dict:
+    """A tree like `inputs`: value(modality) at attacked leaves, fixed_value elsewhere.
 
-  def _bounds(self) -> dict:
-    return {k: DEFAULT_BOUNDS.get(k) for k in self.modalities}
-
-  def _per_modality(self, value):
-    return {k: value[k] for k in self.modalities} if isinstance(value, dict) else value
+    A leaf is attacked when its own key is a modality, at any depth, so ('image',) also
+    reaches into a `sum` objective's per-term inputs ({'mae': {'image': ...}, ...}).
+    """
+    def spec(path, _):
+      key = getattr(path[-1], "key", None)
+      return value(key) if key in self.modalities else fixed_value
+    return jax.tree_util.tree_map_with_path(spec, inputs)
 
   def attack_inputs(self, inputs: dict, rng, attack_loss_fn) -> dict:
     """Perturbed copy of `inputs` (δ* held constant); `attack_loss_fn(inputs) -> [B]`."""
-    attacked, fixed = self._split(inputs)
-    clean = jax.lax.stop_gradient(attacked)
+    leaf_keys = {getattr(p[-1], "key", None)
+                 for p, _ in jax.tree_util.tree_flatten_with_path(inputs)[0]}
+    missing = [m for m in self.modalities if m not in leaf_keys]
+    if missing:
+      raise ConfigError(f"adversarial.modalities {missing} are not model inputs; the model's "
+                        f"embed() gives {sorted(k for k in leaf_keys if k is not None)}.")
+    per_modality = lambda v: (lambda m: v[m] if isinstance(v, dict) else v)
+    clean = jax.lax.stop_gradient(inputs)
+    # Leaves that are not attacked get eps 0: perturb leaves them exactly where they are.
     adv = attacks.perturb(
-        lambda a: attack_loss_fn({**fixed, **a}), clean, jax.random.fold_in(rng, 101),
-        attack=self.attack, eps=self._per_modality(self.eps),
-        step_size=self._per_modality(self.step_size), steps=self.steps,
-        restarts=self.restarts, norm=self.norm, bounds=self._bounds())
-    delta = jax.tree.map(lambda a, c: jax.lax.stop_gradient(a - c), adv, clean)
-    return {**fixed, **jax.tree.map(jnp.add, attacked, delta)}
+        attack_loss_fn, clean, jax.random.fold_in(rng, 101), attack=self.attack,
+        eps=self._leaf_specs(inputs, per_modality(self.eps), 0.0),
+        step_size=self._leaf_specs(inputs, per_modality(self.step_size), None),
+        bounds=self._leaf_specs(inputs, DEFAULT_BOUNDS.get, None),
+        steps=self.steps, restarts=self.restarts, norm=self.norm)
+    # inputs + constant δ: gradients still reach the parameters that made `inputs`.
+    return jax.tree.map(lambda x, a, c: x + jax.lax.stop_gradient(a - c), inputs, adv, clean)
 
   def _objective_attack_loss(self, params, prepared, rng, model_state):
     obj = self.objective

@@ -94,3 +94,25 @@ def test_config_errors(cnn):
   with pytest.raises(ConfigError, match=r"\['audio'\] are not model inputs.*\['image'\]"):
     loss_of(bad, params, batch)
   assert make_adversarial(dict(kind="none"), base) is base
+
+
+def test_modalities_reach_into_a_sum_objectives_terms():
+  model = models.build_model(dict(name="vit", image_size=8, patch_size=4, channels=1,
+                                  width=16, depth=1, num_heads=2, mlp_dim=32,
+                                  num_classes=10, pool="gap", decoder_width=16,
+                                  decoder_depth=1, decoder_heads=2))
+  rng = np.random.default_rng(1)
+  batch = {"image": jnp.asarray(rng.uniform(size=(4, 8, 8, 1)), jnp.float32),
+           "label": jnp.arange(4) % 10}
+  params = models.init_variables(model, batch, jax.random.PRNGKey(0))["params"]
+  base = make_objective(dict(name="sum", terms=dict(mae=dict(weight=1.0, mask_ratio=0.5),
+                                                    supervised=dict(weight=1.0))), model)
+  combined = make_adversarial(dict(kind="combined", eps=0.2, steps=3, lam=1.0,
+                                   clean_weight=1.0), base)
+  clean, _ = loss_of(base, params, batch)
+  total, (metrics, _) = loss_of(combined, params, batch)
+  # clean term + attacked term, and the attack raised the loss of both sum terms.
+  np.testing.assert_allclose(metrics["clean/loss"], clean, rtol=1e-5)
+  assert float(metrics["adv/loss"]) > float(clean)
+  np.testing.assert_allclose(total, metrics["clean/loss"] + metrics["adv/loss"], rtol=1e-5)
+  assert float(metrics["adv/supervised/loss"]) > float(metrics["clean/supervised/loss"])
