@@ -38,3 +38,16 @@ def tiny_vit_config(data_dir, **train):
 @pytest.fixture
 def tiny_config(digits_data_dir):
   return lambda **train: tiny_vit_config(digits_data_dir, **train)
+
+
+def tiny_cnn(batch_size):
+  """(model, batch, variables): the MNIST CNN with a random batch of `batch_size` digits."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from mmjax import models
+  model = models.build_model(dict(name="mnist_cnn", num_classes=10))
+  rng = np.random.default_rng(0)
+  batch = {"image": jnp.asarray(rng.uniform(size=(batch_size, 28, 28, 1)), jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 10, size=batch_size), jnp.int32)}
+  return model, batch, models.init_variables(model, batch, jax.random.PRNGKey(0))

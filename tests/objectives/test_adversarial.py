@@ -9,18 +9,15 @@ from mmjax import models
 from mmjax.errors import ConfigError
 from mmjax.objectives import make_objective
 from mmjax.objectives.adversarial import make_adversarial
+from tests.conftest import tiny_cnn
 
 RNG = jax.random.PRNGKey(3)
 
 
 @pytest.fixture(scope="module")
 def cnn():
-  model = models.build_model(dict(name="mnist_cnn", num_classes=10))
-  rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.uniform(size=(8, 28, 28, 1)), jnp.float32),
-           "label": jnp.asarray(rng.integers(0, 10, size=8), jnp.int32)}
-  params = models.init_variables(model, batch, jax.random.PRNGKey(0))["params"]
-  return model, batch, params
+  model, batch, variables = tiny_cnn(8)
+  return model, batch, variables["params"]
 
 
 def loss_of(fn, params, batch, train=True, state=None):

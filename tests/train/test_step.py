@@ -1,22 +1,16 @@
 """The train step: gradient accumulation equals the full batch; EMA arithmetic."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax import models
 from mmjax.objectives import make_objective
 from mmjax.train import optim, state as state_lib, step as step_lib
+from tests.conftest import tiny_cnn
 
 
 @pytest.fixture(scope="module")
 def cnn():
-  model = models.build_model(dict(name="mnist_cnn", num_classes=10))
-  rng = np.random.default_rng(0)
-  batch = {"image": jnp.asarray(rng.uniform(size=(16, 28, 28, 1)), jnp.float32),
-           "label": jnp.asarray(rng.integers(0, 10, size=16), jnp.int32)}
-  variables = models.init_variables(model, batch, jax.random.PRNGKey(0))
-  return model, batch, variables
+  return tiny_cnn(16)
 
 
 def run_steps(cnn, *, accum, ema_decay=0.0, steps=2):
