@@ -16,7 +16,7 @@ import jax
 
 from mmjax import parallel
 from mmjax.config import load_config_file
-from mmjax.train import loop, step as step_lib
+from mmjax.train import loop
 
 
 def median_step_ms(config_path: str, k: int, reps: int = 30) -> float:
@@ -29,8 +29,7 @@ def median_step_ms(config_path: str, k: int, reps: int = 30) -> float:
     train_step, _ = loop.compile_steps(exp)
     batch = parallel.to_global_batch(exp.example_batch, exp.mesh)
     state = exp.init_state()
-    acc = jax.device_put(step_lib.init_metric_accumulator(loop._metric_shapes(exp)),
-                         parallel.replicated(exp.mesh))
+    acc = loop.accumulator_factory(exp)()
     for _ in range(3):
       state, acc = train_step(state, batch, acc)
     jax.block_until_ready(acc)

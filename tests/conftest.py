@@ -51,3 +51,9 @@ def tiny_cnn(batch_size):
   batch = {"image": jnp.asarray(rng.uniform(size=(batch_size, 28, 28, 1)), jnp.float32),
            "label": jnp.asarray(rng.integers(0, 10, size=batch_size), jnp.int32)}
   return model, batch, models.init_variables(model, batch, jax.random.PRNGKey(0))
+
+
+def files_snapshot(root):
+  """{path: bytes} of every file under `root`: to prove a failed run changed nothing."""
+  return {os.path.join(r, f): open(os.path.join(r, f), "rb").read()
+          for r, _, fs in os.walk(root) for f in fs}

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.conftest import files_snapshot
 from tests.train.test_loop import assert_trees_equal, final_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,11 +24,6 @@ def run(cmd, env_extra=None, timeout=300):
   env = dict(os.environ, **(env_extra or {}))
   return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                         cwd=REPO)
-
-
-def snapshot(workdir):
-  return {os.path.join(r, f): open(os.path.join(r, f), "rb").read()
-          for r, _, fs in os.walk(workdir) for f in fs}
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +61,12 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_one_clear_error_nothing_damaged(case, trained_workdir, digits_data_dir):
   overrides, message = BAD_INPUTS[case]
-  before = snapshot(trained_workdir)
+  before = files_snapshot(trained_workdir)
   proc = run(mmjax_cmd(trained_workdir, digits_data_dir, *overrides))
   assert proc.returncode != 0
   assert re.search(message, proc.stderr, re.S), proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  assert snapshot(trained_workdir) == before
+  assert files_snapshot(trained_workdir) == before
 
 
 def test_unwritable_workdir(digits_data_dir, tmp_path):

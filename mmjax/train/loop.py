@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -147,12 +147,20 @@ def evaluate_state(exp: Experiment, state, eval_step) -> dict[str, float]:
   return {k: float(v) / n for k, v in sums.items()} | {"num_examples": n}
 
 
-def _metric_shapes(exp: Experiment) -> dict:
+def accumulator_factory(exp: Experiment) -> Callable[[], dict]:
+  """A zero-argument function returning a fresh metric accumulator for the train step.
+
+  The metric shapes are traced once, here. Each accumulator is placed like the step's
+  outputs (replicated on the mesh), so a fresh one hits the same compiled executable as
+  the step's own output does; an uncommitted one would make the step compile again.
+  """
   batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), exp.example_batch)
   _, (metrics, _) = jax.eval_shape(
       lambda s, b: exp.loss_fn(s.params, b, s.rng, model_state=s.model_state, train=True),
       exp.abstract_state, batch)
-  return dict(metrics, grad_norm=jax.ShapeDtypeStruct((), jnp.float32))
+  shapes = dict(metrics, grad_norm=jax.ShapeDtypeStruct((), jnp.float32))
+  replicated = parallel.replicated(exp.mesh)
+  return lambda: jax.device_put(step_lib.init_metric_accumulator(shapes), replicated)
 
 
 def compile_steps(exp: Experiment):
@@ -206,10 +214,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
   device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch)
   train_step, eval_step = compile_steps(exp)
-  metric_shapes = _metric_shapes(exp)
-  # Placed like the step's outputs, so that a fresh accumulator hits the same executable.
-  new_acc = lambda: jax.device_put(step_lib.init_metric_accumulator(metric_shapes),
-                                   parallel.replicated(exp.mesh))
+  new_acc = accumulator_factory(exp)
   acc = new_acc()
   writer = writers.MetricWriter(exp.workdir)
   progress = writers.Progress(t.total_steps, start)

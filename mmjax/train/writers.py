@@ -50,20 +50,17 @@ class Progress:
     self._last_step = start_step
     self._last_time = time.perf_counter()
 
-  def line(self, step: int, scalars: Mapping[str, float]) -> str:
+  def log(self, step: int, scalars: Mapping[str, float]) -> float:
+    """Logs the progress line; returns steps/s since the previous call."""
     now = time.perf_counter()
     rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now
     eta = datetime.timedelta(seconds=round((self.total - step) / rate)) if rate > 0 else "?"
     shown = " | ".join(f"{k} {_fmt(v)}" for k, v in scalars.items()
                        if k in ("loss", "accuracy", "lr") or k.endswith("/loss"))
-    return f"step {step}/{self.total} | {shown} | {rate:.2f} steps/s | ETA {eta}"
-
-  def log(self, step: int, scalars: Mapping[str, float]) -> float:
-    """Logs the line; returns steps/s since the previous call."""
-    before_step, before_time = self._last_step, self._last_time
-    logging.info("%s", self.line(step, scalars))
-    return (step - before_step) / max(self._last_time - before_time, 1e-9)
+    logging.info("step %d/%d | %s | %.2f steps/s | ETA %s", step, self.total, shown, rate,
+                 eta)
+    return rate
 
 
 def _fmt(v: float) -> str:

@@ -1,7 +1,6 @@
 """End to end: training lowers the loss, resume is exact, bad checkpoints are handled."""
 import json
 import os
-import shutil
 
 import jax
 import numpy as np
@@ -10,7 +9,8 @@ import pytest
 
 from mmjax.errors import CheckpointError, NonFiniteLossError
 from mmjax import parallel
-from mmjax.train import loop, step as step_lib
+from mmjax.train import loop
+from tests.conftest import files_snapshot
 
 
 def read_metrics(workdir, split="train"):
@@ -97,23 +97,20 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
 def test_checkpoint_of_another_shape_is_refused_untouched(tiny_config, tmp_path):
   workdir = str(tmp_path / "run")
   loop.train_and_evaluate(tiny_config(total_steps=10), workdir)
-  snapshot = {os.path.join(r, f): open(os.path.join(r, f), "rb").read()
-              for r, _, fs in os.walk(workdir) for f in fs if "checkpoints" in r}
+  checkpoints = os.path.join(workdir, "checkpoints")
+  before = files_snapshot(checkpoints)
   wider = tiny_config(total_steps=20)
   wider.model.name = "preact_resnet18"
   with pytest.raises(CheckpointError, match=r"does not fit the configured model.*new --workdir"):
     loop.train_and_evaluate(wider, workdir)
-  after = {os.path.join(r, f): open(os.path.join(r, f), "rb").read()
-           for r, _, fs in os.walk(workdir) for f in fs if "checkpoints" in r}
-  assert snapshot == after
+  assert files_snapshot(checkpoints) == before
 
 
 def test_train_step_compiles_once(tiny_config, tmp_path):
   exp = loop.build_experiment(tiny_config(), str(tmp_path / "run"))
   train_step, _ = loop.compile_steps(exp)
   state = exp.init_state()
-  new_acc = lambda: jax.device_put(step_lib.init_metric_accumulator(
-      loop._metric_shapes(exp)), parallel.replicated(exp.mesh))
+  new_acc = loop.accumulator_factory(exp)
   acc = new_acc()
   batch = parallel.to_global_batch(exp.example_batch, exp.mesh)
   for i in range(4):
