@@ -37,11 +37,18 @@ def default_config() -> ml_collections.ConfigDict:
   )
   c.model = ml_collections.ConfigDict({"name": "vit"})
   c.objective = ml_collections.ConfigDict({"name": "supervised"})
-  # kind: none | madry | combined | trades (mmjax/objectives/adversarial.py).
+  # kind: none | madry | combined | trades | alum | freelb | free
+  # (mmjax/objectives/adversarial.py; docs/robustness.md).
   c.adversarial = dict(
       kind="none", modalities=("image",), attack="pgd", eps=0.0,
       step_size=config_dict.placeholder(float), steps=10, restarts=1, norm="linf",
       lam=1.0, clean_weight=1.0, beta=6.0, attack_loss="objective",
+      consistency_on="logits", replays=4,
+      # Catastrophic-overfitting guard (Wong et al. 2020): every `guard_every` steps, PGD
+      # accuracy on a held training batch; a fall of more than `guard_max_drop` since the
+      # previous check stops training and keeps the parameters of that check.
+      guard_every=0, guard_steps=5, guard_step_size=config_dict.placeholder(float),
+      guard_max_drop=0.2,
   )
   c.optim = dict(
       name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=0,
@@ -56,6 +63,13 @@ def default_config() -> ml_collections.ConfigDict:
   )
   c.mesh = dict(shape=ml_collections.ConfigDict({"data": -1}))
   c.evals = dict(batch_size=256, max_batches=0, use_ema=True)
+  # Robust accuracy with each eval when `attack` is set (mmjax/train/robust_eval.py):
+  # the first `num_examples` eval examples, the sanity suite's verdicts in the metrics,
+  # and an accuracy-vs-eps curve over `curve_eps` (JSON + PNG in the workdir).
+  c.evals.robust = dict(
+      attack="", eps=0.0, norm="linf", steps=10, step_size=config_dict.placeholder(float),
+      restarts=1, modalities=("image",), num_examples=500, sanity=True, curve_eps=(),
+  )
   return c
 
 
@@ -135,3 +149,25 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train") -> None:
   if adv.kind != "none" and not isinstance(adv.eps, dict) and adv.eps <= 0:
     raise ConfigError(f"adversarial.kind={adv.kind!r} needs a positive adversarial.eps, "
                       "e.g. --config.adversarial.eps=0.3 (MNIST) or 0.031 (CIFAR-10).")
+  if adv.kind == "free" and accum != 1:
+    raise ConfigError("adversarial.kind='free' replays whole batches and cannot be combined "
+                      "with optim.grad_accum_steps > 1; set one of them back to default.")
+  if adv.guard_every and adv.kind == "none":
+    raise ConfigError("adversarial.guard_every is set but adversarial.kind is 'none': the "
+                      "catastrophic-overfitting guard watches adversarial training.")
+  if adv.guard_every and (not isinstance(adv.eps, (int, float)) or not 0 < adv.guard_max_drop
+                          <= 1):
+    raise ConfigError("adversarial.guard_every needs a scalar adversarial.eps and "
+                      f"guard_max_drop in (0, 1], got eps={adv.eps!r}, "
+                      f"guard_max_drop={adv.guard_max_drop!r}.")
+  rob = config.evals.robust
+  if rob.attack:
+    from mmjax.evals import robustness   # no TF, no model: cheap
+    if rob.attack not in robustness.EVAL_ATTACKS:
+      raise ConfigError(f"Unknown evals.robust.attack={rob.attack!r}. Choose one of: "
+                        f"{', '.join(robustness.EVAL_ATTACKS)} (or '' for none).")
+    if isinstance(rob.eps, (int, float)) and rob.eps <= 0:
+      raise ConfigError("evals.robust.attack is set but evals.robust.eps is not positive; "
+                        "e.g. --config.evals.robust.eps=0.3.")
+    if rob.num_examples < 1:
+      raise ConfigError(f"evals.robust.num_examples={rob.num_examples} must be positive.")

@@ -6,6 +6,11 @@ A point is robust iff it is classified correctly clean AND after every attack ru
 restart and, for APGD-T, each target is a separate run). Runs go in order, each only on the
 points still robust (AutoAttack's order). Randomness is per example (`fold_in(run_key,
 index)`), so the result does not depend on `batch_size` or on which points a run sees.
+
+Every function takes `logits_fn(x) -> logits`, or, with `params=...`, `logits_fn(params, x)`:
+then the parameters are an argument of the compiled attack rather than constants baked into
+it, so one compilation serves every parameter value (a trainer evaluating each checkpoint
+passes one stable `logits_fn` and new params each time).
 """
 import functools
 import json
@@ -56,13 +61,39 @@ def _batches(indices, size):
     yield np.concatenate([idx, np.full(size - real, idx[-1])]), real
 
 
-# Small caches: each entry keeps its logits_fn (and the parameters it closes over) alive.
+class _IgnoreParams:
+  """logits_fn(x) seen as fn(params, x); hashes and compares like logits_fn itself."""
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def __call__(self, params, x):
+    del params
+    return self.fn(x)
+
+  def __hash__(self):
+    return hash(self.fn)
+
+  def __eq__(self, other):
+    return isinstance(other, _IgnoreParams) and other.fn is self.fn
+
+
+def _with_params(logits_fn, params):
+  """(apply(params, x) -> logits, params) for either calling convention."""
+  if params is None:
+    return _IgnoreParams(logits_fn), ()
+  return logits_fn, params
+
+
+# Small caches keyed on the callable: a closure over parameters stays alive while cached,
+# so callers evaluating many parameter values should pass `params` instead.
 @functools.lru_cache(maxsize=16)
-def _runner(logits_fn, attack, loss_kind, norm, steps, bounds, has_step):
-  """A jitted fn(x, y, idx, run_key, eps, step, target_rank) -> adv-correct [B] bool."""
+def _runner(apply, attack, loss_kind, norm, steps, bounds, has_step):
+  """jitted fn(params, x, y, idx, run_key, eps, step, target_rank) -> adv-correct [B]."""
   norm, bounds = _thaw(norm), _thaw(bounds)
 
-  def run(x, y, idx, run_key, eps, step, target_rank):
+  def run(params, x, y, idx, run_key, eps, step, target_rank):
+    logits_fn = functools.partial(apply, params)
     keys = jax.vmap(lambda i: jax.random.fold_in(run_key, i))(idx)
     if loss_kind == "ce":
       loss_fn = lambda a: cross_entropy(logits_fn(a), y)
@@ -83,8 +114,8 @@ def _runner(logits_fn, attack, loss_kind, norm, steps, bounds, has_step):
 
 
 @functools.lru_cache(maxsize=4)
-def _predict(logits_fn):
-  return jax.jit(lambda x: jnp.argmax(logits_fn(x), axis=-1))
+def _predict(apply):
+  return jax.jit(lambda params, x: jnp.argmax(apply(params, x), axis=-1))
 
 
 def _cached(fn, *args):
@@ -94,21 +125,22 @@ def _cached(fn, *args):
     return fn.__wrapped__(*args)
 
 
-def clean_correct(logits_fn, x, y, batch_size=256):
+def clean_correct(logits_fn, x, y, batch_size=256, *, params=None):
   """Per-example clean correctness. x: array/pytree [N,...], y [N] -> bool numpy [N]."""
+  apply, params = _with_params(logits_fn, params)
   y = np.asarray(y)
   n = len(y)
   out = np.zeros(n, bool)
-  predict = _cached(_predict, logits_fn)
+  predict = _cached(_predict, apply)
   for pos, real in _batches(np.arange(n), min(batch_size, n)):
-    pred = np.asarray(predict(_take(x, pos)))
+    pred = np.asarray(predict(params, _take(x, pos)))
     out[pos[:real]] = pred[:real] == y[pos[:real]]
   return out
 
 
-def clean_accuracy(logits_fn, x, y, batch_size=256):
+def clean_accuracy(logits_fn, x, y, batch_size=256, *, params=None):
   """Accuracy of argmax logits_fn(x) [N,K] against y [N], in batches. -> float."""
-  return float(np.mean(clean_correct(logits_fn, x, y, batch_size)))
+  return float(np.mean(clean_correct(logits_fn, x, y, batch_size, params=params)))
 
 
 def _runs(attack, restarts, num_classes):
@@ -128,7 +160,8 @@ def _runs(attack, restarts, num_classes):
 
 
 def robust_correct(logits_fn, x, y, key, *, attack, eps, norm="linf", steps=10,
-                   step_size=None, restarts=1, bounds=(0., 1.), batch_size=256):
+                   step_size=None, restarts=1, bounds=(0., 1.), batch_size=256,
+                   params=None):
   """Per-example robustness (bool numpy [N]); see `robust_accuracy` for the arguments."""
   if attack not in EVAL_ATTACKS:
     raise ConfigError(f"attack must be one of {EVAL_ATTACKS}, got {attack!r}.")
@@ -142,8 +175,9 @@ def robust_correct(logits_fn, x, y, key, *, attack, eps, norm="linf", steps=10,
   n = len(y)
   if _batch_size(x) != n:
     raise ConfigError(f"x has {_batch_size(x)} examples but y has {n}.")
-  robust = clean_correct(logits_fn, x, y, batch_size)
-  num_classes = int(jax.eval_shape(logits_fn, _take(x, np.arange(1))).shape[-1])
+  robust = clean_correct(logits_fn, x, y, batch_size, params=params)
+  apply, params = _with_params(logits_fn, params)
+  num_classes = int(jax.eval_shape(apply, params, _take(x, np.arange(1))).shape[-1])
   eps_arg = jax.tree_util.tree_map(lambda e: jnp.asarray(e, jnp.float32), eps)
   step_arg = (jax.tree_util.tree_map(lambda e: jnp.asarray(e, jnp.float32), step_size)
               if step_size is not None else jnp.zeros(()))
@@ -151,20 +185,21 @@ def robust_correct(logits_fn, x, y, key, *, attack, eps, norm="linf", steps=10,
     alive = np.flatnonzero(robust)
     if not len(alive):
       break
-    fn = _cached(_runner, logits_fn, atk, kind, _freeze(norm), steps, _freeze(bounds),
+    fn = _cached(_runner, apply, atk, kind, _freeze(norm), steps, _freeze(bounds),
                  step_size is not None)
     run_key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, code),
                                                     target), restart)
     # Fixed padded size over the whole data, so each runner compiles once per shape.
     for idx, real in _batches(alive, min(batch_size, n)):
-      ok = np.asarray(fn(_take(x, idx), y[idx], jnp.asarray(idx, jnp.uint32), run_key,
+      ok = np.asarray(fn(params, _take(x, idx), y[idx], jnp.asarray(idx, jnp.uint32), run_key,
                          eps_arg, step_arg, jnp.asarray(target, jnp.int32)))
       robust[idx[:real]] &= ok[:real]
   return robust
 
 
 def robust_accuracy(logits_fn, x, y, key, *, attack, eps, norm="linf", steps=10,
-                    step_size=None, restarts=1, bounds=(0., 1.), batch_size=256):
+                    step_size=None, restarts=1, bounds=(0., 1.), batch_size=256,
+                    params=None):
   """Fraction of examples classified correctly clean and under every run of `attack`.
 
   Args:
@@ -176,17 +211,19 @@ def robust_accuracy(logits_fn, x, y, key, *, attack, eps, norm="linf", steps=10,
     eps, norm, step_size, bounds: as in `mmjax.attacks.perturb` (scalar or per-modality
       dict). steps: iterations; restarts: independent runs, each must be survived.
     batch_size: examples per jitted call; the last batch is padded, padding not counted.
+    params: if given, `logits_fn` is called as logits_fn(params, x) (see module docstring).
   Returns:
     robust accuracy in [0, 1] (float).
   """
   return float(np.mean(robust_correct(
       logits_fn, x, y, key, attack=attack, eps=eps, norm=norm, steps=steps,
-      step_size=step_size, restarts=restarts, bounds=bounds, batch_size=batch_size)))
+      step_size=step_size, restarts=restarts, bounds=bounds, batch_size=batch_size,
+      params=params)))
 
 
 def accuracy_vs_eps(logits_fn, x, y, key, *, eps_list, attack, norm="linf", steps=10,
                     step_size=None, restarts=1, bounds=(0., 1.), batch_size=256,
-                    out_dir=None):
+                    out_dir=None, params=None):
   """Robust accuracy over an eps sweep (same key for every eps).
 
   Returns {'eps': [...], 'accuracy': [...]}; with `out_dir`, also writes
@@ -195,16 +232,23 @@ def accuracy_vs_eps(logits_fn, x, y, key, *, eps_list, attack, norm="linf", step
   eps_list = [float(e) for e in eps_list]
   accs = [robust_accuracy(logits_fn, x, y, key, attack=attack, eps=e, norm=norm,
                           steps=steps, step_size=step_size, restarts=restarts,
-                          bounds=bounds, batch_size=batch_size) for e in eps_list]
+                          bounds=bounds, batch_size=batch_size, params=params)
+          for e in eps_list]
   result = {"eps": eps_list, "accuracy": accs}
   if out_dir is not None:
-    os.makedirs(out_dir, exist_ok=True)
-    meta = dict(result, attack=attack, norm=norm, steps=steps, restarts=restarts)
-    with open(os.path.join(out_dir, "robustness_curve.json"), "w") as f:
-      json.dump(meta, f, indent=2)
-    _plot(result, os.path.join(out_dir, "robustness_curve.png"),
-          title=f"{attack} ({norm}, {steps} steps, {restarts} restarts)")
+    save_curve(result, out_dir, attack=attack, norm=norm, steps=steps, restarts=restarts)
   return result
+
+
+def save_curve(result, out_dir, *, attack, norm, steps, restarts, **extra):
+  """Writes {'eps': [...], 'accuracy': [...]} with its attack settings to
+  `out_dir/robustness_curve.json` and plots it to `out_dir/robustness_curve.png`."""
+  os.makedirs(out_dir, exist_ok=True)
+  meta = dict(result, attack=attack, norm=norm, steps=steps, restarts=restarts, **extra)
+  with open(os.path.join(out_dir, "robustness_curve.json"), "w") as f:
+    json.dump(meta, f, indent=2)
+  _plot(result, os.path.join(out_dir, "robustness_curve.png"),
+        title=f"{attack} ({norm}, {steps} steps, {restarts} restarts)")
 
 
 def _plot(result, path, title):
@@ -229,18 +273,19 @@ def _noise_margin(n):
 
 
 @functools.lru_cache(maxsize=4)
-def _grad_stats(logits_fn):
-  """jitted fn(x, y) -> (zero [B], nonfinite [B]) for the input gradients of CE and margin."""
-  def grads(x, y, loss):
-    g = jax.grad(lambda a: jnp.sum(loss(logits_fn(a), y)))(x)
+def _grad_stats(apply):
+  """jitted fn(params, x, y) -> (zero [B], nonfinite [B]) for the input gradients of CE
+  and margin."""
+  def grads(params, x, y, loss):
+    g = jax.grad(lambda a: jnp.sum(loss(apply(params, a), y)))(x)
     leaves = [l for l, xl in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(x))
               if jnp.issubdtype(xl.dtype, jnp.floating)]
     flat = jnp.concatenate([l.reshape(l.shape[0], -1).astype(jnp.float32) for l in leaves], 1)
     return jnp.all(flat == 0, axis=1), ~jnp.all(jnp.isfinite(flat), axis=1)
 
-  def run(x, y):
-    z_ce, n_ce = grads(x, y, cross_entropy)
-    z_m, n_m = grads(x, y, margin)
+  def run(params, x, y):
+    z_ce, n_ce = grads(params, x, y, cross_entropy)
+    z_m, n_m = grads(params, x, y, margin)
     # Saturated CE alone can underflow to 0; a zero margin gradient too means masking.
     return z_ce & z_m, n_ce | n_m
   return jax.jit(run)
@@ -248,25 +293,26 @@ def _grad_stats(logits_fn):
 
 def sanity_checks(logits_fn, x, y, key, *, eps, norm="linf", bounds=(0., 1.), steps=10,
                   attack="pgd", restarts=1, batch_size=256, eps_sweep=(0.25, 0.5, 1., 2.),
-                  max_masked_fraction=0.1):
+                  max_masked_fraction=0.1, params=None):
   """The trustworthy-evaluation checks (Carlini et al. 2019) for one model and data set.
 
   Checks: 'eps0_equals_clean' (eps = 0 attack accuracy == clean accuracy), 'robust_le_clean',
   'monotone_in_eps' (accuracy non-increasing over eps * `eps_sweep`), 'pgd_beats_fgsm',
   'more_steps_restarts' (2x steps and 3 restarts never raise accuracy), 'nonzero_gradients'
   (at most `max_masked_fraction` of examples with an all-zero or NaN input gradient: the
-  gradient-masking flag). Tolerance for 3-5: max(1 example, 1%).
+  gradient-masking flag). Tolerance for 3-5: max(1 example, 1%). `params`: as in
+  `robust_accuracy`.
   Returns {name: {'passed': bool, 'detail': str}, 'all_passed': bool, 'failed': [names]}.
   """
   y = np.asarray(y).astype(np.int32)
   n = len(y)
   tol = _noise_margin(n)
-  common = dict(norm=norm, bounds=bounds, batch_size=batch_size)
+  common = dict(norm=norm, bounds=bounds, batch_size=batch_size, params=params)
   acc = lambda atk, e, **kw: robust_accuracy(
       logits_fn, x, y, key, attack=atk, eps=e, **{**common, "steps": steps,
                                                   "restarts": restarts, **kw})
   scale = lambda f: jax.tree_util.tree_map(lambda e: f * e, eps)
-  clean = clean_accuracy(logits_fn, x, y, batch_size)
+  clean = clean_accuracy(logits_fn, x, y, batch_size, params=params)
   robust = acc(attack, eps)
   checks = {}
 
@@ -290,9 +336,10 @@ def sanity_checks(logits_fn, x, y, key, *, eps, norm="linf", bounds=(0., 1.), st
       f"{attack}: {robust:.4f}; 2x steps: {more_steps:.4f}; {restarts + 2} restarts: "
       f"{more_restarts:.4f}")
   zero = nonfinite = 0
-  stats = _cached(_grad_stats, logits_fn)
+  apply, params = _with_params(logits_fn, params)
+  stats = _cached(_grad_stats, apply)
   for pos, real in _batches(np.arange(n), min(batch_size, n)):
-    z, nf = (np.asarray(v)[:real] for v in stats(_take(x, pos), y[pos]))
+    z, nf = (np.asarray(v)[:real] for v in stats(params, _take(x, pos), y[pos]))
     zero, nonfinite = zero + int(z.sum()), nonfinite + int(nf.sum())
   frac = (zero + nonfinite) / n
   put("nonzero_gradients", frac <= max_masked_fraction,

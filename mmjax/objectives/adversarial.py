@@ -5,6 +5,15 @@
     madry:     L = L(x + δ*)                                  (Madry et al. 2018)
     trades:    L = CE(f(x), y) + beta · KL(f(x) ‖ f(x + δ*))  (Zhang et al. 2019; the attack
                maximises the KL)
+    alum:      L = L(x) + lam · symKL(f(x), f(x + δ*))        (ALUM, Liu et al. 2020; SMART,
+               Jiang et al. 2020; the attack maximises the symmetric KL of `consistency_on`)
+    freelb:    L = (1/K) Σ_k L(x + δ_k), δ_{k+1} = Π(δ_k + α·dir(∇_δ L))   (Zhu et al. 2020;
+               K = steps ascent steps whose parameter gradients are accumulated: K forward
+               and backward passes in all, each serving both δ and the parameters)
+    free:      `replays` optimizer updates on each batch, each from one backward pass that
+               also moves δ by eps·dir(∇_δ L)   (Shafahi et al. 2019; done by the train step
+               through `replay_updates`, and δ starts uniformly in the ball instead of being
+               carried over from the previous batch)
 
 δ* = argmax over the ε-ball (per modality, `mmjax.attacks.perturb`) of the attack loss:
 the wrapped objective's own loss (`attack_loss='objective'`), or the per-example
@@ -23,12 +32,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+import optax
+
 from mmjax import attacks
+from mmjax.attacks import core as attacks_core
 from mmjax.errors import ConfigError
 from mmjax.objectives import losses
 from mmjax.objectives.base import Objective, example_weights, require_output, to_plain
 
-KINDS = ("none", "madry", "combined", "trades")
+KINDS = ("none", "madry", "combined", "trades", "alum", "freelb", "free")
 ATTACK_LOSSES = ("objective", "ce")
 # Inputs with a natural valid range; every other input (embeddings) is unbounded.
 DEFAULT_BOUNDS = {"image": (0.0, 1.0)}
@@ -50,6 +62,8 @@ class Adversarial:
   clean_weight: float = 1.0
   beta: float = 6.0
   attack_loss: str = "objective"
+  consistency_on: str = "logits"   # alum: the model output compared clean vs attacked
+  replays: int = 4                 # free: optimizer updates per batch
 
   def __post_init__(self):
     if self.kind not in KINDS[1:]:
@@ -61,36 +75,33 @@ class Adversarial:
     if not self.modalities:
       raise ConfigError("adversarial.modalities is empty: name the inputs to perturb, "
                         "e.g. ('image',) or ('text',).")
+    if self.kind == "free" and (not isinstance(self.replays, int) or self.replays < 1):
+      raise ConfigError(f"adversarial.replays={self.replays!r} must be a positive int "
+                        "(free adversarial training's minibatch replays, e.g. 8).")
+
+  @property
+  def uses_replays(self) -> bool:
+    """True for 'free': the train step must call `replay_updates` instead of grad."""
+    return self.kind == "free"
+
+  @property
+  def updates_per_step(self) -> int:
+    """Optimizer updates per train step: `replays` for 'free', else 1."""
+    return self.replays if self.uses_replays else 1
 
   # ---- the attack ----
-  def _leaf_specs(self, inputs: dict, value, fixed_value) -> dict:
-    """A tree like `inputs`: value(modality) at attacked leaves, fixed_value elsewhere.
-
-    A leaf is attacked when its own key is a modality, at any depth, so ('image',) also
-    reaches into a `sum` objective's per-term inputs ({'mae': {'image': ...}, ...}).
-    """
-    def spec(path, _):
-      key = getattr(path[-1], "key", None)
-      return value(key) if key in self.modalities else fixed_value
-    return jax.tree_util.tree_map_with_path(spec, inputs)
+  def _attack_specs(self, inputs: dict) -> dict:
+    """perturb's eps / step_size / bounds trees for `inputs` (see `attack_specs`)."""
+    return attack_specs(inputs, self.modalities, self.eps, self.step_size,
+                        config_key="adversarial")
 
   def attack_inputs(self, inputs: dict, rng, attack_loss_fn) -> dict:
     """Perturbed copy of `inputs` (δ* held constant); `attack_loss_fn(inputs) -> [B]`."""
-    leaf_keys = {getattr(p[-1], "key", None)
-                 for p, _ in jax.tree_util.tree_flatten_with_path(inputs)[0]}
-    missing = [m for m in self.modalities if m not in leaf_keys]
-    if missing:
-      raise ConfigError(f"adversarial.modalities {missing} are not model inputs; the model's "
-                        f"embed() gives {sorted(k for k in leaf_keys if k is not None)}.")
-    per_modality = lambda v: (lambda m: v[m] if isinstance(v, dict) else v)
     clean = jax.lax.stop_gradient(inputs)
-    # Leaves that are not attacked get eps 0: perturb leaves them exactly where they are.
     adv = attacks.perturb(
         attack_loss_fn, clean, jax.random.fold_in(rng, 101), attack=self.attack,
-        eps=self._leaf_specs(inputs, per_modality(self.eps), 0.0),
-        step_size=self._leaf_specs(inputs, per_modality(self.step_size), None),
-        bounds=self._leaf_specs(inputs, DEFAULT_BOUNDS.get, None),
-        steps=self.steps, restarts=self.restarts, norm=self.norm)
+        steps=self.steps, restarts=self.restarts, norm=self.norm,
+        **self._attack_specs(inputs))
     # inputs + constant δ: gradients still reach the parameters that made `inputs`.
     return jax.tree.map(lambda x, a, c: x + jax.lax.stop_gradient(a - c), inputs, adv, clean)
 
@@ -113,10 +124,14 @@ class Adversarial:
   # ---- the loss_fn ----
   def __call__(self, params, batch, rng, *, model_state, train):
     obj = self.objective
+    if self.kind in ("freelb", "free"):
+      return self._freelb(params, batch, rng, model_state, train)
     prepared = obj.prepare(batch, rng)
     inputs = obj.embed(params, prepared, rng, model_state=model_state, train=train)
     if self.kind == "trades":
       return self._trades(params, inputs, prepared, rng, model_state, train)
+    if self.kind == "alum":
+      return self._alum(params, inputs, prepared, rng, model_state, train)
     adv = self.attack_inputs(
         inputs, rng, self._objective_attack_loss(params, prepared, rng, model_state))
     metrics, total, state = {}, 0.0, model_state
@@ -162,6 +177,177 @@ class Adversarial:
     return total, (metrics, state)
 
 
+  def _alum(self, params, inputs, batch, rng, model_state, train):
+    obj, name = self.objective, self.consistency_on
+    fix = (f"Set adversarial.consistency_on to an output the model has (e.g. 'logits' or "
+           f"'lm_logits').")
+    loss, (metrics, state) = obj.loss_from_inputs(params, inputs, batch, rng,
+                                                  model_state=model_state, train=train)
+    # The same rng and mode as inside loss_from_inputs: the same outputs (and XLA shares
+    # the computation).
+    clean_out, _ = obj.encode(params, inputs, rng, model_state=model_state, train=train)
+    clean = require_output(clean_out, name, "adversarial kind='alum'", fix)
+    weights = _token_weights(inputs, clean)
+    fixed = jax.lax.stop_gradient(clean)
+
+    def sym_kl_to_clean(adv_inputs):
+      out, _ = obj.encode(params, adv_inputs, rng, model_state=model_state, train=False)
+      return _mean_over_tokens(_sym_kl(fixed, out[name]), weights)
+
+    adv = self.attack_inputs(inputs, rng, sym_kl_to_clean)
+    adv_out, state = obj.encode(params, adv, jax.random.fold_in(rng, 1), model_state=state,
+                                train=train)
+    per_example = _mean_over_tokens(_sym_kl(clean, adv_out[name]), weights)
+    consistency = losses.weighted_mean(per_example,
+                                       example_weights(batch, per_example.shape[0]))
+    total = loss + self.lam * consistency
+    metrics = {f"clean/{k}": v for k, v in metrics.items()}
+    metrics.update({"loss": total, "alum/sym_kl": consistency})
+    return total, (metrics, state)
+
+  # ---- FreeLB and free AT: ascent steps that also yield parameter gradients ----
+  def _ascent_problem(self, clean_inputs):
+    """An attacks.core.Problem over `clean_inputs`, for its projection geometry and
+    random start. Default step: eps for 'free' (Shafahi et al.), 2.5·eps/steps else."""
+    prob = attacks_core.make_problem(
+        None, clean_inputs, attack="fgsm" if self.uses_replays else "pgd",
+        steps=self.steps, norm=self.norm, **self._attack_specs(clean_inputs))
+    if prob is None:
+      raise ConfigError(f"adversarial.kind={self.kind!r} found no float inputs to perturb.")
+    return prob
+
+  def _grads_at(self, prob, params, xs, prepared, rng, model_state, train):
+    """((loss, (metrics, state)), (param grads, grads of xs)) of L(embed(params) + δ).
+
+    `xs` are the perturbed float leaves of `prob` (δ = xs - clean); the loss depends on
+    the parameters through the embedding too (text), as in FreeLB.
+    """
+    obj, clean = self.objective, prob.merge(prob.x0)
+
+    def loss_at(p, xs):
+      inputs = obj.embed(p, prepared, rng, model_state=model_state, train=train)
+      adv = jax.tree.map(lambda e, a, c: e + (a - c), inputs, prob.merge(xs), clean)
+      return obj.loss_from_inputs(p, adv, prepared, rng, model_state=model_state,
+                                  train=train)
+
+    return jax.value_and_grad(loss_at, argnums=(0, 1), has_aux=True)(params, xs)
+
+  def _freelb(self, params, batch, rng, model_state, train):
+    obj = self.objective
+    fixed = jax.lax.stop_gradient(params)
+    prepared = obj.prepare(batch, rng)
+    clean = jax.lax.stop_gradient(
+        obj.embed(fixed, prepared, rng, model_state=model_state, train=train))
+    prob = self._ascent_problem(clean)
+    start = prob.random_start(jax.random.fold_in(rng, 101))
+
+    def body(carry, _):
+      xs, state, grad_sum = carry
+      # One rng for all K ascent steps: the same dropout masks, so δ ascends one loss.
+      (loss, (metrics, state)), (g_params, g_xs) = self._grads_at(
+          prob, fixed, xs, prepared, rng, state, train)
+      grad_sum = jax.tree.map(jnp.add, grad_sum, g_params)
+      return (prob.ascend(xs, g_xs), state, grad_sum), (loss, metrics)
+
+    zeros = jax.tree.map(jnp.zeros_like, fixed)
+    (_, state, grad_sum), (step_losses, metrics) = jax.lax.scan(
+        body, (start, model_state, zeros), jnp.arange(self.steps))
+    grads = jax.tree.map(lambda g: g / self.steps, grad_sum)
+    loss = jnp.mean(step_losses)
+    # Value: the mean loss over the K perturbations. Gradient with respect to params:
+    # exactly the accumulated FreeLB gradient (a linear surrogate around `fixed`), so the
+    # ordinary train step applies it without a second backward pass.
+    surrogate = jax.lax.stop_gradient(loss) + sum(
+        jnp.vdot(jax.lax.stop_gradient(g), p - f) for g, p, f in
+        zip(jax.tree.leaves(grads), jax.tree.leaves(params), jax.tree.leaves(fixed)))
+    metrics = {f"adv/{k}": jnp.mean(v) for k, v in metrics.items()}
+    metrics["loss"] = loss
+    return surrogate, (metrics, state)
+
+  def replay_updates(self, tx, params, opt_state, model_state, batch, rng):
+    """Free adversarial training on one batch: `replays` updates, δ moved by each.
+
+    -> (params, opt_state, model_state, loss, metrics, grads of the last replay); the
+    loss and metrics are means over the replays.
+    """
+    obj = self.objective
+    prepared = obj.prepare(batch, rng)
+    clean = jax.lax.stop_gradient(
+        obj.embed(params, prepared, rng, model_state=model_state, train=True))
+    prob = self._ascent_problem(clean)
+
+    def body(carry, r):
+      xs, params, opt_state, state, _ = carry
+      (loss, (metrics, state)), (grads, g_xs) = self._grads_at(
+          prob, params, xs, prepared, jax.random.fold_in(rng, r), state, True)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+      return (prob.ascend(xs, g_xs), params, opt_state, state, grads), (loss, metrics)
+
+    start = prob.random_start(jax.random.fold_in(rng, 101))
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (_, params, opt_state, state, grads), (replay_losses, metrics) = jax.lax.scan(
+        body, (start, params, opt_state, model_state, zeros), jnp.arange(self.replays))
+    metrics = {f"adv/{k}": jnp.mean(v) for k, v in metrics.items()}
+    loss = jnp.mean(replay_losses)
+    metrics["loss"] = loss
+    return params, opt_state, state, loss, metrics, grads
+
+
+def attack_specs(inputs: dict, modalities, eps, step_size, *, config_key: str) -> dict:
+  """perturb's per-leaf `eps`, `step_size` and `bounds` trees for `inputs`.
+
+  A leaf is attacked when its own key is one of `modalities`, at any depth, so ('image',)
+  also reaches into a `sum` objective's per-term inputs ({'mae': {'image': ...}, ...}).
+  Other leaves get eps 0 (perturb leaves them exactly where they are). eps and step_size
+  are one value or a {modality: value} dict; bounds are DEFAULT_BOUNDS (pixels [0, 1],
+  embeddings unbounded).
+
+  Raises ConfigError when a modality is not an input leaf (naming `config_key`).
+  """
+  leaf_keys = {getattr(p[-1], "key", None)
+               for p, _ in jax.tree_util.tree_flatten_with_path(inputs)[0]}
+  missing = [m for m in modalities if m not in leaf_keys]
+  if missing:
+    raise ConfigError(f"{config_key}.modalities {missing} are not model inputs; the model's "
+                      f"embed() gives {sorted(k for k in leaf_keys if k is not None)}.")
+
+  def tree(value, fixed):
+    def spec(path, _):
+      key = getattr(path[-1], "key", None)
+      return value(key) if key in modalities else fixed
+    return jax.tree_util.tree_map_with_path(spec, inputs)
+
+  per_modality = lambda v: (lambda m: v[m] if isinstance(v, dict) else v)
+  return {"eps": tree(per_modality(eps), 0.0),
+          "step_size": tree(per_modality(step_size), None),
+          "bounds": tree(DEFAULT_BOUNDS.get, None)}
+
+
+def _token_weights(inputs: dict, outputs: jax.Array):
+  """[B,T] text mask for per-token outputs [B,T,V] of a text model, else None."""
+  mask = inputs.get("text_mask") if isinstance(inputs, dict) else None
+  if mask is not None and outputs.ndim == 3 and mask.shape == outputs.shape[:2]:
+    return mask.astype(jnp.float32)
+  return None
+
+
+def _mean_over_tokens(values: jax.Array, weights) -> jax.Array:
+  """Per-example mean over all non-batch dims ([B,...] -> [B]), weighted when given."""
+  if values.ndim == 1:
+    return values
+  if weights is None:
+    return jnp.mean(values.reshape(values.shape[0], -1), axis=1)
+  return jnp.sum(values * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1.0)
+
+
+def _sym_kl(logits_p: jax.Array, logits_q: jax.Array) -> jax.Array:
+  """KL(p‖q) + KL(q‖p) over the last axis, from logits: [..., K] -> [...] (float32)."""
+  log_p = jax.nn.log_softmax(logits_p.astype(jnp.float32))
+  log_q = jax.nn.log_softmax(logits_q.astype(jnp.float32))
+  return jnp.sum((jnp.exp(log_p) - jnp.exp(log_q)) * (log_p - log_q), axis=-1)
+
+
 def _kl(p: jax.Array, logits_q: jax.Array) -> jax.Array:
   """KL(p ‖ softmax(logits_q)) per example: [B,K], [B,K] -> [B]."""
   log_q = jax.nn.log_softmax(logits_q)
@@ -175,6 +361,8 @@ def make_adversarial(adversarial_config: Any, objective: Objective):
   """
   options = to_plain(adversarial_config)
   kind = options.pop("kind", "none")
+  # The guard's options belong to the trainer (mmjax/train/robust_eval.py).
+  options = {k: v for k, v in options.items() if not k.startswith("guard_")}
   if kind == "none":
     return objective
   valid = [f.name for f in dataclasses.fields(Adversarial) if f.name != "objective"]

@@ -57,6 +57,7 @@ class Experiment:
   abstract_state: Any       # TrainState of ShapeDtypeStructs with shardings
   example_batch: dict       # host-local batch of zeros, for shapes
   checkpointer: checkpoint_lib.Checkpointer
+  updates_per_step: int = 1  # optimizer updates per train step (free AT's replays)
 
   @property
   def per_process_batch(self) -> int:
@@ -74,7 +75,10 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   model = models.build_model(config.model)
   loss_fn = adversarial.make_adversarial(
       config.adversarial, objectives.make_objective(config.objective, model))
-  tx, schedule = optim.make_optimizer(config.optim, total_steps=config.train.total_steps)
+  # Free adversarial training makes `replays` updates per step; the schedule counts updates.
+  updates_per_step = getattr(loss_fn, "updates_per_step", 1)
+  tx, schedule = optim.make_optimizer(
+      config.optim, total_steps=config.train.total_steps * updates_per_step)
   # Unknown or unprepared dataset: fails here, clearly, before any compute.
   element = data.dataset_info(config.data)["train_element"]
   per_process = config.train.batch_size // jax.process_count()
@@ -98,7 +102,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
                     loss_fn=loss_fn, tx=tx, schedule=schedule,
                     init_state=jax.jit(init_fn, out_shardings=replicated),
                     abstract_state=abstract, example_batch=example,
-                    checkpointer=checkpointer)
+                    checkpointer=checkpointer, updates_per_step=updates_per_step)
 
 
 def _zeros_batch(element: dict, batch_size: int) -> dict[str, np.ndarray]:
@@ -127,6 +131,22 @@ def restore_or_init(exp: Experiment) -> tuple[state_lib.TrainState, int]:
 def _eval_params(exp: Experiment, state):
   use_ema = exp.config.evals.use_ema and state.ema_params is not None
   return state.ema_params if use_ema else state.params
+
+
+def make_robust_evaluator(exp: Experiment):
+  """A RobustEvaluator when evals.robust.attack is set, else None."""
+  if not exp.config.evals.robust.attack:
+    return None
+  from mmjax.train import robust_eval
+  return robust_eval.RobustEvaluator(exp)
+
+
+def run_evals(exp: Experiment, state, eval_step, robust, step: int) -> dict[str, float]:
+  """evaluate_state's metrics, plus the robust eval's when `robust` is not None."""
+  metrics = evaluate_state(exp, state, eval_step)
+  if robust is not None:
+    metrics.update(robust(_eval_params(exp, state), state.model_state, step))
+  return metrics
 
 
 def evaluate_state(exp: Experiment, state, eval_step) -> dict[str, float]:
@@ -208,23 +228,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   n_params = models.param_count(state.params)
   logging.info("Model %s: %s parameters; %d devices; global batch %d.", config.model.name,
                f"{n_params:,}", jax.device_count(), t.batch_size)
+  stopped_at = _early_stop_step(exp.workdir)
+  end = t.total_steps
+  if stopped_at is not None and stopped_at == start:
+    logging.warning("The catastrophic-overfitting guard stopped this run at step %d "
+                    "(%s): evaluating without training further. Delete that file to "
+                    "train on.", start, os.path.join(exp.workdir, EARLY_STOP_FILE))
+    end = start
 
   from mmjax import data
   batches: Iterator = data.make_train_iterator(
       config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
   device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch)
   train_step, eval_step = compile_steps(exp)
+  robust = make_robust_evaluator(exp)
+  guard = _make_guard(exp)
+  good_state = _copy(state) if guard is not None else None
   new_acc = accumulator_factory(exp)
   acc = new_acc()
   writer = writers.MetricWriter(exp.workdir)
-  progress = writers.Progress(t.total_steps, start)
+  progress = writers.Progress(end, start)
   last_train: dict[str, float] = {}
   last_eval: dict[str, float] = {}
   try:
-    for step in range(start, t.total_steps):
+    for step in range(start, end):
       state, acc = train_step(state, next(device_batches), acc)
       done = step + 1
-      final = done == t.total_steps
+      stop = False
+      if guard is not None and done % config.adversarial.guard_every == 0:
+        state, good_state, stop = _guard_check(exp, guard, state, good_state, done, writer)
+      final = done == end or stop
       log_now = final or (t.log_every and done % t.log_every == 0)
       ckpt_now = t.checkpoint_every and (final or done % t.checkpoint_every == 0)
       eval_now = final or (t.eval_every and done % t.eval_every == 0)
@@ -234,17 +267,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if log_now:
         count = max(int(host["count"]), 1)
         last_train = {k: float(v) / count for k, v in host["sums"].items()}
-        last_train["lr"] = float(exp.schedule(step))
+        last_train["lr"] = float(exp.schedule(step * exp.updates_per_step))
         last_train["steps_per_sec"] = progress.log(done, last_train)
         writer.write(done, "train", last_train)
         acc = new_acc()
       if ckpt_now:
         exp.checkpointer.save(done, state, batches_consumed=done)
       if eval_now:
-        last_eval = evaluate_state(exp, state, eval_step)
-        writer.write(done, "eval", last_eval)
-        logging.info("eval at step %d: %s", done,
-                     ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
+        last_eval = _eval_and_log(exp, state, eval_step, robust, done, writer)
+      if stop:
+        break
+    if end == start:   # resumed after an early stop: evaluate the kept parameters
+      last_eval = _eval_and_log(exp, state, eval_step, robust, start, writer)
   finally:
     exp.checkpointer.close()
     writer.close()
@@ -254,6 +288,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     device_batches.close()
     del device_batches, batches
   return dict(last_eval) | {f"train/{k}": v for k, v in last_train.items()}
+
+
+def _eval_and_log(exp, state, eval_step, robust, step, writer) -> dict[str, float]:
+  metrics = run_evals(exp, state, eval_step, robust, step)
+  writer.write(step, "eval", metrics)
+  logging.info("eval at step %d: %s", step,
+               ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+  return metrics
+
+
+# ---- the catastrophic-overfitting guard (mmjax/train/robust_eval.py) ----
+EARLY_STOP_FILE = "early_stop.json"
+
+
+def _early_stop_step(workdir: str) -> int | None:
+  path = os.path.join(workdir, EARLY_STOP_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return int(json.load(f)["step"])
+
+
+def _make_guard(exp: Experiment):
+  if not exp.config.adversarial.guard_every:
+    return None
+  from mmjax import data
+  from mmjax.train import robust_eval
+  # The held batch: the first training batch (fixed, so every check sees the same one).
+  held = next(data.make_train_iterator(
+      exp.config.data, batch_size=exp.per_process_batch, seed=exp.config.train.seed,
+      start_batch=0))
+  return robust_eval.OverfittingGuard(exp, held)
+
+
+def _copy(state):
+  """A device copy of `state` that survives the train step donating `state`."""
+  return jax.tree.map(jnp.copy, state)
+
+
+def _guard_check(exp, guard, state, good_state, step, writer):
+  """-> (state, good_state, stop). On a collapse, state gets good_state's parameters."""
+  previous = guard.previous
+  acc, stop = guard.check(state.params, state.model_state, step)
+  writer.write(step, "guard", {"pgd_accuracy": acc, "stopped": float(stop)})
+  if not stop:
+    logging.info("overfitting guard at step %d: PGD accuracy %.4f on the held batch.",
+                 step, acc)
+    return state, _copy(state), False
+  kept = int(jax.device_get(good_state.step))
+  logging.warning(
+      "Catastrophic overfitting at step %d: PGD accuracy on the held training batch fell "
+      "from %.4f to %.4f (more than adversarial.guard_max_drop=%g). Stopping, with the "
+      "parameters of step %d.", step, previous, acc, exp.config.adversarial.guard_max_drop,
+      kept)
+  if jax.process_index() == 0:
+    with open(os.path.join(exp.workdir, EARLY_STOP_FILE), "w") as f:
+      json.dump({"step": step, "parameters_of_step": kept, "pgd_accuracy": acc,
+                 "previous_pgd_accuracy": previous}, f, indent=2)
+  # Keep the step counter (and so the data position) at `step`: the checkpoint written
+  # now is consistent, and a rerun resumes here and sees the early-stop file.
+  return good_state.replace(step=state.step), good_state, True
 
 
 def _raise_if_nonfinite(host_acc: dict, checkpointer: checkpoint_lib.Checkpointer) -> None:
@@ -280,7 +375,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
     raise CheckpointError(f"No checkpoint in {exp.checkpointer.directory} to evaluate. "
                           "Train first with --mode=train and the same --workdir.")
   state, _, step = restored
-  metrics = evaluate_state(exp, state, compile_steps(exp)[1])
+  metrics = run_evals(exp, state, compile_steps(exp)[1], make_robust_evaluator(exp), step)
   writer = writers.MetricWriter(exp.workdir)
   writer.write(step, "eval", metrics)
   writer.close()

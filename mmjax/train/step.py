@@ -34,6 +34,10 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
   With grad_accum_steps=A the batch [B, ...] is split into A micro-batches of B/A that are
   scanned over; their gradients and metrics are averaged, so one step still sees B
   examples but holds only B/A examples' activations at a time.
+
+  A loss_fn with `uses_replays` true (free adversarial training) makes its own updates:
+  `loss_fn.replay_updates(tx, params, opt_state, model_state, batch, rng) -> (params,
+  opt_state, model_state, loss, metrics, grads)`.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -42,8 +46,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
         params, batch, rng, model_state=model_state, train=True)
     return loss, metrics, model_state, grads
 
-  def train_step(state: TrainState, batch: dict, acc: dict):
-    rng = jax.random.fold_in(state.rng, state.step)
+  def gradient_update(state: TrainState, batch: dict, rng):
+    """One optimizer update from the (accumulated) gradient of loss_fn."""
     if grad_accum_steps == 1:
       loss, metrics, model_state, grads = micro_step(
           state.params, state.model_state, batch, rng)
@@ -65,6 +69,17 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    return params, opt_state, model_state, loss, metrics, grads
+
+  def train_step(state: TrainState, batch: dict, acc: dict):
+    rng = jax.random.fold_in(state.rng, state.step)
+    if getattr(loss_fn, "uses_replays", False):
+      # Free adversarial training: the loss_fn runs several updates on this batch.
+      params, opt_state, model_state, loss, metrics, grads = loss_fn.replay_updates(
+          tx, state.params, state.opt_state, state.model_state, batch, rng)
+    else:
+      params, opt_state, model_state, loss, metrics, grads = gradient_update(
+          state, batch, rng)
     ema_params = state.ema_params
     if ema_params is not None:
       ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)

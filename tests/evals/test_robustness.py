@@ -187,3 +187,21 @@ def test_bad_arguments_raise_config_error():
              dict(attack="pgd", eps=0.1, batch_size=0)):
     with pytest.raises(ConfigError):
       R.robust_accuracy(linear_logits, x, y, KEY, **kw)
+
+
+def test_params_as_an_argument_compile_once_and_match_the_closure():
+  def apply(w, x):
+    s = x @ w + B
+    return jnp.stack([-s / 2, s / 2], axis=-1)
+
+  x, y = linear_data()
+  for scale in (1.0, 0.5, 2.0):
+    w = jnp.asarray(W * scale)
+    got = R.robust_accuracy(apply, x, y, KEY, attack="pgd", eps=0.1, steps=3, bounds=None,
+                            params=w)
+    want = R.robust_accuracy(lambda x: apply(w, x), x, y, KEY, attack="pgd", eps=0.1,
+                             steps=3, bounds=None)
+    assert got == want
+  # New parameter values reused one compiled attack.
+  runner = R._runner(apply, "pgd", "ce", "linf", 3, None, False)
+  assert runner._cache_size() == 1

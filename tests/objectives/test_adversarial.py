@@ -113,3 +113,87 @@ def test_modalities_reach_into_a_sum_objectives_terms():
   assert float(metrics["adv/loss"]) > float(clean)
   np.testing.assert_allclose(total, metrics["clean/loss"] + metrics["adv/loss"], rtol=1e-5)
   assert float(metrics["adv/supervised/loss"]) > float(metrics["clean/supervised/loss"])
+
+
+def test_alum_is_the_objective_plus_lam_sym_kl(cnn):
+  model, batch, params = cnn
+  base = make_objective(dict(name="supervised"), model)
+  clean, _ = loss_of(base, params, batch)
+  alum0 = make_adversarial(dict(kind="alum", eps=0.0, steps=1, lam=10.0), base)
+  total, (metrics, _) = loss_of(alum0, params, batch)
+  np.testing.assert_allclose(total, clean, rtol=1e-6)
+  assert float(metrics["alum/sym_kl"]) == pytest.approx(0.0, abs=1e-7)
+  alum = make_adversarial(dict(kind="alum", eps=0.1, steps=2, lam=10.0), base)
+  total, (metrics, _) = loss_of(alum, params, batch)
+  assert float(metrics["alum/sym_kl"]) > 1e-5
+  np.testing.assert_allclose(total, clean + 10.0 * metrics["alum/sym_kl"], rtol=1e-5)
+
+
+def test_alum_on_text_embeddings_reaches_the_embedding_table():
+  model = models.build_model(dict(name="text_transformer", vocab_size=32, max_len=8,
+                                  width=16, depth=1, num_heads=2, mlp_dim=32,
+                                  causal=False, lm_head=True))
+  batch = {"text": (jnp.arange(32).reshape(4, 8) % 29) + 3,
+           "text_mask": jnp.ones((4, 8), jnp.int32)}
+  params = models.init_variables(model, batch, jax.random.PRNGKey(0))["params"]
+  alum = make_adversarial(dict(kind="alum", modalities="text", eps=1e-2, steps=1,
+                               step_size=1e-2, lam=10.0, consistency_on="lm_logits"),
+                          make_objective(dict(name="mlm"), model))
+  (_, (metrics, _)), grads = jax.value_and_grad(
+      lambda p: loss_of(alum, p, batch), has_aux=True)(params)
+  assert float(metrics["alum/sym_kl"]) > 0
+  table = [g for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]
+           if "token_embed" in jax.tree_util.keystr(path)]
+  assert table and float(jnp.abs(table[0]).sum()) > 0
+  missing = make_adversarial(dict(kind="alum", modalities="text", eps=1e-2),
+                             make_objective(dict(name="mlm"), model))
+  with pytest.raises(ConfigError, match="consistency_on"):
+    loss_of(missing, params, batch)
+
+
+def test_freelb_gradient_is_the_mean_over_its_ascent_steps(cnn):
+  model, batch, params = cnn
+  base = make_objective(dict(name="supervised"), model)
+  grad = lambda fn: jax.value_and_grad(lambda p: loss_of(fn, p, batch)[0])(params)
+  # eps = 0: every ascent step is at the clean point, so value and gradient are the clean ones.
+  (clean, g_clean), (value, g_free) = grad(base), grad(
+      make_adversarial(dict(kind="freelb", eps=0.0, steps=3, norm="l2"), base))
+  np.testing.assert_allclose(value, clean, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               g_free, g_clean)
+  # eps > 0, K = 2: the mean of the gradients at the random start and one ascent step.
+  freelb = make_adversarial(dict(kind="freelb", eps=2.0, step_size=1.0, steps=2, norm="l2"),
+                            base)
+  value, g_free = grad(freelb)
+  assert float(value) > float(clean)
+  assert all(np.isfinite(float(jnp.abs(g).sum())) for g in jax.tree.leaves(g_free))
+
+
+def test_free_replays_at_eps_zero_are_plain_sgd_steps(cnn):
+  import optax
+  model, batch, params = cnn
+  base = make_objective(dict(name="supervised"), model)
+  free = make_adversarial(dict(kind="free", eps=0.0, replays=3), base)
+  assert free.uses_replays and free.updates_per_step == 3
+  tx = optax.sgd(0.1)
+  got, _, _, loss, metrics, _ = free.replay_updates(tx, params, tx.init(params), {}, batch,
+                                                    RNG)
+  expected, losses = params, []
+  for r in range(3):
+    value, g = jax.value_and_grad(lambda p: loss_of(base, p, batch)[0])(expected)
+    expected, losses = optax.apply_updates(expected, jax.tree.map(lambda x: -0.1 * x, g)), \
+        losses + [value]
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               got, expected)
+  np.testing.assert_allclose(loss, np.mean(losses), rtol=1e-5)
+  assert "adv/accuracy" in metrics
+
+
+@pytest.mark.parametrize("options, match", [
+    (dict(kind="fast"), "Choose one of: none, madry, combined, trades, alum, freelb, free"),
+    (dict(kind="free", replays=0), "replays"),
+])
+def test_bad_adversarial_options_are_named(cnn, options, match):
+  model, _, _ = cnn
+  with pytest.raises(ConfigError, match=match):
+    make_adversarial(options, make_objective(dict(name="supervised"), model))

@@ -1,0 +1,101 @@
+"""Robust evals inside the trainer, and the catastrophic-overfitting guard."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from mmjax.errors import ConfigError
+from mmjax.train import loop
+from tests.train.test_loop import assert_trees_equal, final_params, read_metrics
+
+
+def test_robust_eval_reports_accuracy_sanity_verdicts_and_a_curve(tiny_config, tmp_path):
+  config = tiny_config(total_steps=10, eval_every=5, checkpoint_every=10)
+  config.evals.robust.update(dict(attack="pgd", eps=0.1, steps=3, num_examples=40,
+                                  curve_eps=(0.0, 0.1, 0.3)))
+  workdir = str(tmp_path / "run")
+  result = loop.train_and_evaluate(config, workdir)
+  evals = read_metrics(workdir, "eval")
+  assert [r["step"] for r in evals] == [5, 10]
+  assert 0 <= result["robust/accuracy"] <= result["robust/clean_accuracy"] <= 1
+  assert result["robust/num_examples"] == 40
+  names = {"eps0_equals_clean", "robust_le_clean", "monotone_in_eps", "pgd_beats_fgsm",
+           "more_steps_restarts", "nonzero_gradients"}
+  assert {k.split("/")[-1] for k in result if k.startswith("robust/sanity/")} == names
+  assert result["robust/sanity_passed"] == float(
+      all(result[f"robust/sanity/{n}"] == 1.0 for n in names))
+  report = json.load(open(os.path.join(workdir, "robustness", "step_10.json")))
+  assert report["metrics"]["robust/accuracy"] == result["robust/accuracy"]
+  curve = json.load(open(os.path.join(workdir, "robustness", "step_10",
+                                      "robustness_curve.json")))
+  assert curve["eps"] == [0.0, 0.1, 0.3]
+  assert curve["accuracy"][0] == result["robust/clean_accuracy"]
+  assert curve["accuracy"][1] == result["robust/accuracy"]
+  assert os.path.getsize(os.path.join(workdir, "robustness", "step_10",
+                                      "robustness_curve.png")) > 1000
+  # --mode=eval runs the same robust eval on the saved checkpoint.
+  again = loop.evaluate(config, workdir)
+  assert again["robust/accuracy"] == result["robust/accuracy"]
+
+
+def guard_config(tiny_config, **adversarial):
+  config = tiny_config(total_steps=20, checkpoint_every=10)
+  config.adversarial.update(dict(kind="madry", attack="fgsm_rs", eps=0.1, guard_every=5,
+                                 guard_steps=3, **adversarial))
+  return config
+
+
+def test_guard_checks_a_healthy_run_without_stopping_it(tiny_config, tmp_path):
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(guard_config(tiny_config), workdir)
+  history = json.load(open(os.path.join(workdir, "guard.json")))["history"]
+  assert [h["step"] for h in history] == [5, 10, 15, 20]
+  assert all(0 <= h["pgd_accuracy"] <= 1 for h in history)
+  assert not os.path.exists(os.path.join(workdir, loop.EARLY_STOP_FILE))
+
+
+def test_guard_stops_on_a_collapse_and_keeps_the_earlier_parameters(tiny_config, tmp_path):
+  workdir = str(tmp_path / "run")
+  config = guard_config(tiny_config)
+  # Training 10 steps, then a pretend earlier check at step 10 with PGD accuracy 1.0:
+  # the real check at step 15 is far lower, which the guard must read as a collapse.
+  short = guard_config(tiny_config)
+  short.train.total_steps = 10
+  short.optim.schedule = config.optim.schedule
+  loop.train_and_evaluate(short, workdir)
+  params_at_10 = final_params(workdir, 10)
+  with open(os.path.join(workdir, "guard.json"), "w") as f:
+    json.dump({"history": [{"step": 10, "pgd_accuracy": 1.0}]}, f)
+  result = loop.train_and_evaluate(config, workdir)
+  stop = json.load(open(os.path.join(workdir, loop.EARLY_STOP_FILE)))
+  assert stop["step"] == 15 and stop["parameters_of_step"] == 10
+  assert stop["pgd_accuracy"] < 0.8 and stop["previous_pgd_accuracy"] == 1.0
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "15"]
+  assert_trees_equal(final_params(workdir, 15), params_at_10)
+  assert [r["step"] for r in read_metrics(workdir, "eval")] == [10, 15]
+  # A rerun neither trains past the stop nor forgets it.
+  again = loop.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "15"]
+  assert again["adv/loss"] == pytest.approx(result["adv/loss"], abs=1e-6)
+
+
+@pytest.mark.parametrize("section, options, match", [
+    ("evals.robust", dict(attack="autoattack", eps=0.1), "evals.robust.attack='autoattack'"),
+    ("evals.robust", dict(attack="pgd", eps=0.0), "evals.robust.eps"),
+    ("adversarial", dict(guard_every=5), "guard_every is set but adversarial.kind is 'none'"),
+    ("adversarial", dict(kind="free", eps=0.1), "grad_accum_steps"),
+])
+def test_bad_robustness_settings_fail_before_training(tiny_config, tmp_path, section,
+                                                      options, match):
+  config = tiny_config()
+  node = config
+  for part in section.split("."):
+    node = node[part]
+  node.update(options)
+  if options.get("kind") == "free":
+    config.optim.grad_accum_steps = 2
+  with pytest.raises(ConfigError, match=match):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
