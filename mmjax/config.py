@@ -52,7 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
   )
   c.optim = dict(
       name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=0,
-      end_lr_factor=0.0, weight_decay=0.0, no_decay=("bias", "norm", "scale"),
+      end_lr_factor=0.0, lr_boundaries=(), lr_decay=0.1, weight_decay=0.0, no_decay=("bias", "norm", "scale"),
       b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, clip_norm=0.0,
       grad_accum_steps=1, ema_decay=0.0,
   )
@@ -146,7 +146,7 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train") -> None:
   if not 0.0 <= config.optim.ema_decay < 1.0:
     raise ConfigError(f"optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
   adv = config.adversarial
-  if adv.kind != "none" and not isinstance(adv.eps, dict) and adv.eps <= 0:
+  if adv.kind != "none" and not hasattr(adv.eps, "items") and adv.eps <= 0:
     raise ConfigError(f"adversarial.kind={adv.kind!r} needs a positive adversarial.eps, "
                       "e.g. --config.adversarial.eps=0.3 (MNIST) or 0.031 (CIFAR-10).")
   if adv.kind == "free" and accum != 1:
@@ -166,8 +166,42 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train") -> None:
     if rob.attack not in robustness.EVAL_ATTACKS:
       raise ConfigError(f"Unknown evals.robust.attack={rob.attack!r}. Choose one of: "
                         f"{', '.join(robustness.EVAL_ATTACKS)} (or '' for none).")
-    if isinstance(rob.eps, (int, float)) and rob.eps <= 0:
+    if not hasattr(rob.eps, "items") and rob.eps <= 0:
       raise ConfigError("evals.robust.attack is set but evals.robust.eps is not positive; "
                         "e.g. --config.evals.robust.eps=0.3.")
+    if rob.curve_eps and hasattr(rob.eps, "items"):
+      raise ConfigError("evals.robust.curve_eps needs a scalar evals.robust.eps (a curve "
+                        "over one eps for every modality); unset curve_eps or eps's dict.")
     if rob.num_examples < 1:
       raise ConfigError(f"evals.robust.num_examples={rob.num_examples} must be positive.")
+
+
+# ---- helpers for config files (configs/papers/*) ----
+def config_variant(arg: str | None, path: str, variants: Sequence[str] = ("full", "tiny")
+                   ) -> str:
+  """The `:ARG` of --config=PATH:ARG, checked against `variants` (default: the first)."""
+  variant = arg or variants[0]
+  if variant not in variants:
+    raise ConfigError(f"{path} takes {' or '.join(':' + v for v in variants)}, got "
+                      f":{arg}.")
+  return variant
+
+
+def use_embedded_digits(c: ml_collections.ConfigDict, *, image_size: int = 28,
+                        rgb: bool = False, augment: str = "") -> None:
+  """Points `c.data` at the embedded `mmjax_digits` (prepared offline on first use).
+
+  image_size / rgb resize and replicate the channel so that a CIFAR-shaped model
+  ([32, 32, 3]) runs unchanged; `augment` is inserted before `keep` in training only.
+  """
+  ops = ["to_float"]
+  if image_size != 28:
+    ops.append(f"resize({image_size})")
+  if rgb:
+    ops.append("grayscale_to_rgb")
+  keep = "keep('image', 'label')"
+  c.data.name = "mmjax_digits"
+  c.data.train_split, c.data.eval_split = "train", "test"
+  c.data.preprocess_train = "|".join(ops + ([augment] if augment else []) + [keep])
+  c.data.preprocess_eval = "|".join(ops + [keep])
+  c.data.shuffle_buffer = 4000

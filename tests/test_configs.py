@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from mmjax.config import load_config_file
+from mmjax import models
+from mmjax.config import load_config_file, validate
+from mmjax.errors import ConfigError, DataError
 from mmjax.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -14,6 +16,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = [(os.path.relpath(p, REPO), None)
            for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))]
 CONFIGS.append(("configs/captions_lm.py", "mlm"))
+PAPERS = sorted(os.path.relpath(p, REPO)
+                for p in glob.glob(os.path.join(REPO, "configs", "papers", "*.py")))
+CONFIGS += [(p, "tiny") for p in PAPERS]
 
 
 @pytest.mark.parametrize("path, arg", CONFIGS, ids=[f"{p}:{a}" if a else p for p, a in CONFIGS])
@@ -25,10 +30,52 @@ def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path):
                            checkpoint_every=3))
   config.optim.warmup_steps = 0
   config.evals.update(dict(batch_size=16, max_batches=1))
+  # Robust evals and the guard run too, at test size (their numbers: test_robust_eval).
+  config.evals.robust.update(dict(num_examples=16, steps=2, restarts=1, sanity=False,
+                                  curve_eps=()))
+  if config.adversarial.guard_every:
+    config.adversarial.guard_every = 2
   result = loop.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
   assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3]
-  assert all(math.isfinite(r["loss"]) for r in rows)
+  assert all(math.isfinite(r["loss"]) for r in rows if r["split"] in ("train", "eval"))
   assert math.isfinite(result["loss"])
   assert os.listdir(tmp_path / "checkpoints") == ["3"]
+
+
+# Paper configs' published-scale variants: valid configs whose real datasets are named
+# (and, unprepared here, fail at once with the command that prepares them).
+FULL_SIZES = {"fast_at_mnist": ("mnist", 1e4, 1e6), "madry_pgd_mnist": ("mnist", 1e4, 1e6),
+              "trades_cifar10": ("cifar10", 4.6e7, 4.7e7),
+              "fast_at_cifar10": ("cifar10", 1.1e7, 1.2e7),
+              "alum_bert": ("wikipedia/20230601.en", 8e7, 9e7),
+              "robust_mae": ("cifar10", 5e6, 7e6)}
+
+
+@pytest.mark.parametrize("path", PAPERS)
+def test_paper_config_full_variant_names_its_dataset(path, tmp_path):
+  name = os.path.splitext(os.path.basename(path))[0]
+  dataset, low, high = FULL_SIZES[name]
+  config = load_config_file(os.path.join(REPO, path))
+  validate(config)
+  assert config.data.name == dataset
+  n = models.param_count(models.abstract_variables(
+      models.build_model(config.model), _example(config))["params"])
+  assert low <= n <= high, n
+  config.data.data_dir = str(tmp_path / "empty_tfds")
+  with pytest.raises(DataError, match=dataset.split("/")[0]):
+    loop.build_experiment(config, str(tmp_path / "run"))
+  with pytest.raises(ConfigError, match=":full or :tiny"):
+    load_config_file(os.path.join(REPO, path), "huge")
+
+
+def _example(config):
+  import numpy as np
+  m = config.model
+  if m.name == "text_transformer":
+    return {"text": np.zeros((1, m.max_len), np.int32),
+            "text_mask": np.ones((1, m.max_len), np.int32)}
+  size, channels = (28, 1) if m.name == "mnist_cnn" else (m.get("image_size", 32),
+                                                          m.get("channels", 3))
+  return {"image": np.zeros((1, size, size, channels), np.float32)}

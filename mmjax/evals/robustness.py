@@ -298,7 +298,7 @@ def sanity_checks(logits_fn, x, y, key, *, eps, norm="linf", bounds=(0., 1.), st
 
   Checks: 'eps0_equals_clean' (eps = 0 attack accuracy == clean accuracy), 'robust_le_clean',
   'monotone_in_eps' (accuracy non-increasing over eps * `eps_sweep`), 'pgd_beats_fgsm',
-  'more_steps_restarts' (2x steps and 3 restarts never raise accuracy), 'nonzero_gradients'
+  'more_steps_restarts' (2x steps and restarts + 2 never raise accuracy), 'nonzero_gradients'
   (at most `max_masked_fraction` of examples with an all-zero or NaN input gradient: the
   gradient-masking flag). Tolerance for 3-5: max(1 example, 1%). `params`: as in
   `robust_accuracy`.

@@ -22,7 +22,10 @@ cross-entropy of the class logits (`attack_loss='ce'`). The attack runs with tra
 added back onto the embedded inputs, so embedding parameters (text) still get gradients.
 
 With `attack_loss='objective'` the attack sees one batch loss, so a restart is kept or
-dropped for the whole batch; 'ce' keeps the per-example worst case.
+dropped for the whole batch; 'ce' keeps the per-example worst case. For a `sum` objective,
+`attack_loss` may also name one of its terms (e.g. 'mae'): the attack maximises that term's
+loss alone (the self-supervised loss, as in RoCL/ACL) and the δ it finds is applied to every
+term's inputs, which must then be alike (the same image for 'mae' and 'supervised').
 """
 from __future__ import annotations
 
@@ -69,9 +72,11 @@ class Adversarial:
     if self.kind not in KINDS[1:]:
       raise ConfigError(f"Unknown adversarial.kind {self.kind!r}. Choose one of: "
                         f"{', '.join(KINDS)}.")
-    if self.attack_loss not in ATTACK_LOSSES:
+    terms = tuple(getattr(self.objective, "objectives", {}))
+    if self.attack_loss not in ATTACK_LOSSES + terms:
       raise ConfigError(f"Unknown adversarial.attack_loss {self.attack_loss!r}. Choose "
-                        f"one of: {', '.join(ATTACK_LOSSES)}.")
+                        f"one of: {', '.join(ATTACK_LOSSES + terms)} (a term name only for "
+                        "a 'sum' objective).")
     if not self.modalities:
       raise ConfigError("adversarial.modalities is empty: name the inputs to perturb, "
                         "e.g. ('image',) or ('text',).")
@@ -121,6 +126,26 @@ class Adversarial:
       return jnp.full((batch_size,), loss)
     return loss_of
 
+  def _attack_one_term(self, params, inputs, prepared, rng, model_state):
+    """δ maximising one term of a `sum` objective, applied to every term's inputs."""
+    obj, term = self.objective, self.attack_loss
+    sub, term_rng = obj.objectives[term], obj.term_rngs(rng)[term]
+
+    def loss_of(term_inputs):
+      loss, _ = sub.loss_from_inputs(params, term_inputs, prepared[term], term_rng,
+                                     model_state=model_state, train=False)
+      return jnp.full((jax.tree.leaves(term_inputs)[0].shape[0],), loss)
+
+    delta = jax.tree.map(lambda a, x: jax.lax.stop_gradient(a - x),
+                         self.attack_inputs(inputs[term], rng, loss_of), inputs[term])
+    shape = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+    for other, other_inputs in inputs.items():
+      if shape(other_inputs) != shape(inputs[term]):
+        raise ConfigError(
+            f"adversarial.attack_loss={term!r} applies its δ to every term, but term "
+            f"{other!r} embeds different inputs than {term!r}. Use attack_loss='objective'.")
+    return {t: jax.tree.map(jnp.add, x, delta) for t, x in inputs.items()}
+
   # ---- the loss_fn ----
   def __call__(self, params, batch, rng, *, model_state, train):
     obj = self.objective
@@ -132,8 +157,11 @@ class Adversarial:
       return self._trades(params, inputs, prepared, rng, model_state, train)
     if self.kind == "alum":
       return self._alum(params, inputs, prepared, rng, model_state, train)
-    adv = self.attack_inputs(
-        inputs, rng, self._objective_attack_loss(params, prepared, rng, model_state))
+    if self.attack_loss in ATTACK_LOSSES:
+      adv = self.attack_inputs(
+          inputs, rng, self._objective_attack_loss(params, prepared, rng, model_state))
+    else:
+      adv = self._attack_one_term(params, inputs, prepared, rng, model_state)
     metrics, total, state = {}, 0.0, model_state
     if self.kind == "combined" and self.clean_weight:
       clean_loss, (clean_metrics, state) = obj.loss_from_inputs(
@@ -195,8 +223,8 @@ class Adversarial:
       return _mean_over_tokens(_sym_kl(fixed, out[name]), weights)
 
     adv = self.attack_inputs(inputs, rng, sym_kl_to_clean)
-    adv_out, state = obj.encode(params, adv, jax.random.fold_in(rng, 1), model_state=state,
-                                train=train)
+    # The clean pass's rng: the same dropout masks, so δ = 0 gives exactly 0.
+    adv_out, state = obj.encode(params, adv, rng, model_state=state, train=train)
     per_example = _mean_over_tokens(_sym_kl(clean, adv_out[name]), weights)
     consistency = losses.weighted_mean(per_example,
                                        example_weights(batch, per_example.shape[0]))
@@ -318,6 +346,7 @@ def attack_specs(inputs: dict, modalities, eps, step_size, *, config_key: str) -
       return value(key) if key in modalities else fixed
     return jax.tree_util.tree_map_with_path(spec, inputs)
 
+  eps, step_size = to_plain(eps), to_plain(step_size)   # ConfigDicts from a config file
   per_modality = lambda v: (lambda m: v[m] if isinstance(v, dict) else v)
   return {"eps": tree(per_modality(eps), 0.0),
           "step_size": tree(per_modality(step_size), None),

@@ -242,7 +242,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch)
   train_step, eval_step = compile_steps(exp)
   robust = make_robust_evaluator(exp)
-  guard = _make_guard(exp)
+  guard = _make_guard(exp, start)
   good_state = _copy(state) if guard is not None else None
   new_acc = accumulator_factory(exp)
   acc = new_acc()
@@ -310,7 +310,7 @@ def _early_stop_step(workdir: str) -> int | None:
     return int(json.load(f)["step"])
 
 
-def _make_guard(exp: Experiment):
+def _make_guard(exp: Experiment, start_step: int):
   if not exp.config.adversarial.guard_every:
     return None
   from mmjax import data
@@ -319,7 +319,7 @@ def _make_guard(exp: Experiment):
   held = next(data.make_train_iterator(
       exp.config.data, batch_size=exp.per_process_batch, seed=exp.config.train.seed,
       start_batch=0))
-  return robust_eval.OverfittingGuard(exp, held)
+  return robust_eval.OverfittingGuard(exp, held, start_step)
 
 
 def _copy(state):

@@ -16,15 +16,17 @@ from mmjax.errors import ConfigError
 from mmjax.tree import path_str
 
 OPTIMIZERS = ("adamw", "sgd", "lamb", "adafactor")
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "piecewise")
 
 
 def make_schedule(optim_config: Mapping[str, Any], total_steps: int) -> optax.Schedule:
   """Learning rate per step: linear warmup to `learning_rate`, then decay.
 
   Decays to `learning_rate * end_lr_factor` at `total_steps` ('cosine' or 'linear'), or
-  stays flat ('constant'). A 'linear' schedule with `warmup_steps = 0.4 * total` is the
-  one-cycle (triangular) schedule of Fast-AT.
+  stays flat ('constant'), or drops by `lr_decay` at each of `lr_boundaries`, given as
+  fractions of training ('piecewise': Madry et al.'s 0.1 -> 0.01 -> 0.001 at 50% and 75%
+  is boundaries (0.5, 0.75), decay 0.1). A 'linear' schedule with `warmup_steps = 0.4 *
+  total` is the one-cycle (triangular) schedule of Fast-AT.
   """
   peak = float(optim_config.get("learning_rate", 1e-3))
   warmup = int(optim_config.get("warmup_steps", 0))
@@ -41,6 +43,14 @@ def make_schedule(optim_config: Mapping[str, Any], total_steps: int) -> optax.Sc
     decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=end / peak if peak else 0.0)
   elif kind == "linear":
     decay = optax.linear_schedule(peak, end, decay_steps)
+  elif kind == "piecewise":
+    boundaries = tuple(optim_config.get("lr_boundaries", ()))
+    if not boundaries or any(not 0 < b < 1 for b in boundaries):
+      raise ConfigError(f"optim.schedule='piecewise' needs optim.lr_boundaries as fractions "
+                        f"of training in (0, 1), e.g. (0.5, 0.75); got {boundaries!r}.")
+    factor = float(optim_config.get("lr_decay", 0.1))
+    decay = optax.piecewise_constant_schedule(
+        peak, {max(int(b * total_steps) - warmup, 1): factor for b in boundaries})
   else:
     decay = optax.constant_schedule(peak)
   if warmup == 0:

@@ -92,6 +92,18 @@ class RobustEvaluator:
     return attack_specs(inputs, tuple(self.cfg.modalities), eps, self.cfg.step_size,
                         config_key="evals.robust")
 
+  def _accuracy_at(self, x, eps: float, common: dict) -> float:
+    """Robust accuracy at a scalar eps of the curve; a given step size scales with eps
+    (so the attack's reach stays the same fraction of the ball)."""
+    cfg = self.cfg
+    step = None
+    if cfg.step_size is not None:
+      step = self._specs(x, 0.0)["step_size"] if not cfg.eps else jax.tree.map(
+          lambda s: s * eps / cfg.eps, self._specs(x, eps)["step_size"])
+    return robustness.robust_accuracy(self.logits, x, self.labels, self.key,
+                                      attack=cfg.attack, eps=self._specs(x, eps)["eps"],
+                                      step_size=step, **common)
+
   def __call__(self, params, model_state, step: int) -> dict[str, float]:
     cfg = self.cfg
     variables = _variables(params, model_state)
@@ -125,10 +137,7 @@ class RobustEvaluator:
     out_dir = os.path.join(self.workdir, "robustness")
     if cfg.curve_eps:
       curve = {"eps": [float(e) for e in cfg.curve_eps], "accuracy": [
-          robustness.robust_accuracy(self.logits, x, self.labels, self.key,
-                                     attack=cfg.attack, eps=self._specs(x, e)["eps"],
-                                     step_size=step_size, **common)
-          for e in cfg.curve_eps]}
+          self._accuracy_at(x, e, common) for e in cfg.curve_eps]}
       report["curve"] = curve
       if jax.process_index() == 0:
         robustness.save_curve(curve, os.path.join(out_dir, f"step_{step}"),
@@ -152,7 +161,7 @@ class OverfittingGuard:
   resumed run compares against the check before the interruption.
   """
 
-  def __init__(self, exp, held_batch: dict):
+  def __init__(self, exp, held_batch: dict, start_step: int):
     adv = exp.config.adversarial
     self.adv = adv
     self.logits = ModelLogits(exp.model)
@@ -165,7 +174,9 @@ class OverfittingGuard:
     self.history: list[dict] = []
     if os.path.exists(self.path):
       with open(self.path) as f:
-        self.history = json.load(f)["history"]
+        # Checks after the step this run resumes from belong to a lost future (e.g. a
+        # rerun from scratch without checkpoints): forget them.
+        self.history = [h for h in json.load(f)["history"] if h["step"] <= start_step]
     self.key = jax.random.PRNGKey(exp.config.train.seed + 11)
 
   @property

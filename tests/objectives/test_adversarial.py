@@ -197,3 +197,20 @@ def test_bad_adversarial_options_are_named(cnn, options, match):
   model, _, _ = cnn
   with pytest.raises(ConfigError, match=match):
     make_adversarial(options, make_objective(dict(name="supervised"), model))
+
+
+def test_attack_on_one_sum_term_perturbs_every_term_alike():
+  model = models.build_model(dict(name="vit", image_size=8, patch_size=4, channels=1,
+                                  width=16, depth=1, num_heads=2, mlp_dim=32,
+                                  num_classes=3, pool="gap", decoder_width=16,
+                                  decoder_depth=1, decoder_heads=2))
+  batch = {"image": jax.random.uniform(RNG, (4, 8, 8, 1)), "label": jnp.arange(4) % 3}
+  params = models.init_variables(model, batch, jax.random.PRNGKey(0))["params"]
+  base = make_objective(dict(name="sum", terms=dict(mae=dict(mask_ratio=0.5),
+                                                    supervised=dict())), model)
+  clean, (clean_metrics, _) = loss_of(base, params, batch)
+  adv = make_adversarial(dict(kind="madry", eps=0.1, steps=3, attack_loss="mae"), base)
+  loss, (metrics, _) = loss_of(adv, params, batch)
+  assert float(metrics["adv/mae/loss"]) > float(clean_metrics["mae/loss"])
+  with pytest.raises(ConfigError, match="a term name only for a 'sum'"):
+    make_adversarial(dict(kind="madry", eps=0.1, attack_loss="mea"), base)

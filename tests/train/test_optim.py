@@ -52,6 +52,13 @@ def test_linear_one_cycle_schedule():
   assert float(flat(0)) == float(flat(99)) == pytest.approx(0.3)
 
 
+def test_piecewise_schedule_drops_at_fractions_of_training():
+  sched = optim.make_schedule(dict(learning_rate=0.1, schedule="piecewise",
+                                   lr_boundaries=(0.5, 0.75), lr_decay=0.1), 80)
+  assert [round(float(sched(s)), 6) for s in (0, 39, 40, 59, 60, 79)] == [
+      0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+
+
 def test_decay_mask_excludes_norms_biases_embeddings():
   mask = optim.decay_mask(PARAMS, ("bias", "norm", "embedding"))
   assert mask == {"dense": {"kernel": True, "bias": False},
@@ -80,7 +87,9 @@ def test_clip_norm_bounds_sgd_update():
 
 @pytest.mark.parametrize("bad, key", [(dict(name="adam_typo"), "optim.name"),
                                       (dict(schedule="cosin"), "optim.schedule"),
-                                      (dict(warmup_steps=500), "warmup_steps")])
+                                      (dict(warmup_steps=500), "warmup_steps"),
+                                      (dict(schedule="piecewise", lr_boundaries=(40,)),
+                                       "lr_boundaries")])
 def test_bad_values_raise_config_error(bad, key):
   with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
     optim.make_optimizer(_cfg(**bad), total_steps=100)
