@@ -205,3 +205,14 @@ def use_embedded_digits(c: ml_collections.ConfigDict, *, image_size: int = 28,
   c.data.preprocess_train = "|".join(ops + ([augment] if augment else []) + [keep])
   c.data.preprocess_eval = "|".join(ops + [keep])
   c.data.shuffle_buffer = 4000
+
+
+def use_cifar10(c: ml_collections.ConfigDict) -> None:
+  """TFDS `cifar10` with the standard augmentation (random crop with 4-pixel padding,
+  horizontal flip) for training and none for eval; pixels stay in [0, 1]."""
+  c.data.name = "cifar10"
+  c.data.train_split, c.data.eval_split = "train", "test"
+  c.data.preprocess_train = ("to_float|random_crop(32, pad=4)|flip_lr|"
+                             "keep('image', 'label')")
+  c.data.preprocess_eval = "to_float|keep('image', 'label')"
+  c.data.shuffle_buffer = 50_000

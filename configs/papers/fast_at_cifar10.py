@@ -17,17 +17,14 @@ Commands:
   tfds build cifar10 && python -m mmjax.main --config=configs/papers/fast_at_cifar10.py \
       --workdir=/tmp/fast_cifar_full
 """
-from mmjax.config import config_variant, default_config, use_embedded_digits
+from mmjax.config import (config_variant, default_config, use_cifar10,
+                          use_embedded_digits)
 
 
 def get_config(arg=None):
   variant = config_variant(arg, "configs/papers/fast_at_cifar10.py")
   c = default_config()
-  c.data.name = "cifar10"
-  c.data.preprocess_train = ("to_float|random_crop(32, pad=4)|flip_lr|"
-                             "keep('image', 'label')")
-  c.data.preprocess_eval = "to_float|keep('image', 'label')"
-  c.data.shuffle_buffer = 50_000
+  use_cifar10(c)
   c.model = dict(name="preact_resnet18", num_classes=10)
   c.objective = dict(name="supervised")
   steps_per_epoch, epochs, batch = 391, 15, 128

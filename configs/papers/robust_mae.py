@@ -16,17 +16,14 @@ Expected (:tiny): docs/robustness.md.
 Commands:
   python -m mmjax.main --config=configs/papers/robust_mae.py:tiny --workdir=/tmp/robust_mae
 """
-from mmjax.config import config_variant, default_config, use_embedded_digits
+from mmjax.config import (config_variant, default_config, use_cifar10,
+                          use_embedded_digits)
 
 
 def get_config(arg=None):
   variant = config_variant(arg, "configs/papers/robust_mae.py")
   c = default_config()
-  c.data.name = "cifar10"
-  c.data.preprocess_train = ("to_float|random_crop(32, pad=4)|flip_lr|"
-                             "keep('image', 'label')")
-  c.data.preprocess_eval = "to_float|keep('image', 'label')"
-  c.data.shuffle_buffer = 50_000
+  use_cifar10(c)
   c.model = dict(name="vit", image_size=32, patch_size=4, channels=3, width=192, depth=12,
                  num_heads=3, mlp_dim=768, num_classes=10, pool="gap", decoder_width=128,
                  decoder_depth=2, decoder_heads=4)

@@ -18,18 +18,15 @@ Commands:
   tfds build cifar10 && python -m mmjax.main --config=configs/papers/trades_cifar10.py \
       --workdir=/tmp/trades_full
 """
-from mmjax.config import config_variant, default_config, use_embedded_digits
+from mmjax.config import (config_variant, default_config, use_cifar10,
+                          use_embedded_digits)
 from mmjax.models.cnn import CIFAR10_MEAN, CIFAR10_STD
 
 
 def get_config(arg=None):
   variant = config_variant(arg, "configs/papers/trades_cifar10.py")
   c = default_config()
-  c.data.name = "cifar10"
-  c.data.preprocess_train = ("to_float|random_crop(32, pad=4)|flip_lr|"
-                             "keep('image', 'label')")
-  c.data.preprocess_eval = "to_float|keep('image', 'label')"
-  c.data.shuffle_buffer = 50_000
+  use_cifar10(c)
   c.model = dict(name="wide_resnet", depth=34, widen_factor=10, num_classes=10,
                  pixel_mean=CIFAR10_MEAN, pixel_std=CIFAR10_STD)
   c.objective = dict(name="supervised")
