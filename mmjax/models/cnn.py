@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
 from mmjax.models import layers
+from mmjax.models.conv import canonical_conv
 from mmjax.models.registry import MODELS
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -36,7 +37,7 @@ def _conv(features: int, kernel: int, stride: int, dtype, name: str | None = Non
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                 kernel_init=_HE_FAN_OUT, name=name)
+                 kernel_init=_HE_FAN_OUT, conv_general_dilated=canonical_conv, name=name)
 
 
 def _batch_norm(dtype, name: str | None = None) -> nn.BatchNorm:
@@ -52,7 +53,7 @@ class MnistCNN(nn.Module):
 
   def setup(self):
     conv = functools.partial(nn.Conv, kernel_size=(4, 4), strides=(2, 2),
-                             padding=((1, 1), (1, 1)))
+                             padding=((1, 1), (1, 1)), conv_general_dilated=canonical_conv)
     self.conv1 = conv(16)
     self.conv2 = conv(32)
     self.fc1 = nn.Dense(100)
