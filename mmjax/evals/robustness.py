@@ -293,7 +293,7 @@ def _grad_stats(apply):
 
 def sanity_checks(logits_fn, x, y, key, *, eps, norm="linf", bounds=(0., 1.), steps=10,
                   attack="pgd", restarts=1, batch_size=256, eps_sweep=(0.25, 0.5, 1., 2.),
-                  max_masked_fraction=0.1, params=None):
+                  max_masked_fraction=0.1, params=None, clean=None, robust=None):
   """The trustworthy-evaluation checks (Carlini et al. 2019) for one model and data set.
 
   Checks: 'eps0_equals_clean' (eps = 0 attack accuracy == clean accuracy), 'robust_le_clean',
@@ -301,7 +301,8 @@ def sanity_checks(logits_fn, x, y, key, *, eps, norm="linf", bounds=(0., 1.), st
   'more_steps_restarts' (2x steps and restarts + 2 never raise accuracy), 'nonzero_gradients'
   (at most `max_masked_fraction` of examples with an all-zero or NaN input gradient: the
   gradient-masking flag). Tolerance for 3-5: max(1 example, 1%). `params`: as in
-  `robust_accuracy`.
+  `robust_accuracy`. `clean`, `robust`: the clean accuracy and the `attack` accuracy at
+  `eps` (default step size) when the caller has already measured them; computed if None.
   Returns {name: {'passed': bool, 'detail': str}, 'all_passed': bool, 'failed': [names]}.
   """
   y = np.asarray(y).astype(np.int32)
@@ -312,8 +313,10 @@ def sanity_checks(logits_fn, x, y, key, *, eps, norm="linf", bounds=(0., 1.), st
       logits_fn, x, y, key, attack=atk, eps=e, **{**common, "steps": steps,
                                                   "restarts": restarts, **kw})
   scale = lambda f: jax.tree_util.tree_map(lambda e: f * e, eps)
-  clean = clean_accuracy(logits_fn, x, y, batch_size, params=params)
-  robust = acc(attack, eps)
+  if clean is None:
+    clean = clean_accuracy(logits_fn, x, y, batch_size, params=params)
+  if robust is None:
+    robust = acc(attack, eps)
   checks = {}
 
   def put(name, passed, detail):

@@ -244,6 +244,15 @@ class Adversarial:
       raise ConfigError(f"adversarial.kind={self.kind!r} found no float inputs to perturb.")
     return prob
 
+  def _ascent_setup(self, params, batch, rng, model_state, train):
+    """(prepared batch, Problem over its clean embedding, random start) for FreeLB/free."""
+    obj = self.objective
+    prepared = obj.prepare(batch, rng)
+    clean = jax.lax.stop_gradient(
+        obj.embed(params, prepared, rng, model_state=model_state, train=train))
+    prob = self._ascent_problem(clean)
+    return prepared, prob, prob.random_start(jax.random.fold_in(rng, 101))
+
   def _grads_at(self, prob, params, xs, prepared, rng, model_state, train):
     """((loss, (metrics, state)), (param grads, grads of xs)) of L(embed(params) + δ).
 
@@ -261,13 +270,8 @@ class Adversarial:
     return jax.value_and_grad(loss_at, argnums=(0, 1), has_aux=True)(params, xs)
 
   def _freelb(self, params, batch, rng, model_state, train):
-    obj = self.objective
     fixed = jax.lax.stop_gradient(params)
-    prepared = obj.prepare(batch, rng)
-    clean = jax.lax.stop_gradient(
-        obj.embed(fixed, prepared, rng, model_state=model_state, train=train))
-    prob = self._ascent_problem(clean)
-    start = prob.random_start(jax.random.fold_in(rng, 101))
+    prepared, prob, start = self._ascent_setup(fixed, batch, rng, model_state, train)
 
     def body(carry, _):
       xs, state, grad_sum = carry
@@ -298,11 +302,7 @@ class Adversarial:
     -> (params, opt_state, model_state, loss, metrics, grads of the last replay); the
     loss and metrics are means over the replays.
     """
-    obj = self.objective
-    prepared = obj.prepare(batch, rng)
-    clean = jax.lax.stop_gradient(
-        obj.embed(params, prepared, rng, model_state=model_state, train=True))
-    prob = self._ascent_problem(clean)
+    prepared, prob, start = self._ascent_setup(params, batch, rng, model_state, True)
 
     def body(carry, r):
       xs, params, opt_state, state, _ = carry
@@ -312,7 +312,6 @@ class Adversarial:
       params = optax.apply_updates(params, updates)
       return (prob.ascend(xs, g_xs), params, opt_state, state, grads), (loss, metrics)
 
-    start = prob.random_start(jax.random.fold_in(rng, 101))
     zeros = jax.tree.map(jnp.zeros_like, params)
     (_, params, opt_state, state, grads), (replay_losses, metrics) = jax.lax.scan(
         body, (start, params, opt_state, model_state, zeros), jnp.arange(self.replays))

@@ -8,6 +8,7 @@ asynchronous checkpoints on their cadences.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Callable, Iterator
@@ -62,6 +63,14 @@ class Experiment:
   @property
   def per_process_batch(self) -> int:
     return self.config.train.batch_size // jax.process_count()
+
+  @functools.cached_property
+  def model_logits(self):
+    """(variables, inputs) -> class logits of the model in eval mode. One per experiment:
+    compiled attacks are cached per callable, so robust evals and the overfitting guard
+    share them."""
+    from mmjax.train.robust_eval import ModelLogits
+    return ModelLogits(self.model)
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str = "train"

@@ -24,7 +24,8 @@ from mmjax.objectives.adversarial import attack_specs
 class ModelLogits:
   """(variables, inputs) -> class logits [B,K] of `model.encode`, in eval mode.
 
-  One instance per run: the robustness module caches compiled attacks per callable.
+  One instance per run (`Experiment.model_logits`): the robustness module caches
+  compiled attacks per callable.
   """
 
   def __init__(self, model):
@@ -83,7 +84,7 @@ class RobustEvaluator:
     cfg = exp.config.evals.robust
     self.cfg, self.workdir = cfg, exp.workdir
     self.batch_size = exp.config.evals.batch_size // jax.process_count()
-    self.logits = ModelLogits(exp.model)
+    self.logits = exp.model_logits
     self.examples = _eval_examples(exp.config.data, cfg.num_examples, self.batch_size)
     self.labels = self.examples.pop("label").astype(np.int32)
     self.key = jax.random.PRNGKey(exp.config.train.seed + 7)
@@ -122,9 +123,11 @@ class RobustEvaluator:
     report: dict[str, Any] = {"step": step, "attack": cfg.attack, "eps": cfg.eps,
                               "metrics": dict(metrics)}
     if cfg.sanity:
+      # Default step sizes (relative to eps), so that the eps sweep scales them; the
+      # robust accuracy above is reused when it was measured with them too.
       checks = robustness.sanity_checks(
           self.logits, x, self.labels, self.key, eps=specs["eps"], attack=cfg.attack,
-          **common)   # default step sizes (relative to eps), so the eps sweep scales them
+          clean=clean, robust=robust if cfg.step_size is None else None, **common)
       metrics["robust/sanity_passed"] = float(checks["all_passed"])
       for name, verdict in checks.items():
         if isinstance(verdict, dict):
@@ -164,7 +167,7 @@ class OverfittingGuard:
   def __init__(self, exp, held_batch: dict, start_step: int):
     adv = exp.config.adversarial
     self.adv = adv
-    self.logits = ModelLogits(exp.model)
+    self.logits = exp.model_logits
     self.batch = {k: np.asarray(v) for k, v in held_batch.items() if k != "mask"}
     if "label" not in self.batch:
       raise ConfigError("adversarial.guard_every needs labelled training examples: keep "

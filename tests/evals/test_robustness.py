@@ -158,6 +158,22 @@ def test_sanity_checks_pass_on_linear_model(eager):
     assert out[name]["passed"] and isinstance(out[name]["detail"], str)
 
 
+def test_sanity_checks_use_given_accuracies(eager):
+  """Already-measured accuracies are judged, not recomputed: a robust accuracy above the
+  clean one (a wrong measurement) fails robust_le_clean and names it."""
+  x, y = linear_data()
+  measured = R.sanity_checks(linear_logits, x, y, KEY, eps=0.1, bounds=None, steps=5)
+  clean = R.clean_accuracy(linear_logits, x, y)
+  robust = R.robust_accuracy(linear_logits, x, y, KEY, attack="pgd", eps=0.1, steps=5,
+                             bounds=None)
+  reused = R.sanity_checks(linear_logits, x, y, KEY, eps=0.1, bounds=None, steps=5,
+                           clean=clean, robust=robust)
+  assert reused == measured
+  wrong = R.sanity_checks(linear_logits, x, y, KEY, eps=0.1, bounds=None, steps=5,
+                          clean=clean, robust=clean + 0.1)
+  assert wrong["failed"] == ["robust_le_clean"]
+
+
 @pytest.mark.parametrize("mask", [lambda x: jnp.round(x * 4) / 4, jax.lax.stop_gradient])
 def test_sanity_checks_flag_gradient_masking(mask, eager):
   x, y = linear_data()
