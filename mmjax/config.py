@@ -44,6 +44,9 @@ def default_config() -> ml_collections.ConfigDict:
       step_size=config_dict.placeholder(float), steps=10, restarts=1, norm="linf",
       lam=1.0, clean_weight=1.0, beta=6.0, attack_loss="objective",
       consistency_on="logits", replays=4,
+      # PGD returns its last iterate in training, as Madry et al. and TRADES do (one
+      # forward pass cheaper); True keeps each example's highest-loss iterate.
+      best_iterate=False,
       # Catastrophic-overfitting guard (Wong et al. 2020): every `guard_every` steps, PGD
       # accuracy on a held training batch; a fall of more than `guard_max_drop` since the
       # previous check stops training and keeps the parameters of that check.

@@ -149,7 +149,7 @@ def make_problem(loss_fn, inputs, *, attack, eps, step_size, steps, norm, bounds
 
 
 def perturb(loss_fn, inputs, key, *, attack, eps, step_size=None, steps=10, norm="linf",
-            restarts=1, bounds=None, random_start=True):
+            restarts=1, bounds=None, random_start=True, best_iterate=True):
   """Adversarial inputs maximising `loss_fn` within an eps-ball; pure and jit-able.
 
   Args:
@@ -168,6 +168,9 @@ def perturb(loss_fn, inputs, key, *, attack, eps, step_size=None, steps=10, norm
     steps: iterations (PGD/APGD; static). restarts: independent starts (static); per example
       the highest-loss result is kept. random_start: for 'pgd'/'apgd' ('fgsm' never, 'fgsm_rs'
       always).
+    best_iterate: 'pgd' returns each example's highest-loss iterate (the strongest, for
+      evaluation); False returns the last iterate, as Madry et al.'s training does, and
+      saves a forward pass. APGD always keeps the best.
   Returns:
     adv_inputs, same structure/shapes/dtypes as `inputs`, within the eps-ball and bounds.
   """
@@ -183,13 +186,14 @@ def perturb(loss_fn, inputs, key, *, attack, eps, step_size=None, steps=10, norm
   if prob is None:
     return inputs
 
+  need_loss = restarts > 1   # to keep each example's worst case over the restarts
+
   def run(k):
-    if attack == "fgsm":
-      return pgd_lib.fgsm_run(prob, k, random_start=False)
-    if attack == "fgsm_rs":
-      return pgd_lib.fgsm_run(prob, k, random_start=True)
+    if attack in ("fgsm", "fgsm_rs"):
+      return pgd_lib.fgsm_run(prob, k, random_start=attack == "fgsm_rs", need_loss=need_loss)
     if attack == "pgd":
-      return pgd_lib.pgd_run(prob, k, steps=steps, random_start=random_start)
+      return pgd_lib.pgd_run(prob, k, steps=steps, random_start=random_start,
+                             best_iterate=best_iterate, need_loss=need_loss)
     return apgd_lib.apgd_run(prob, k, steps=steps, random_start=random_start)
 
   # Restart 0 outside the loop, so restarts=1 is exactly the first restart of restarts=R.

@@ -1,6 +1,8 @@
 """Single-step (FGSM, Fast-AT) and iterated (PGD, Madry et al. 2018) attack runs.
 
-A run takes a `core.Problem` and a key and returns (best float leaves, their loss [B]).
+A run takes a `core.Problem` and a key and returns (best float leaves, their loss [B]);
+with `need_loss=False` (one restart: nothing to compare) the loss is None, which saves a
+forward pass.
 """
 import jax
 import jax.numpy as jnp
@@ -8,17 +10,23 @@ import jax.numpy as jnp
 from mmjax.attacks.core import keep_best
 
 
-def fgsm_run(prob, key, *, random_start):
+def fgsm_run(prob, key, *, random_start, need_loss=True):
   """x_adv = P(x + alpha * dir(grad L(x))), from the clean point or a uniform random start."""
   x = prob.start(key, random_start)
   _, g = prob.value_and_grad(x)
   x = prob.ascend(x, g)
-  return x, prob.loss(x)
+  return x, prob.loss(x) if need_loss else None
 
 
-def pgd_run(prob, key, *, steps, random_start):
-  """`steps` projected ascent steps; returns the per-example highest-loss iterate."""
+def pgd_run(prob, key, *, steps, random_start, best_iterate=True, need_loss=True):
+  """`steps` projected ascent steps; returns the per-example highest-loss iterate, or the
+  last iterate with `best_iterate=False` (Madry et al.'s training recipe; one forward
+  pass cheaper, as the last iterate's loss is never needed)."""
   x = prob.start(key, random_start)
+  if not best_iterate:
+    x = jax.lax.fori_loop(0, steps, lambda _, x: prob.ascend(x, prob.value_and_grad(x)[1]),
+                          x)
+    return x, prob.loss(x) if need_loss else None
   best_loss = jnp.full((prob.batch,), -jnp.inf, jnp.float32)
 
   def body(_, carry):

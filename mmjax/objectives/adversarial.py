@@ -67,6 +67,8 @@ class Adversarial:
   attack_loss: str = "objective"
   consistency_on: str = "logits"   # alum: the model output compared clean vs attacked
   replays: int = 4                 # free: optimizer updates per batch
+  # PGD's best iterate (strongest) or its last (the published training recipes; cheaper).
+  best_iterate: bool = False
 
   def __post_init__(self):
     if self.kind not in KINDS[1:]:
@@ -106,7 +108,7 @@ class Adversarial:
     adv = attacks.perturb(
         attack_loss_fn, clean, jax.random.fold_in(rng, 101), attack=self.attack,
         steps=self.steps, restarts=self.restarts, norm=self.norm,
-        **self._attack_specs(inputs))
+        best_iterate=self.best_iterate, **self._attack_specs(inputs))
     # inputs + constant δ: gradients still reach the parameters that made `inputs`.
     return jax.tree.map(lambda x, a, c: x + jax.lax.stop_gradient(a - c), inputs, adv, clean)
 

@@ -168,6 +168,27 @@ def test_restarts_never_lower_the_loss(eager):
   assert np.any(np.asarray(l4) > np.asarray(l1) + 1e-4)   # restarts do explore
 
 
+def test_last_iterate_is_the_plain_pgd_loop_and_best_iterate_at_least_as_strong(eager):
+  """best_iterate=False (training) returns exactly the k-th iterate of projected sign
+  ascent; the best iterate (evaluation) reaches at least its loss, per example."""
+  x, y, logits = _mlp()
+  loss = lambda a: cross_entropy(logits(a), y)
+  kw = dict(attack="pgd", eps=0.2, steps=4, step_size=0.08, bounds=(0., 1.),
+            random_start=False)
+  last = _attack(loss, x, best_iterate=False, **kw)
+  want = x
+  for _ in range(4):
+    g = jax.grad(lambda a: jnp.sum(loss(a)))(want)
+    want = jnp.clip(jnp.clip(want + 0.08 * jnp.sign(g), x - 0.2, x + 0.2), 0., 1.)
+  np.testing.assert_allclose(last, want, atol=1e-6)
+  best = _attack(loss, x, **kw)
+  assert np.all(np.asarray(loss(best)) >= np.asarray(loss(last)) - 1e-6)
+  # With restarts the last iterates compete by their loss: never below one restart's.
+  l4 = loss(_attack(loss, x, best_iterate=False, restarts=4, **{**kw, "random_start": True}))
+  l1 = loss(_attack(loss, x, best_iterate=False, restarts=1, **{**kw, "random_start": True}))
+  assert np.all(np.asarray(l4) >= np.asarray(l1) - 1e-6)
+
+
 def test_per_example_keys_make_results_batch_independent():
   x, y, logits = _mlp()
   loss_of = lambda yy: (lambda a: cross_entropy(logits(a), yy))

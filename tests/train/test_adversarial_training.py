@@ -26,7 +26,10 @@ def test_pgd_training_is_markedly_more_robust_than_standard(tiny_config, tmp_pat
                                       step_size=0.03))
   clean_std, (std_01, std_03) = train_and_attack(standard, str(tmp_path / "std"), [0.1, 0.3])
   clean_adv, (adv_01, _) = train_and_attack(adversarial, str(tmp_path / "adv"), [0.1, 0.3])
-  # Measured 2026-11-25: clean 0.954 vs 0.970; PGD-20 at eps 0.1: 0.192 vs 0.848.
+  print(f"standard: clean {clean_std:.3f}, PGD-20 eps 0.1 {std_01:.3f}, eps 0.3 {std_03:.3f}; "
+        f"PGD-5 trained: clean {clean_adv:.3f}, PGD-20 eps 0.1 {adv_01:.3f}")
+  # Measured 2026-11-25 (best and last PGD iterate alike): clean 0.954 vs 0.970; PGD-20
+  # at eps 0.1: 0.192 vs 0.848; the standard model at eps 0.3: 0.000.
   assert clean_std > 0.9 and clean_adv > 0.9
   assert adv_01 > std_01 + 0.4 and adv_01 > 0.7
   assert std_03 < 0.02  # the undefended model falls to ~0 at large eps
