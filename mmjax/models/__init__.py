@@ -14,7 +14,7 @@ from mmjax.errors import ConfigError
 from mmjax.models.registry import MODELS
 from mmjax.registry import checked_kwargs
 # Imported for their registration side effect.
-from mmjax.models import cnn, text, vit  # noqa: F401,E402
+from mmjax.models import cnn, multimodal, text, vit  # noqa: F401,E402
 from mmjax.models.vit import patchify, unpatchify  # noqa: E402
 
 RNG_STREAMS = ("params", "dropout", "mask", "augment")

@@ -151,15 +151,20 @@ class TransformerBlock(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-  """Non-overlapping patch projection: [B,H,W,C] -> [B,N,D], N = (H/p)*(W/p), row-major."""
-  patch_size: int
+  """Non-overlapping patch projection: [B,H,W,C] -> [B,N,D], N = (H/ph)*(W/pw), row-major.
+
+  `patch_size`: p (square p x p patches) or (ph, pw), e.g. frequency x time patches of a
+  spectrogram.
+  """
+  patch_size: int | tuple[int, int]
   width: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
-    p = self.patch_size
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
+    p = tuple(self.patch_size) if isinstance(self.patch_size, (tuple, list)) else (
+        self.patch_size, self.patch_size)
+    x = nn.Conv(self.width, p, strides=p, padding="VALID", dtype=self.dtype,
                 kernel_init=partitioned(nn.initializers.lecun_normal(),
                                         (None, None, None, "embed")),
                 bias_init=partitioned(zeros, ("embed",)), name="proj")(images)

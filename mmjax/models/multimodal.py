@@ -1,0 +1,347 @@
+"""One transformer over any subset of image, text and audio, with three kinds of fusion.
+
+Each modality becomes tokens at the embed/encode seam, as in the single-modality models
+(so attacks perturb pixels, token embeddings and spectrograms alike):
+
+  image        [B,H,W,C] pixels in [0,1] -> patch tokens (ViT)
+  text         [B,T] ids + text_mask     -> token embeddings [B,T,D] (no positions)
+  spectrogram  [B,F,T] log-mel           -> F x T patch tokens (AST, Gong et al. 2021)
+
+`fusion` chooses how the modalities meet:
+  'towers'      one Encoder per modality; each is mean-pooled and projected
+                (CLIP-style, Radford et al. 2021); the fused `pooled` is their mean.
+  'concat'      every modality's tokens plus a learned modality embedding, concatenated,
+                through one shared Encoder (single-stream fusion).
+  'bottleneck'  one Encoder stack per modality; from layer `fusion_layer` on, each also
+                attends to `bottleneck_tokens` shared tokens, which are averaged over the
+                modalities after every layer (MBT, Nagrani et al. 2021).
+
+Missing modalities. A modality absent from the batch is skipped (static: the compiled
+step sees only what the batch holds). A modality absent for some examples is flagged by
+`batch['{m}_present']` [B] (1 = present, default all ones): its tokens are masked from
+attention, pooling and the bottleneck average, the fused `pooled` averages only present
+modalities, and `outputs['{m}_present']` lets losses drop the example instead of
+training on zero-filled inputs. The model's own modality list is what it builds; a batch
+may hold any subset of it.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.errors import ConfigError
+from mmjax.models import layers
+from mmjax.models.registry import MODELS
+from mmjax.models.transformer import Encoder
+
+MODALITIES = ("image", "text", "audio")
+FUSIONS = ("towers", "concat", "bottleneck")
+# The input key of each modality at the seam.
+INPUT_KEY = {"image": "image", "text": "text", "audio": "spectrogram"}
+
+
+def _pair(p) -> tuple[int, int]:
+  return tuple(p) if isinstance(p, (tuple, list)) else (p, p)
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of x [B,T,D] over the tokens where mask [B,T] is nonzero -> [B,D] (0 if none)."""
+  m = mask.astype(jnp.float32)
+  total = jnp.einsum("btd,bt->bd", x.astype(jnp.float32), m)
+  return total / jnp.maximum(m.sum(axis=1, keepdims=True), 1.0)
+
+
+class PatchTokens(nn.Module):
+  """[B,H,W,C] (or a spectrogram [B,F,T], given a channel axis) -> normalised patch
+  tokens with learned positions, [B,N,D]."""
+  grid: tuple[int, int]         # input height, width (F, T for a spectrogram)
+  patch_size: Any
+  channels: int
+  width: int
+  mean: Any
+  std: Any
+  name_in_errors: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    if x.ndim == 3:
+      x = x[..., None]
+    expected = (*self.grid, self.channels)
+    if tuple(x.shape[1:]) != expected:
+      raise ConfigError(f"The multimodal model got {self.name_in_errors} of shape "
+                        f"{tuple(x.shape[1:])} but config.model expects {expected}.")
+    ph, pw = _pair(self.patch_size)
+    if self.grid[0] % ph or self.grid[1] % pw:
+      raise ConfigError(f"config.model: {self.name_in_errors} size {self.grid} is not "
+                        f"divisible by its patch size {(ph, pw)}.")
+    x = layers.normalize_pixels(x, self.mean, self.std)
+    tokens = layers.PatchEmbed((ph, pw), self.width, self.dtype, name="patch")(
+        x.astype(self.dtype))
+    pos = layers.PositionEmbedding(tokens.shape[1], self.width, name="pos")()
+    return tokens + pos.astype(tokens.dtype)
+
+
+class BottleneckFusion(nn.Module):
+  """MBT (Nagrani et al. 2021): per-modality pre-LN blocks; from `fusion_layer` on each
+  modality also attends to shared bottleneck tokens, whose per-modality updates are
+  averaged (over the modalities present in each example) after every layer."""
+  modalities: tuple
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  dropout: float
+  bottleneck_tokens: int
+  fusion_layer: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, tokens: dict, *, train: bool) -> dict:
+    """tokens {m: (x [B,N_m,D], mask [B,N_m])} -> {m: hidden [B,N_m,D]} (final LN)."""
+    b, _, width = next(iter(tokens.values()))[0].shape
+    nb = self.bottleneck_tokens
+    shared = self.param("bottleneck", layers.partitioned(
+        layers.EMBED_INIT, (None, None, "embed")), (1, nb, width))
+    btl = jnp.broadcast_to(shared, (b, nb, width)).astype(jnp.float32)
+    xs = {m: x for m, (x, _) in tokens.items()}
+    # Per example, a modality updates the shared tokens only where it is present.
+    weight = {m: mask.max(axis=1).astype(jnp.float32) for m, (_, mask) in tokens.items()}
+    total = sum(weight.values())
+    for i in range(self.depth):
+      updates = {}
+      for m, (_, mask) in tokens.items():
+        block = layers.TransformerBlock(self.num_heads, self.mlp_dim, self.dropout,
+                                        deterministic=not train, dtype=self.dtype,
+                                        name=f"{m}_block_{i}")
+        if i < self.fusion_layer:
+          xs[m], _ = block(xs[m], mask)
+          continue
+        y, _ = block(jnp.concatenate([xs[m], btl.astype(xs[m].dtype)], axis=1),
+                     jnp.concatenate([mask, jnp.ones((b, nb), mask.dtype)], axis=1))
+        xs[m], updates[m] = y[:, :-nb], y[:, -nb:]
+      if updates:
+        mean = sum(weight[m][:, None, None] * u.astype(jnp.float32)
+                   for m, u in updates.items()) / jnp.maximum(total, 1.0)[:, None, None]
+        # Where no modality is present the shared tokens keep their value.
+        btl = jnp.where((total > 0)[:, None, None], mean, btl)
+    return {m: layers.layer_norm(self.dtype, name=f"{m}_ln_final")(x) for m, x in xs.items()}
+
+
+@MODELS.register("multimodal")
+class MultimodalTransformer(nn.Module):
+  """Image + text + audio transformer; see the module docstring.
+
+  Outputs of `encode`: 'pooled' [B,D] (fused), for each modality m in the batch
+  '{m}_pooled' [B,D], '{m}_present' [B] float32 and, with projection_dim > 0,
+  '{m}_projection' [B,P]; 'logits' [B,K] (num_classes > 0, on the fused pooled);
+  'lm_logits' [B,T,V] (text_lm_head, tied embeddings: MLM); 'logit_scale' and
+  'logit_bias' (scalars: the learnable contrastive temperature log(1/tau) and bias).
+  """
+  modalities: tuple = MODALITIES
+  fusion: str = "towers"
+  width: int = 64
+  depth: int = 2
+  num_heads: int = 4
+  mlp_dim: int = 128
+  dropout: float = 0.0
+  # image
+  image_size: int = 28
+  patch_size: int = 4
+  channels: int = 1
+  pixel_mean: Any = 0.5
+  pixel_std: Any = 0.5
+  # text
+  vocab_size: int = 260
+  max_len: int = 32
+  text_lm_head: bool = False
+  # audio: log-mel spectrogram [mel_bins, frames]
+  mel_bins: int = 64
+  frames: int = 28
+  spec_patch: Any = (8, 4)
+  spec_mean: float = 0.0
+  spec_std: float = 1.0
+  # fusion
+  bottleneck_tokens: int = 4
+  fusion_layer: int = 0   # bottleneck: first fusion layer; information crosses from the
+                          # second fusion layer on (each reads the previous one's average)
+  # heads
+  projection_dim: int = 0
+  num_classes: int = 0
+  logit_scale_init: float = math.log(1 / 0.07)   # CLIP; SigLIP: log(10)
+  logit_bias_init: float = 0.0                   # SigLIP: -10
+  scan_layers: bool = False
+  remat: str = "none"
+  dtype: str = "float32"
+
+  def setup(self):
+    layers.check_choice(self.fusion, FUSIONS, "fusion")
+    for m in self.modalities:
+      layers.check_choice(m, MODALITIES, "modalities")
+    if not self.modalities:
+      raise ConfigError("config.model.modalities is empty; name at least one of "
+                        f"{MODALITIES}.")
+    if self.fusion == "bottleneck" and not 0 <= self.fusion_layer <= self.depth - 2:
+      raise ConfigError(
+          f"config.model.fusion_layer={self.fusion_layer} must be in [0, depth - 2 = "
+          f"{self.depth - 2}] for bottleneck fusion: a layer reads the shared tokens the "
+          "previous fusion layer averaged, so modalities mix only from the second fusion "
+          "layer on.")
+    dt = layers.compute_dtype(self.dtype)
+    self.cdtype = dt
+    if "image" in self.modalities:
+      self.image_tokens = PatchTokens((self.image_size, self.image_size), self.patch_size,
+                                      self.channels, self.width, self.pixel_mean,
+                                      self.pixel_std, "images", dt)
+    if "text" in self.modalities:
+      self.token_embed = layers.TokenEmbed(self.vocab_size, self.width, dt)
+      self.text_pos = layers.PositionEmbedding(self.max_len, self.width)
+    if "audio" in self.modalities:
+      self.audio_tokens = PatchTokens((self.mel_bins, self.frames), self.spec_patch, 1,
+                                      self.width, self.spec_mean, self.spec_std,
+                                      "spectrograms", dt)
+    self.drop = nn.Dropout(self.dropout)
+    encoder = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
+                   scan_layers=self.scan_layers, remat=self.remat, dtype=dt)
+    if self.fusion == "towers":
+      self.towers = {m: Encoder(self.depth, **encoder) for m in self.modalities}
+    elif self.fusion == "concat":
+      self.encoder = Encoder(self.depth, **encoder)
+      self.modality_embed = self.param(
+          "modality_embed", layers.partitioned(layers.EMBED_INIT, (None, "embed")),
+          (len(self.modalities), self.width))
+    else:
+      self.bottleneck = BottleneckFusion(
+          self.modalities, self.depth, self.num_heads, self.mlp_dim, self.dropout,
+          self.bottleneck_tokens, self.fusion_layer, dt)
+    if self.projection_dim > 0:
+      self.projections = {m: layers.dense(self.projection_dim, ("embed", None), dt,
+                                          use_bias=False) for m in self.modalities}
+    if self.num_classes > 0:
+      self.head = layers.dense(self.num_classes, ("embed", None), dt)
+    self.logit_scale = self.param("logit_scale", nn.initializers.constant(
+        self.logit_scale_init), ())
+    self.logit_bias = self.param("logit_bias", nn.initializers.constant(
+        self.logit_bias_init), ())
+
+  # ---- the seam ----
+  def present(self, batch: dict) -> tuple[str, ...]:
+    """The model's modalities that `batch` (raw or embedded) holds, in model order."""
+    return tuple(m for m in self.modalities if INPUT_KEY[m] in batch)
+
+  def embed(self, batch: dict, *, train: bool = False) -> dict:
+    """batch -> inputs: 'image' [B,H,W,C] pixels, 'text' [B,T,D] float32 token
+    embeddings + 'text_mask' [B,T] int32, 'spectrogram' [B,F,T] float32, and
+    '{m}_present' [B] int32 for each of them (ints: attacks never move them)."""
+    del train
+    present = self.present(batch)
+    if not present:
+      raise ConfigError(f"The batch holds none of the model's modalities "
+                        f"{self.modalities} (input keys "
+                        f"{[INPUT_KEY[m] for m in self.modalities]}); it has "
+                        f"{sorted(batch)}.")
+    b = batch[INPUT_KEY[present[0]]].shape[0]
+    inputs = {}
+    for m in present:
+      key = INPUT_KEY[m]
+      if m == "text":
+        ids = batch["text"]
+        mask = batch.get("text_mask")
+        inputs["text"] = self.token_embed(ids)
+        inputs["text_mask"] = (jnp.ones(ids.shape, jnp.int32) if mask is None
+                               else mask.astype(jnp.int32))
+      else:
+        inputs[key] = jnp.asarray(batch[key], jnp.float32)
+      flag = batch.get(f"{m}_present")
+      inputs[f"{m}_present"] = (jnp.ones((b,), jnp.int32) if flag is None
+                                else jnp.asarray(flag).astype(jnp.int32).reshape(b))
+    return inputs
+
+  def _tokens(self, m: str, inputs: dict) -> tuple[jax.Array, jax.Array]:
+    """Modality m's tokens [B,N,D] (with positions) and token mask [B,N] (0 = ignore)."""
+    present = inputs[f"{m}_present"].astype(jnp.int32)
+    if m == "image":
+      x = self.image_tokens(inputs["image"])
+    elif m == "audio":
+      x = self.audio_tokens(inputs["spectrogram"])
+    else:
+      x = inputs["text"]
+      t = x.shape[1]
+      if t > self.max_len:
+        raise ConfigError(f"Text of length {t} exceeds config.model.max_len="
+                          f"{self.max_len}; raise max_len or truncate the data.")
+      x = (x + self.text_pos()[:t]).astype(self.cdtype)
+      return x, inputs["text_mask"].astype(jnp.int32) * present[:, None]
+    return x, jnp.broadcast_to(present[:, None], x.shape[:2])
+
+  # ---- fusion ----
+  def _towers(self, tokens, train):
+    return {m: self.towers[m](self.drop(x, deterministic=not train), mask, train=train)
+            for m, (x, mask) in tokens.items()}
+
+  def _concat(self, tokens, train):
+    order = list(tokens)
+    xs = [x + self.modality_embed[self.modalities.index(m)].astype(x.dtype)
+          for m, (x, _) in tokens.items()]
+    lengths = [x.shape[1] for x in xs]
+    x = self.drop(jnp.concatenate(xs, axis=1), deterministic=not train)
+    mask = jnp.concatenate([mask for _, mask in tokens.values()], axis=1)
+    hidden = self.encoder(x, mask, train=train)
+    return dict(zip(order, jnp.split(hidden, list(itertools.accumulate(lengths))[:-1],
+                                     axis=1)))
+
+  def _bottleneck(self, tokens, train):
+    tokens = {m: (self.drop(x, deterministic=not train), mask)
+              for m, (x, mask) in tokens.items()}
+    return self.bottleneck(tokens, train=train)
+
+  def encode(self, inputs: dict, *, train: bool = False) -> dict:
+    """inputs (from `embed`) -> outputs; see the class docstring."""
+    present = self.present(inputs)
+    tokens = {m: self._tokens(m, inputs) for m in present}
+    hidden = {"towers": self._towers, "concat": self._concat,
+              "bottleneck": self._bottleneck}[self.fusion](tokens, train)
+    out: dict[str, jax.Array] = {}
+    flags = {m: inputs[f"{m}_present"].astype(jnp.float32) for m in present}
+    pooled = {m: masked_mean(hidden[m], tokens[m][1]) for m in present}
+    for m in present:
+      out[f"{m}_pooled"] = pooled[m]
+      out[f"{m}_present"] = flags[m]
+      if self.projection_dim > 0:
+        out[f"{m}_projection"] = self.projections[m](
+            pooled[m].astype(self.cdtype)).astype(jnp.float32)
+    if self.fusion == "concat":
+      fused = masked_mean(jnp.concatenate([hidden[m] for m in present], axis=1),
+                          jnp.concatenate([tokens[m][1] for m in present], axis=1))
+    else:
+      count = jnp.maximum(sum(flags.values()), 1.0)
+      fused = sum(flags[m][:, None] * pooled[m] for m in present) / count[:, None]
+    out["pooled"] = fused
+    if self.num_classes > 0:
+      out["logits"] = self.head(fused.astype(self.cdtype)).astype(jnp.float32)
+    if self.text_lm_head and "text" in present:
+      out["lm_logits"] = self.token_embed.attend(hidden["text"])
+    out["logit_scale"] = self.logit_scale
+    out["logit_bias"] = self.logit_bias
+    return out
+
+  def __call__(self, batch: dict, *, train: bool = False) -> dict:
+    """batch -> encode(embed(batch))."""
+    return self.encode(self.embed(batch, train=train), train=train)
+
+  def initialize(self, batch: dict) -> dict:
+    """`init` needs every modality's parameters: missing ones get zero inputs."""
+    b = next(iter(v for v in batch.values() if hasattr(v, "shape"))).shape[0]
+    full = dict(batch)
+    zeros = {"image": (self.image_size, self.image_size, self.channels),
+             "spectrogram": (self.mel_bins, self.frames)}
+    for m in self.modalities:
+      key = INPUT_KEY[m]
+      if key not in full:
+        full[key] = (jnp.zeros((b, 1), jnp.int32) if m == "text"
+                     else jnp.zeros((b, *zeros[key]), jnp.float32))
+    return self(full, train=False)
