@@ -2,7 +2,7 @@
 
     loss_fn(params, batch, rng, *, model_state, train) -> (loss, (metrics, new_model_state))
 
-Registered names: supervised, clm, mlm, mae, simclr, sum. The returned loss_fn is an
+Registered names: supervised, clm, mlm, mae, simclr, contrastive, sum. The returned loss_fn is an
 `Objective`, whose `prepare` / `embed` / `loss_from_inputs` steps let an adversary
 perturb the embedded inputs (see `mmjax.objectives.base`). The pure math is in
 `mmjax.objectives.losses`, the SimCLR augmentation in `mmjax.objectives.augment`.
@@ -18,6 +18,7 @@ from mmjax.objectives import augment, losses
 from mmjax.objectives.augment import simclr_augment, simclr_views
 from mmjax.objectives.base import OBJECTIVES, Objective, build_objective, to_plain
 from mmjax.objectives.composite import WeightedSum
+from mmjax.objectives.contrastive import CrossModalContrastive, clip_loss, sigmoid_loss
 from mmjax.objectives.losses import (contrastive_logits, l2_normalize, mae_patch_loss,
                                      next_token_targets, nt_xent, softmax_cross_entropy,
                                      top1_correct, weighted_mean)
@@ -50,6 +51,7 @@ def make_objective(objective_config: Any, model: nn.Module) -> Objective:
 __all__ = [
     "OBJECTIVES", "Objective", "make_objective", "build_objective",
     "Supervised", "CausalLM", "MaskedLM", "MaskedAutoencoder", "SimCLR", "WeightedSum",
+    "CrossModalContrastive", "clip_loss", "sigmoid_loss",
     "mlm_mask", "simclr_views", "simclr_augment", "augment", "losses",
     "weighted_mean", "softmax_cross_entropy", "top1_correct", "next_token_targets",
     "l2_normalize", "contrastive_logits", "nt_xent", "mae_patch_loss",

@@ -13,7 +13,7 @@ import optax
 
 # A finite stand-in for -inf on masked logits: exp() of it is exactly 0 in float32, and
 # unlike -inf it never produces NaN gradients (0 * inf) in the softmax backward pass.
-_NEG_INF = -1e9
+NEG_INF = -1e9
 
 
 def weighted_mean(values: jax.Array, weights: jax.Array | None = None) -> jax.Array:
@@ -105,7 +105,7 @@ def contrastive_logits(z1: jax.Array, z2: jax.Array, temperature: float,
   if mask is not None:
     padded = jnp.tile(jnp.asarray(mask) <= 0, 2)
     exclude = exclude | padded[None, :]
-  logits = jnp.where(exclude, _NEG_INF, logits)
+  logits = jnp.where(exclude, NEG_INF, logits)
   positives = jnp.concatenate([jnp.arange(b, 2 * b), jnp.arange(b)]).astype(jnp.int32)
   return logits, positives
 
