@@ -68,3 +68,80 @@ def log_mel(key: str = "audio", out: str = "spectrogram", sample_rate: int = 800
         upper_hz=float(upper_hz))
     return {**example, out: spec}
   return op
+
+
+# ---- augmentation (AST / SpecAugment recipes); random ops draw only from their `seed` ----
+def _seeds(seed: tf.Tensor, n: int) -> tf.Tensor:
+  """n independent stateless seeds [n, 2] from one."""
+  return tf.random.experimental.stateless_split(seed, num=n)
+
+
+@OPS.register("audio_gain")
+def audio_gain(min_db: float = -6.0, max_db: float = 6.0, key: str = "audio"):
+  """Waveform [S] -> float32 [S] scaled by 10^(g/20), g ~ U[min_db, max_db] (int PCM is
+  converted to [-1, 1] first)."""
+  if not min_db <= max_db:
+    raise ConfigError(f"Preprocessing op 'audio_gain': need min_db <= max_db, got "
+                      f"{min_db} > {max_db}.")
+
+  def op(example, seed):
+    gain_db = tf.random.stateless_uniform([], seed=seed, minval=float(min_db),
+                                          maxval=float(max_db))
+    wav = waveform_to_float(example[key])
+    return {**example, key: wav * tf.pow(10.0, gain_db / 20.0)}
+  return op
+
+
+@OPS.register("audio_noise")
+def audio_noise(max_std: float = 0.01, key: str = "audio"):
+  """Waveform [S] -> float32 [S] plus white Gaussian noise of std ~ U[0, max_std]."""
+  if not max_std >= 0:
+    raise ConfigError(f"Preprocessing op 'audio_noise': max_std must be >= 0, got {max_std}.")
+
+  def op(example, seed):
+    s_std, s_noise = tf.unstack(_seeds(seed, 2))
+    std = tf.random.stateless_uniform([], seed=s_std, maxval=float(max_std))
+    wav = waveform_to_float(example[key])
+    return {**example, key: wav + std * tf.random.stateless_normal(tf.shape(wav),
+                                                                   seed=s_noise)}
+  return op
+
+
+def _band_mask(length: int, count: int, max_width: int, seeds: tf.Tensor) -> tf.Tensor:
+  """[length] bool: the union of `count` bands of width ~ U{0..max_width} at uniform
+  starts (Park et al. 2019)."""
+  positions = tf.range(length)
+  masked = tf.zeros([length], tf.bool)
+  for i in range(count):
+    s_width, s_start = tf.unstack(_seeds(seeds[i], 2))
+    width = tf.random.stateless_uniform([], seed=s_width, maxval=max_width + 1,
+                                        dtype=tf.int32)
+    start = tf.random.stateless_uniform([], seed=s_start, maxval=length - width + 1,
+                                        dtype=tf.int32)
+    masked |= (positions >= start) & (positions < start + width)
+  return masked
+
+
+@OPS.register("spec_augment")
+def spec_augment(freq_masks: int = 2, freq_width: int = 8, time_masks: int = 2,
+                 time_width: int = 4, key: str = "spectrogram"):
+  """SpecAugment masking of a spectrogram [F, T]: `freq_masks` bands of up to
+  `freq_width` mel bins and `time_masks` bands of up to `time_width` frames are set to
+  the spectrogram's mean (its zero after AST-style normalisation)."""
+  for name, v in dict(freq_masks=freq_masks, freq_width=freq_width, time_masks=time_masks,
+                      time_width=time_width).items():
+    if not isinstance(v, int) or v < 0:
+      raise ConfigError(f"Preprocessing op 'spec_augment': {name} must be an int >= 0, "
+                        f"got {v!r}.")
+
+  def op(example, seed):
+    spec = tf.convert_to_tensor(example[key])
+    f, t = spec.shape[0], spec.shape[1]
+    if freq_width > f or time_width > t:
+      raise ConfigError(f"Preprocessing op 'spec_augment': mask widths ({freq_width}, "
+                        f"{time_width}) exceed the spectrogram [{f}, {t}] of {key!r}.")
+    s_f, s_t = tf.unstack(_seeds(seed, 2))
+    masked = (_band_mask(f, freq_masks, freq_width, _seeds(s_f, max(freq_masks, 1)))[:, None]
+              | _band_mask(t, time_masks, time_width, _seeds(s_t, max(time_masks, 1)))[None])
+    return {**example, key: tf.where(masked, tf.reduce_mean(spec), spec)}
+  return op

@@ -186,3 +186,59 @@ def test_keep_drop_rename_to_int32():
   assert out["label"].dtype == np.int32
   with pytest.raises(ConfigError, match="'keep' needs key 'audio'"):
     run("keep('audio')", ex)
+
+
+# ---------------------------------------------------------------------- audio augmentation
+def test_audio_gain_scales_within_range():
+  wav = tone(440)
+  out = run("audio_gain(min_db=-6, max_db=6)", {"audio": wav})["audio"]
+  ratio = out[wav != 0] / wav[wav != 0]
+  np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)      # one gain per example
+  assert 10 ** (-6 / 20) - 1e-6 <= ratio[0] <= 10 ** (6 / 20) + 1e-6
+  pcm = np.round(wav * 32767).astype(np.int16)
+  assert run("audio_gain(min_db=0, max_db=0)", {"audio": pcm})["audio"].dtype == np.float32
+
+
+def test_audio_noise_adds_bounded_noise():
+  wav = tone(440)
+  out = run("audio_noise(max_std=0.05)", {"audio": wav})["audio"]
+  std = np.std(out - wav)
+  assert 0 < std <= 0.05 * 1.1
+  np.testing.assert_array_equal(run("audio_noise(max_std=0)", {"audio": wav})["audio"], wav)
+
+
+def test_spec_augment_masks_bands_to_the_mean():
+  spec = np.random.default_rng(0).normal(size=(64, 28)).astype(np.float32) + 3.0
+  out = run("spec_augment(freq_masks=2, freq_width=8, time_masks=2, time_width=4)",
+            {"spectrogram": spec})["spectrogram"]
+  changed = out != spec
+  rows = np.where(changed.all(axis=1))[0]      # fully masked mel bins
+  cols = np.where(changed.all(axis=0))[0]      # fully masked frames
+  assert 0 < len(rows) <= 16 and len(cols) <= 8
+  # Every changed value lies in a masked row or column and equals the spectrogram mean.
+  in_band = np.zeros_like(changed)
+  in_band[rows] = True
+  in_band[:, cols] = True
+  assert not (changed & ~in_band).any()
+  np.testing.assert_allclose(out[changed], spec.mean(), rtol=1e-5)
+  same = run("spec_augment(freq_masks=0, time_masks=0)", {"spectrogram": spec})
+  np.testing.assert_array_equal(same["spectrogram"], spec)
+
+
+def test_audio_augmentation_is_seeded():
+  spec_ops = "audio_gain|audio_noise|log_mel|spec_augment"
+  a = run(spec_ops, {"audio": tone(700)}, seed=[1, 2])["spectrogram"]
+  b = run(spec_ops, {"audio": tone(700)}, seed=[1, 2])["spectrogram"]
+  c = run(spec_ops, {"audio": tone(700)}, seed=[1, 3])["spectrogram"]
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("spec,pattern", [
+    ("audio_gain(min_db=3, max_db=-3)", "min_db <= max_db"),
+    ("audio_noise(max_std=-1)", "max_std"),
+    ("spec_augment(freq_masks=-1)", "freq_masks"),
+])
+def test_bad_audio_augment_args(spec, pattern):
+  with pytest.raises(ConfigError, match=pattern):
+    ops.build_preprocess_fn(spec)
