@@ -214,3 +214,35 @@ def test_attack_on_one_sum_term_perturbs_every_term_alike():
   assert float(metrics["adv/mae/loss"]) > float(clean_metrics["mae/loss"])
   with pytest.raises(ConfigError, match="a term name only for a 'sum'"):
     make_adversarial(dict(kind="madry", eps=0.1, attack_loss="mea"), base)
+
+
+def test_ssl_plus_adversarial_on_audio_spectrograms_and_text_embeddings():
+  """L_ssl + lam * L_ssl(x + delta) with the attack maximising a cross-modal contrastive
+  loss, perturbing spectrograms (unbounded log-mel) or text embeddings; only the named
+  modality moves, and the attack raises the SSL loss."""
+  model = models.build_model(dict(name="multimodal", width=32, depth=1, num_heads=2,
+                                  mlp_dim=64, projection_dim=16))
+  batch = {"image": jax.random.uniform(jax.random.key(0), (6, 28, 28, 1)),
+           "text": jax.random.randint(jax.random.key(1), (6, 8), 4, 260),
+           "spectrogram": jax.random.normal(jax.random.key(2), (6, 64, 28))}
+  params = models.init_variables(model, batch, jax.random.key(3))["params"]
+  ssl = make_objective(dict(name="contrastive", pairs=(("image", "audio"),
+                                                      ("image", "text"))), model)
+  clean, _ = loss_of(ssl, params, batch)
+  for modality, eps in (("spectrogram", 0.5), ("text", 0.05)):
+    adv = make_adversarial(dict(kind="combined", modalities=(modality,), eps=eps, steps=3,
+                                lam=1.0, clean_weight=0.0), ssl)
+    inputs = ssl.embed(params, batch, RNG, model_state={}, train=True)
+    attacked = jax.jit(lambda inputs: adv.attack_inputs(inputs, RNG, lambda x: jnp.full(
+        (6,), ssl.loss_from_inputs(params, x, batch, RNG, model_state={}, train=False)[0]))
+    )(inputs)
+    for key in ("image", "text", "spectrogram"):
+      moved = float(jnp.max(jnp.abs(attacked[key] - inputs[key])))
+      if key == modality:
+        assert 0 < moved <= eps + 1e-5, key
+      else:
+        assert moved == 0.0, key
+    (total, _), grads = jax.jit(jax.value_and_grad(lambda p: loss_of(adv, p, batch),
+                                                   has_aux=True))(params)
+    assert float(total) > float(clean) + 1e-3, modality
+    assert all(np.isfinite(float(jnp.abs(g).sum())) for g in jax.tree.leaves(grads))
