@@ -16,6 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = [(os.path.relpath(p, REPO), None)
            for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))]
 CONFIGS.append(("configs/captions_lm.py", "mlm"))
+CONFIGS.append(("configs/multimodal_digits.py", "bottleneck"))   # siglip, concat: unit tests
 PAPERS = sorted(os.path.relpath(p, REPO)
                 for p in glob.glob(os.path.join(REPO, "configs", "papers", "*.py")))
 CONFIGS += [(p, "tiny") for p in PAPERS]

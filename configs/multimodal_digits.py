@@ -1,0 +1,61 @@
+r"""Image + caption + DTMF audio of the embedded digits, aligned by cross-modal contrast.
+
+A three-tower multimodal transformer (`model.name='multimodal'`, CLIP-style towers) with
+InfoNCE between image and text and between image and audio, plus a supervised head on the
+fused features. `:siglip` uses the sigmoid loss (SigLIP init: scale 10, bias -10);
+`:concat` and `:bottleneck` swap the fusion. Audio is augmented (gain, noise,
+SpecAugment) before the log-mel spectrogram is patched AST-style.
+
+Reproduces: nothing published; it is the multimodal path end to end on CPU.
+Measured (2026-11-25, 300 steps, 2 shared CPU cores, 155 s): eval contrastive loss 4.20
+(4.57 at step 150), in-batch image->text top-1 0.039 among 250 examples. Only instance-level
+matches count, and with ~25 examples per digit in a batch and templated captions and tones,
+0.04 is what a perfect class-level alignment scores. The supervised head on the fused
+features reaches 1.0, because the caption and the tone give the label away. Class-level
+retrieval recall and an image-only linear probe come with the issue-5 quickstart.
+
+Command:
+  python -m mmjax.main --config=configs/multimodal_digits.py --workdir=/tmp/mm_digits
+"""
+import math
+
+from mmjax.config import default_config
+from mmjax.errors import ConfigError
+
+VARIANTS = ("clip", "siglip", "concat", "bottleneck")
+
+_TEXT = "tokenize('caption', 'text', max_len=32)"
+_KEEP = "keep('image', 'text', 'text_mask', 'spectrogram', 'label')"
+
+
+def get_config(arg=None):
+  variant = arg or "clip"
+  if variant not in VARIANTS:
+    raise ConfigError(f"configs/multimodal_digits.py takes one of {VARIANTS}, got {arg!r}.")
+  c = default_config()
+  c.data.name = "mmjax_digits"
+  c.data.preprocess_train = ("to_float|random_crop(28, pad=2)|" + _TEXT +
+                             "|audio_gain|audio_noise(max_std=0.02)|log_mel|"
+                             "spec_augment(freq_masks=1, freq_width=8, time_masks=1, "
+                             "time_width=4)|" + _KEEP)
+  c.data.preprocess_eval = "to_float|" + _TEXT + "|log_mel|" + _KEEP
+  c.data.shuffle_buffer = 4000
+  fusion = variant if variant in ("concat", "bottleneck") else "towers"
+  c.model = dict(name="multimodal", modalities=("image", "text", "audio"), fusion=fusion,
+                 width=64, depth=2, num_heads=4, mlp_dim=128, image_size=28, patch_size=4,
+                 vocab_size=260, max_len=32, mel_bins=64, frames=28, spec_patch=(8, 4),
+                 # The log-mel mean and std over the eval digits (AST normalises so).
+                 spec_mean=-1.5, spec_std=1.5, projection_dim=32, num_classes=10)
+  pairs = (("image", "text"), ("image", "audio"))
+  contrastive = dict(name="contrastive", weight=1.0, pairs=pairs)
+  if variant == "siglip":
+    contrastive["loss"] = "sigmoid"
+    c.model.update(dict(logit_scale_init=math.log(10.0), logit_bias_init=-10.0))
+  c.objective = dict(name="sum", terms=dict(contrastive=contrastive,
+                                            supervised=dict(weight=1.0)))
+  c.optim.update(dict(name="adamw", learning_rate=2e-3, warmup_steps=30,
+                      weight_decay=0.05, clip_norm=1.0))
+  c.train.update(dict(total_steps=300, batch_size=64, log_every=50, eval_every=150,
+                      checkpoint_every=150))
+  c.evals.update(dict(batch_size=250, max_batches=2))
+  return c
