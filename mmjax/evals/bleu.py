@@ -29,7 +29,7 @@ def tokenize_13a(line: str) -> list[str]:
   line = line.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
   if "&" in line:
     line = (line.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<")
-        .replace("&gt;", ">"))
+            .replace("&gt;", ">"))
   line = f" {line} "
   for pattern, repl in _13A_RULES:
     line = pattern.sub(repl, line)
@@ -38,7 +38,7 @@ def tokenize_13a(line: str) -> list[str]:
 
 def _ngrams(tokens: list[str]) -> collections.Counter:
   return collections.Counter(tuple(tokens[i:i + n]) for n in range(1, MAX_ORDER + 1)
-               for i in range(len(tokens) - n + 1))
+                             for i in range(len(tokens) - n + 1))
 
 
 def _closest_length(hyp_len: int, ref_lens: list[int]) -> int:
@@ -49,21 +49,21 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
   """BLEU of `hypotheses` against one or more reference streams.
 
   Args:
-   hypotheses: N strings.
-   references: R streams of N strings each (sacrebleu's layout: references[r][i] is
-    the r-th reference of hypothesis i).
+    hypotheses: N strings.
+    references: R streams of N strings each (sacrebleu's layout: references[r][i] is
+      the r-th reference of hypothesis i).
   Returns:
-   {'bleu': score in [0, 100], 'precisions': [4] in %, 'brevity_penalty',
-   'hyp_len', 'ref_len'}.
+    {'bleu': score in [0, 100], 'precisions': [4] in %, 'brevity_penalty',
+     'hyp_len', 'ref_len'}.
   """
   if isinstance(hypotheses, str) or not references or isinstance(references[0], str):
     raise ConfigError("corpus_bleu(hypotheses, references): hypotheses is a list of "
-             "strings and references a list of reference streams (lists of "
-             "strings), e.g. corpus_bleu(['a cat'], [['the cat']]).")
+                      "strings and references a list of reference streams (lists of "
+                      "strings), e.g. corpus_bleu(['a cat'], [['the cat']]).")
   if any(len(stream) != len(hypotheses) for stream in references):
     raise ConfigError(f"corpus_bleu: every reference stream needs {len(hypotheses)} "
-             f"strings (one per hypothesis), got "
-             f"{[len(s) for s in references]}.")
+                      f"strings (one per hypothesis), got "
+                      f"{[len(s) for s in references]}.")
   correct, total = [0] * MAX_ORDER, [0] * MAX_ORDER
   hyp_len = ref_len = 0
   for i, hyp in enumerate(hypotheses):
@@ -83,7 +83,7 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) 
     bp = math.exp(1 - ref_len / hyp_len) if hyp_len > 0 else 0.0
   precisions = [0.0] * MAX_ORDER
   out = {"precisions": precisions, "brevity_penalty": bp, "hyp_len": hyp_len,
-     "ref_len": ref_len, "bleu": 0.0}
+         "ref_len": ref_len, "bleu": 0.0}
   if not any(correct):
     return out
   smooth = 1.0

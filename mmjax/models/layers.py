@@ -54,6 +54,19 @@ def check_choice(value: Any, choices: Sequence[Any], key: str) -> None:
                       f"Choose one of: {', '.join(map(repr, choices))}.")
 
 
+def pair(size: int | Sequence[int]) -> tuple[int, int]:
+  """p -> (p, p); (h, w) -> (h, w): a square or rectangular size (patches, grids)."""
+  return tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of x [B,T,D] over the tokens where mask [B,T] is nonzero -> [B,D] float32
+  (0 for an example with no such token)."""
+  m = mask.astype(jnp.float32)
+  total = jnp.einsum("btd,bt->bd", x.astype(jnp.float32), m)
+  return total / jnp.maximum(m.sum(axis=1, keepdims=True), 1.0)
+
+
 def normalize_pixels(images: jax.Array, mean: Any, std: Any) -> jax.Array:
   """[B,H,W,C] pixels in [0,1] -> (x - mean) / std; mean/std are floats or per-channel."""
   mean = jnp.asarray(mean, jnp.float32)
@@ -162,8 +175,7 @@ class PatchEmbed(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
-    p = tuple(self.patch_size) if isinstance(self.patch_size, (tuple, list)) else (
-        self.patch_size, self.patch_size)
+    p = pair(self.patch_size)
     x = nn.Conv(self.width, p, strides=p, padding="VALID", dtype=self.dtype,
                 kernel_init=partitioned(nn.initializers.lecun_normal(),
                                         (None, None, None, "embed")),

@@ -45,17 +45,6 @@ FUSIONS = ("towers", "concat", "bottleneck")
 INPUT_KEY = {"image": "image", "text": "text", "audio": "spectrogram"}
 
 
-def _pair(p) -> tuple[int, int]:
-  return tuple(p) if isinstance(p, (tuple, list)) else (p, p)
-
-
-def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-  """Mean of x [B,T,D] over the tokens where mask [B,T] is nonzero -> [B,D] (0 if none)."""
-  m = mask.astype(jnp.float32)
-  total = jnp.einsum("btd,bt->bd", x.astype(jnp.float32), m)
-  return total / jnp.maximum(m.sum(axis=1, keepdims=True), 1.0)
-
-
 class PatchTokens(nn.Module):
   """[B,H,W,C] (or a spectrogram [B,F,T], given a channel axis) -> normalised patch
   tokens with learned positions, [B,N,D]."""
@@ -76,7 +65,7 @@ class PatchTokens(nn.Module):
     if tuple(x.shape[1:]) != expected:
       raise ConfigError(f"The multimodal model got {self.name_in_errors} of shape "
                         f"{tuple(x.shape[1:])} but config.model expects {expected}.")
-    ph, pw = _pair(self.patch_size)
+    ph, pw = layers.pair(self.patch_size)
     if self.grid[0] % ph or self.grid[1] % pw:
       raise ConfigError(f"config.model: {self.name_in_errors} size {self.grid} is not "
                         f"divisible by its patch size {(ph, pw)}.")
@@ -91,7 +80,6 @@ class BottleneckFusion(nn.Module):
   """MBT (Nagrani et al. 2021): per-modality pre-LN blocks; from `fusion_layer` on each
   modality also attends to shared bottleneck tokens, whose per-modality updates are
   averaged (over the modalities present in each example) after every layer."""
-  modalities: tuple
   depth: int
   num_heads: int
   mlp_dim: int
@@ -216,8 +204,8 @@ class MultimodalTransformer(nn.Module):
           (len(self.modalities), self.width))
     else:
       self.bottleneck = BottleneckFusion(
-          self.modalities, self.depth, self.num_heads, self.mlp_dim, self.dropout,
-          self.bottleneck_tokens, self.fusion_layer, dt)
+          self.depth, self.num_heads, self.mlp_dim, self.dropout, self.bottleneck_tokens,
+          self.fusion_layer, dt)
     if self.projection_dim > 0:
       self.projections = {m: layers.dense(self.projection_dim, ("embed", None), dt,
                                           use_bias=False) for m in self.modalities}
@@ -307,7 +295,7 @@ class MultimodalTransformer(nn.Module):
               "bottleneck": self._bottleneck}[self.fusion](tokens, train)
     out: dict[str, jax.Array] = {}
     flags = {m: inputs[f"{m}_present"].astype(jnp.float32) for m in present}
-    pooled = {m: masked_mean(hidden[m], tokens[m][1]) for m in present}
+    pooled = {m: layers.masked_mean(hidden[m], tokens[m][1]) for m in present}
     for m in present:
       out[f"{m}_pooled"] = pooled[m]
       out[f"{m}_present"] = flags[m]
@@ -315,7 +303,7 @@ class MultimodalTransformer(nn.Module):
         out[f"{m}_projection"] = self.projections[m](
             pooled[m].astype(self.cdtype)).astype(jnp.float32)
     if self.fusion == "concat":
-      fused = masked_mean(jnp.concatenate([hidden[m] for m in present], axis=1),
+      fused = layers.masked_mean(jnp.concatenate([hidden[m] for m in present], axis=1),
                           jnp.concatenate([tokens[m][1] for m in present], axis=1))
     else:
       count = jnp.maximum(sum(flags.values()), 1.0)

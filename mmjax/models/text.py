@@ -66,10 +66,8 @@ class TextTransformer(nn.Module):
     """hidden [B,T,D], mask [B,T] -> [B,D]; 'mean' and 'last' ignore padding."""
     if self.pool == "first":
       return hidden[:, 0]
-    m = mask.astype(jnp.float32)
     if self.pool == "mean":
-      total = jnp.einsum("btd,bt->bd", hidden.astype(jnp.float32), m)
-      return total / jnp.maximum(m.sum(axis=1, keepdims=True), 1.0)
+      return layers.masked_mean(hidden, mask)
     # 'last': the highest position holding a real token (any padding layout).
     last = jnp.max(jnp.arange(mask.shape[1])[None] * (mask > 0), axis=1)
     return jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0]
