@@ -15,7 +15,8 @@ from mmjax.models.registry import MODELS
 from mmjax.registry import checked_kwargs
 # Imported for their registration side effect.
 from mmjax.models import cnn, multimodal, text, vit  # noqa: F401,E402
-from mmjax.models.vit import patchify, unpatchify  # noqa: E402
+from mmjax.models.layers import patchify  # noqa: E402
+from mmjax.models.vit import unpatchify  # noqa: E402
 
 RNG_STREAMS = ("params", "dropout", "mask", "augment")
 

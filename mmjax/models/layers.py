@@ -103,8 +103,11 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """x [B,T,D]; mask [B,T] (1 = real token, keys with 0 are ignored) or None -> [B,T,D]."""
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None,
+               context: jax.Array | None = None) -> jax.Array:
+    """x [B,T,D] -> [B,T,D]. Keys and values come from x (self-attention) or from
+    `context` [B,S,D] (cross-attention); mask [B,T] (or [B,S] with context) marks the
+    keys that may be attended (1 = real token) or is None."""
     width = x.shape[-1]
     if width % self.num_heads:
       raise ConfigError(f"Model width {width} is not divisible by num_heads "
@@ -114,7 +117,8 @@ class MultiHeadAttention(nn.Module):
         nn.DenseGeneral, features=(self.num_heads, head_dim), dtype=self.dtype,
         kernel_init=partitioned(KERNEL_INIT, ("embed", "heads", "kv")),
         bias_init=partitioned(zeros, ("heads", "kv")))
-    q, k, v = proj(name="query")(x), proj(name="key")(x), proj(name="value")(x)
+    source = x if context is None else context
+    q, k, v = proj(name="query")(x), proj(name="key")(source), proj(name="value")(source)
     # Boolean mask broadcastable to [B,N,T,S]: True = may attend to that key.
     attn_mask = None if mask is None else mask[:, None, None, :].astype(bool)
     out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=self.causal)
@@ -161,6 +165,40 @@ class TransformerBlock(nn.Module):
     h = layer_norm(self.dtype, name="ln_mlp")(x)
     h = MLP(self.mlp_dim, self.dtype, name="mlp")(h)
     return x + drop(h), None
+
+
+class DecoderBlock(nn.Module):
+  """Pre-LN decoder block (Vaswani et al. 2017): causal self-attention, cross-attention
+  to an encoder's memory, MLP; each residual, with dropout on the branch."""
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  deterministic: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None = None,
+               mask: jax.Array | None = None) -> jax.Array:
+    """x [B,T,D] (mask [B,T]) attends causally to itself and to memory [B,S,D]
+    (memory_mask [B,S]) -> [B,T,D]."""
+    drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
+    h = layer_norm(self.dtype, name="ln_self")(x)
+    x = x + drop(MultiHeadAttention(self.num_heads, True, self.dtype, name="self_attn")(
+        h, mask))
+    h = layer_norm(self.dtype, name="ln_cross")(x)
+    x = x + drop(MultiHeadAttention(self.num_heads, False, self.dtype, name="cross_attn")(
+        h, memory_mask, context=memory.astype(h.dtype)))
+    h = layer_norm(self.dtype, name="ln_mlp")(x)
+    return x + drop(MLP(self.mlp_dim, self.dtype, name="mlp")(h))
+
+
+def patchify(x: jax.Array, patch_size: int | Sequence[int]) -> jax.Array:
+  """[B,H,W,C] -> [B,N,P], N = (H/ph)*(W/pw) in row-major order, P = ph*pw*C ordered
+  (ph,pw,C): the token order of `PatchEmbed`, so MAE predictions line up with tokens."""
+  b, h, w, c = x.shape
+  ph, pw = pair(patch_size)
+  x = x.reshape(b, h // ph, ph, w // pw, pw, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, (h // ph) * (w // pw), ph * pw * c)
 
 
 class PatchEmbed(nn.Module):

@@ -16,6 +16,15 @@ Each modality becomes tokens at the embed/encode seam, as in the single-modality
                 attends to `bottleneck_tokens` shared tokens, which are averaged over the
                 modalities after every layer (MBT, Nagrani et al. 2021).
 
+Heads beyond encoding, each its own method so objectives and evals call what they need:
+  `mae`      masked autoencoding of image or spectrogram patches (MAE, He et al. 2021;
+             on spectrograms, Audio-MAE, Huang et al. 2022): the visible patches of one
+             modality go through its encoder (alone), a light decoder predicts them all.
+  `caption`  a text decoder (causal self-attention + cross-attention, Vaswani et al.
+             2017) reads the encoded tokens of `caption_source` and predicts a caption;
+             `caption_memory` / `caption_logits` split it for autoregressive decoding.
+  MLM needs no method: `text_lm_head` adds tied `lm_logits` to `encode`'s outputs.
+
 Missing modalities. A modality absent from the batch is skipped (static: the compiled
 step sees only what the batch holds). A modality absent for some examples is flagged by
 `batch['{m}_present']` [B] (1 = present, default all ones): its tokens are masked from
@@ -36,88 +45,15 @@ import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
 from mmjax.models import layers
+from mmjax.models import mae as mae_lib
 from mmjax.models.registry import MODELS
-from mmjax.models.transformer import Encoder
+from mmjax.models.fusion import BottleneckFusion, PatchTokens
+from mmjax.models.transformer import Decoder, Encoder
 
 MODALITIES = ("image", "text", "audio")
 FUSIONS = ("towers", "concat", "bottleneck")
 # The input key of each modality at the seam.
 INPUT_KEY = {"image": "image", "text": "text", "audio": "spectrogram"}
-
-
-class PatchTokens(nn.Module):
-  """[B,H,W,C] (or a spectrogram [B,F,T], given a channel axis) -> normalised patch
-  tokens with learned positions, [B,N,D]."""
-  grid: tuple[int, int]         # input height, width (F, T for a spectrogram)
-  patch_size: Any
-  channels: int
-  width: int
-  mean: Any
-  std: Any
-  name_in_errors: str
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    if x.ndim == 3:
-      x = x[..., None]
-    expected = (*self.grid, self.channels)
-    if tuple(x.shape[1:]) != expected:
-      raise ConfigError(f"The multimodal model got {self.name_in_errors} of shape "
-                        f"{tuple(x.shape[1:])} but config.model expects {expected}.")
-    ph, pw = layers.pair(self.patch_size)
-    if self.grid[0] % ph or self.grid[1] % pw:
-      raise ConfigError(f"config.model: {self.name_in_errors} size {self.grid} is not "
-                        f"divisible by its patch size {(ph, pw)}.")
-    x = layers.normalize_pixels(x, self.mean, self.std)
-    tokens = layers.PatchEmbed((ph, pw), self.width, self.dtype, name="patch")(
-        x.astype(self.dtype))
-    pos = layers.PositionEmbedding(tokens.shape[1], self.width, name="pos")()
-    return tokens + pos.astype(tokens.dtype)
-
-
-class BottleneckFusion(nn.Module):
-  """MBT (Nagrani et al. 2021): per-modality pre-LN blocks; from `fusion_layer` on each
-  modality also attends to shared bottleneck tokens, whose per-modality updates are
-  averaged (over the modalities present in each example) after every layer."""
-  depth: int
-  num_heads: int
-  mlp_dim: int
-  dropout: float
-  bottleneck_tokens: int
-  fusion_layer: int
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, tokens: dict, *, train: bool) -> dict:
-    """tokens {m: (x [B,N_m,D], mask [B,N_m])} -> {m: hidden [B,N_m,D]} (final LN)."""
-    b, _, width = next(iter(tokens.values()))[0].shape
-    nb = self.bottleneck_tokens
-    shared = self.param("bottleneck", layers.partitioned(
-        layers.EMBED_INIT, (None, None, "embed")), (1, nb, width))
-    btl = jnp.broadcast_to(shared, (b, nb, width)).astype(jnp.float32)
-    xs = {m: x for m, (x, _) in tokens.items()}
-    # Per example, a modality updates the shared tokens only where it is present.
-    weight = {m: mask.max(axis=1).astype(jnp.float32) for m, (_, mask) in tokens.items()}
-    total = sum(weight.values())
-    for i in range(self.depth):
-      updates = {}
-      for m, (_, mask) in tokens.items():
-        block = layers.TransformerBlock(self.num_heads, self.mlp_dim, self.dropout,
-                                        deterministic=not train, dtype=self.dtype,
-                                        name=f"{m}_block_{i}")
-        if i < self.fusion_layer:
-          xs[m], _ = block(xs[m], mask)
-          continue
-        y, _ = block(jnp.concatenate([xs[m], btl.astype(xs[m].dtype)], axis=1),
-                     jnp.concatenate([mask, jnp.ones((b, nb), mask.dtype)], axis=1))
-        xs[m], updates[m] = y[:, :-nb], y[:, -nb:]
-      if updates:
-        mean = sum(weight[m][:, None, None] * u.astype(jnp.float32)
-                   for m, u in updates.items()) / jnp.maximum(total, 1.0)[:, None, None]
-        # Where no modality is present the shared tokens keep their value.
-        btl = jnp.where((total > 0)[:, None, None], mean, btl)
-    return {m: layers.layer_norm(self.dtype, name=f"{m}_ln_final")(x) for m, x in xs.items()}
 
 
 @MODELS.register("multimodal")
@@ -129,6 +65,7 @@ class MultimodalTransformer(nn.Module):
   '{m}_projection' [B,P]; 'logits' [B,K] (num_classes > 0, on the fused pooled);
   'lm_logits' [B,T,V] (text_lm_head, tied embeddings: MLM); 'logit_scale' and
   'logit_bias' (scalars: the learnable contrastive temperature log(1/tau) and bias).
+  `mae` and `caption` are described in the module docstring.
   """
   modalities: tuple = MODALITIES
   fusion: str = "towers"
@@ -162,6 +99,13 @@ class MultimodalTransformer(nn.Module):
   num_classes: int = 0
   logit_scale_init: float = math.log(1 / 0.07)   # CLIP; SigLIP: log(10)
   logit_bias_init: float = 0.0                   # SigLIP: -10
+  # masked autoencoding of image and spectrogram patches (a decoder each when width > 0)
+  mae_decoder_width: int = 0
+  mae_decoder_depth: int = 1
+  mae_decoder_heads: int = 4
+  # captioning: a text decoder of `caption_depth` layers reading `caption_source`
+  caption_depth: int = 0
+  caption_source: str = "image"
   scan_layers: bool = False
   remat: str = "none"
   dtype: str = "float32"
@@ -185,8 +129,10 @@ class MultimodalTransformer(nn.Module):
       self.image_tokens = PatchTokens((self.image_size, self.image_size), self.patch_size,
                                       self.channels, self.width, self.pixel_mean,
                                       self.pixel_std, "images", dt)
-    if "text" in self.modalities:
+    if "text" in self.modalities or self.caption_depth > 0:
+      # One table: text tokens in and out (MLM, captions) share it.
       self.token_embed = layers.TokenEmbed(self.vocab_size, self.width, dt)
+    if "text" in self.modalities:
       self.text_pos = layers.PositionEmbedding(self.max_len, self.width)
     if "audio" in self.modalities:
       self.audio_tokens = PatchTokens((self.mel_bins, self.frames), self.spec_patch, 1,
@@ -211,10 +157,34 @@ class MultimodalTransformer(nn.Module):
                                           use_bias=False) for m in self.modalities}
     if self.num_classes > 0:
       self.head = layers.dense(self.num_classes, ("embed", None), dt)
+    if self.mae_decoder_width > 0:
+      self.mae_decoders = {
+          m: mae_lib.MAEDecoder(self._num_patches(m), self.mae_decoder_width,
+                                self.mae_decoder_depth, self.mae_decoder_heads,
+                                math.prod(self._patch(m)) * (self.channels if m == "image"
+                                                             else 1), dt)
+          for m in self.modalities if m != "text"}
+    if self.caption_depth > 0:
+      if self.caption_source not in self.modalities or self.caption_source == "text":
+        raise ConfigError(
+            f"config.model.caption_source={self.caption_source!r} must be an image or "
+            f"audio modality of the model, one of "
+            f"{[m for m in self.modalities if m != 'text']}.")
+      self.caption_pos = layers.PositionEmbedding(self.max_len, self.width)
+      self.caption_decoder = Decoder(self.caption_depth, self.num_heads, self.mlp_dim,
+                                     self.dropout, dt)
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(
         self.logit_scale_init), ())
     self.logit_bias = self.param("logit_bias", nn.initializers.constant(
         self.logit_bias_init), ())
+
+  def _patch(self, m: str) -> tuple[int, int]:
+    return layers.pair(self.patch_size if m == "image" else self.spec_patch)
+
+  def _num_patches(self, m: str) -> int:
+    grid = (self.image_size,) * 2 if m == "image" else (self.mel_bins, self.frames)
+    ph, pw = self._patch(m)
+    return (grid[0] // ph) * (grid[1] // pw)
 
   # ---- the seam ----
   def present(self, batch: dict) -> tuple[str, ...]:
@@ -287,12 +257,21 @@ class MultimodalTransformer(nn.Module):
               for m, (x, mask) in tokens.items()}
     return self.bottleneck(tokens, train=train)
 
+  def _fuse(self, tokens: dict, train: bool) -> dict:
+    """{m: (tokens [B,N_m,D], mask [B,N_m])} -> {m: hidden [B,N_m,D]}."""
+    return {"towers": self._towers, "concat": self._concat,
+            "bottleneck": self._bottleneck}[self.fusion](tokens, train)
+
+  def _require(self, m: str, inputs: dict, what: str) -> None:
+    if m not in self.present(inputs):
+      raise ConfigError(f"{what} needs the {m} input {INPUT_KEY[m]!r}, but the batch holds "
+                        f"only {sorted(inputs)}; keep it in config.data.preprocess_*.")
+
   def encode(self, inputs: dict, *, train: bool = False) -> dict:
     """inputs (from `embed`) -> outputs; see the class docstring."""
     present = self.present(inputs)
     tokens = {m: self._tokens(m, inputs) for m in present}
-    hidden = {"towers": self._towers, "concat": self._concat,
-              "bottleneck": self._bottleneck}[self.fusion](tokens, train)
+    hidden = self._fuse(tokens, train)
     out: dict[str, jax.Array] = {}
     flags = {m: inputs[f"{m}_present"].astype(jnp.float32) for m in present}
     pooled = {m: layers.masked_mean(hidden[m], tokens[m][1]) for m in present}
@@ -317,6 +296,72 @@ class MultimodalTransformer(nn.Module):
     out["logit_bias"] = self.logit_bias
     return out
 
+  # ---- masked autoencoding ----
+  def mae(self, inputs: dict, *, train: bool = False, mask_ratio: float = 0.75,
+          modality: str = "image") -> dict:
+    """Masked autoencoding of one modality's patches.
+
+    inputs (from `embed`) -> {'pred': [B,N,P], 'target': [B,N,P] (the raw patches:
+    pixels in [0,1] or log-mel values), 'mask': [B,N] float (1 = hidden patch),
+    'present': [B] float (0 where the example lacks the modality)}. Each example hides
+    N - int(N*(1-mask_ratio)) patches drawn with the 'mask' RNG stream; the visible ones
+    are encoded with this modality alone. `mask_ratio` is a Python float (static shape).
+    """
+    if self.mae_decoder_width <= 0:
+      raise ConfigError("The multimodal model's `mae` needs a decoder: set "
+                        "config.model.mae_decoder_width > 0.")
+    if modality not in self.mae_decoders:
+      raise ConfigError(f"MAE modality {modality!r} must be one of the model's patch "
+                        f"modalities {sorted(self.mae_decoders)}.")
+    self._require(modality, inputs, "MAE")
+    x, mask = self._tokens(modality, inputs)
+    b, n, _ = x.shape
+    keep = mae_lib.num_visible(n, mask_ratio)
+    shuffle, restore = mae_lib.random_patch_order(self.make_rng("mask"), b, n)
+    visible = shuffle[:, :keep]
+    x = jnp.take_along_axis(x, visible[..., None], axis=1)
+    mask = jnp.take_along_axis(mask, visible, axis=1)
+    x = self.drop(x, deterministic=not train)
+    hidden = self._fuse({modality: (x, mask)}, train)[modality]
+    pred = self.mae_decoders[modality](hidden, restore, train=train)
+    source = inputs[INPUT_KEY[modality]].astype(jnp.float32)
+    if source.ndim == 3:  # spectrogram [B,F,T]
+      source = source[..., None]
+    return {"pred": pred, "target": layers.patchify(source, self._patch(modality)),
+            "mask": (restore >= keep).astype(jnp.float32),
+            "present": inputs[f"{modality}_present"].astype(jnp.float32)}
+
+  # ---- captioning ----
+  def caption_memory(self, inputs: dict, *, train: bool = False
+                     ) -> tuple[jax.Array, jax.Array]:
+    """inputs -> (memory [B,S,D], memory_mask [B,S]): `caption_source` encoded alone
+    (a caption must not be read from the other modalities, which may hold it)."""
+    if self.caption_depth <= 0:
+      raise ConfigError("Captioning needs a text decoder: set config.model.caption_depth "
+                        "> 0.")
+    m = self.caption_source
+    self._require(m, inputs, "Captioning")
+    tokens = {m: self._tokens(m, inputs)}
+    return self._fuse(tokens, train)[m], tokens[m][1]
+
+  def caption_logits(self, memory: jax.Array, memory_mask: jax.Array, tokens: jax.Array,
+                     *, train: bool = False) -> jax.Array:
+    """tokens [B,T] ids (BOS first) + memory -> next-token logits [B,T,V] float32:
+    logits[:, t] predicts tokens[:, t+1]."""
+    t = tokens.shape[1]
+    if t > self.max_len:
+      raise ConfigError(f"Captions of length {t} exceed config.model.max_len="
+                        f"{self.max_len}; raise max_len or truncate the data.")
+    x = self.token_embed(tokens) + self.caption_pos()[:t]
+    x = self.drop(x.astype(self.cdtype), deterministic=not train)
+    hidden = self.caption_decoder(x, memory, memory_mask, train=train)
+    return self.token_embed.attend(hidden)
+
+  def caption(self, inputs: dict, tokens: jax.Array, *, train: bool = False) -> jax.Array:
+    """inputs + caption tokens [B,T] -> next-token logits [B,T,V] (teacher forcing)."""
+    memory, memory_mask = self.caption_memory(inputs, train=train)
+    return self.caption_logits(memory, memory_mask, tokens, train=train)
+
   def __call__(self, batch: dict, *, train: bool = False) -> dict:
     """batch -> encode(embed(batch))."""
     return self.encode(self.embed(batch, train=train), train=train)
@@ -332,4 +377,10 @@ class MultimodalTransformer(nn.Module):
       if key not in full:
         full[key] = (jnp.zeros((b, 1), jnp.int32) if m == "text"
                      else jnp.zeros((b, *zeros[key]), jnp.float32))
-    return self(full, train=False)
+    out = self(full, train=False)
+    inputs = self.embed(full)
+    for m in (self.mae_decoders if self.mae_decoder_width > 0 else ()):
+      self.mae(inputs, modality=m)
+    if self.caption_depth > 0:
+      self.caption(inputs, jnp.zeros((b, 1), jnp.int32))
+    return out

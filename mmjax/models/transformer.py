@@ -56,3 +56,23 @@ class Encoder(nn.Module):
       for i in range(self.depth):
         x, _ = block_cls(**kwargs, name=f"block_{i}")(x, mask)
     return layers.layer_norm(self.dtype, name="ln_final")(x)
+
+
+class Decoder(nn.Module):
+  """`depth` DecoderBlocks (causal self-attention + cross-attention to a memory),
+  then a final LayerNorm: a text decoder for captioning."""
+  depth: int
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None = None,
+               mask: jax.Array | None = None, *, train: bool = False) -> jax.Array:
+    """x [B,T,D] (mask [B,T]), memory [B,S,D] (memory_mask [B,S]) -> [B,T,D]."""
+    for i in range(self.depth):
+      x = layers.DecoderBlock(self.num_heads, self.mlp_dim, self.dropout,
+                              deterministic=not train, dtype=self.dtype,
+                              name=f"block_{i}")(x, memory, memory_mask, mask)
+    return layers.layer_norm(self.dtype, name="ln_final")(x)

@@ -9,24 +9,13 @@ import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
 from mmjax.models import layers
+from mmjax.models import mae as mae_lib
 from mmjax.models.registry import MODELS
 from mmjax.models.transformer import Encoder
 
 
-def patchify(images: jax.Array, patch_size: int) -> jax.Array:
-  """[B,H,W,C] -> [B,N,P], N = (H/p)*(W/p) in row-major order, P = p*p*C ordered (p,p,C).
-
-  The patch order matches `PatchEmbed`, so MAE predictions line up with the tokens.
-  """
-  b, h, w, c = images.shape
-  p = patch_size
-  x = images.reshape(b, h // p, p, w // p, p, c)
-  x = x.transpose(0, 1, 3, 2, 4, 5)
-  return x.reshape(b, (h // p) * (w // p), p * p * c)
-
-
 def unpatchify(patches: jax.Array, patch_size: int, height: int, width: int) -> jax.Array:
-  """Inverse of `patchify`: [B,N,P] -> [B,H,W,C]."""
+  """Inverse of `layers.patchify`: [B,N,P] -> [B,H,W,C]."""
   b, _, pp = patches.shape
   p = patch_size
   c = pp // (p * p)
@@ -148,19 +137,14 @@ class ViT(nn.Module):
                         "and config.model.decoder_depth > 0.")
     images = inputs["image"]
     n = self.num_patches
-    keep = int(n * (1 - mask_ratio))
-    if not 1 <= keep <= n:
-      raise ConfigError(f"mask_ratio={mask_ratio} keeps {keep} of {n} patches; "
-                        "it must keep at least one.")
+    keep = mae_lib.num_visible(n, mask_ratio)
     has_cls = self.pool == "cls"
     pos = self.pos_embed()
     x = self._patch_tokens(images)
     b = x.shape[0]
     x = x + (pos[1:] if has_cls else pos).astype(x.dtype)
-    # Per-example random permutation: argsort of uniform noise; the first `keep` stay.
-    noise = jax.random.uniform(self.make_rng("mask"), (b, n))
-    shuffle = jnp.argsort(noise, axis=1)
-    restore = jnp.argsort(shuffle, axis=1)  # rank of each patch in the shuffle
+    # Per-example random permutation; the first `keep` of the shuffle stay visible.
+    shuffle, restore = mae_lib.random_patch_order(self.make_rng("mask"), b, n)
     x = jnp.take_along_axis(x, shuffle[:, :keep, None], axis=1)
     if has_cls:
       x = self._prepend_cls(x, pos[:1])
@@ -176,7 +160,7 @@ class ViT(nn.Module):
     if has_cls:
       pred = pred[:, 1:]
     return {"pred": pred.astype(jnp.float32),
-            "target": patchify(images.astype(jnp.float32), self.patch_size),
+            "target": layers.patchify(images.astype(jnp.float32), self.patch_size),
             "mask": (restore >= keep).astype(jnp.float32)}
 
   def __call__(self, batch: dict, *, train: bool = False) -> dict:

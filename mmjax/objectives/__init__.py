@@ -2,7 +2,7 @@
 
     loss_fn(params, batch, rng, *, model_state, train) -> (loss, (metrics, new_model_state))
 
-Registered names: supervised, clm, mlm, mae, simclr, contrastive, sum. The returned loss_fn is an
+Registered names: supervised, clm, mlm, mae, simclr, contrastive, captioning, sum. The returned loss_fn is an
 `Objective`, whose `prepare` / `embed` / `loss_from_inputs` steps let an adversary
 perturb the embedded inputs (see `mmjax.objectives.base`). The pure math is in
 `mmjax.objectives.losses`, the SimCLR augmentation in `mmjax.objectives.augment`.
@@ -17,6 +17,7 @@ from mmjax.errors import ConfigError
 from mmjax.objectives import augment, losses
 from mmjax.objectives.augment import simclr_augment, simclr_views
 from mmjax.objectives.base import OBJECTIVES, Objective, build_objective, to_plain
+from mmjax.objectives.captioning import Captioning
 from mmjax.objectives.composite import WeightedSum
 from mmjax.objectives.contrastive import CrossModalContrastive, clip_loss, sigmoid_loss
 from mmjax.objectives.losses import (contrastive_logits, l2_normalize, mae_patch_loss,

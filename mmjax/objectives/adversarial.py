@@ -100,15 +100,15 @@ class Adversarial:
   def _attack_specs(self, inputs: dict) -> dict:
     """perturb's eps / step_size / bounds trees for `inputs` (see `attack_specs`)."""
     return attack_specs(inputs, self.modalities, self.eps, self.step_size,
-                        config_key="adversarial")
+                        config_key="adversarial", norm=self.norm)
 
   def attack_inputs(self, inputs: dict, rng, attack_loss_fn) -> dict:
     """Perturbed copy of `inputs` (δ* held constant); `attack_loss_fn(inputs) -> [B]`."""
     clean = jax.lax.stop_gradient(inputs)
     adv = attacks.perturb(
         attack_loss_fn, clean, jax.random.fold_in(rng, 101), attack=self.attack,
-        steps=self.steps, restarts=self.restarts, norm=self.norm,
-        best_iterate=self.best_iterate, **self._attack_specs(inputs))
+        steps=self.steps, restarts=self.restarts, best_iterate=self.best_iterate,
+        **self._attack_specs(inputs))
     # inputs + constant δ: gradients still reach the parameters that made `inputs`.
     return jax.tree.map(lambda x, a, c: x + jax.lax.stop_gradient(a - c), inputs, adv, clean)
 
@@ -138,15 +138,18 @@ class Adversarial:
                                      model_state=model_state, train=False)
       return jnp.full((jax.tree.leaves(term_inputs)[0].shape[0],), loss)
 
-    delta = jax.tree.map(lambda a, x: jax.lax.stop_gradient(a - x),
-                         self.attack_inputs(inputs[term], rng, loss_of), inputs[term])
-    shape = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
+    adv = self.attack_inputs(inputs[term], rng, loss_of)
+    # δ lives on the attacked modalities only; every term must hold them, alike.
+    delta = {k: jax.lax.stop_gradient(adv[k] - v) for k, v in inputs[term].items()
+             if k in self.modalities}
     for other, other_inputs in inputs.items():
-      if shape(other_inputs) != shape(inputs[term]):
-        raise ConfigError(
-            f"adversarial.attack_loss={term!r} applies its δ to every term, but term "
-            f"{other!r} embeds different inputs than {term!r}. Use attack_loss='objective'.")
-    return {t: jax.tree.map(jnp.add, x, delta) for t, x in inputs.items()}
+      for k, d in delta.items():
+        if k not in other_inputs or other_inputs[k].shape != d.shape:
+          raise ConfigError(
+              f"adversarial.attack_loss={term!r} applies its δ on {k!r} to every term, "
+              f"but term {other!r} embeds no {k!r} of shape {d.shape}. Use "
+              "attack_loss='objective'.")
+    return {t: {**x, **{k: x[k] + d for k, d in delta.items()}} for t, x in inputs.items()}
 
   # ---- the loss_fn ----
   def __call__(self, params, batch, rng, *, model_state, train):
@@ -241,7 +244,7 @@ class Adversarial:
     random start. Default step: eps for 'free' (Shafahi et al.), 2.5·eps/steps else."""
     prob = attacks_core.make_problem(
         None, clean_inputs, attack="fgsm" if self.uses_replays else "pgd",
-        steps=self.steps, norm=self.norm, **self._attack_specs(clean_inputs))
+        steps=self.steps, **self._attack_specs(clean_inputs))
     if prob is None:
       raise ConfigError(f"adversarial.kind={self.kind!r} found no float inputs to perturb.")
     return prob
@@ -323,14 +326,15 @@ class Adversarial:
     return params, opt_state, state, loss, metrics, grads
 
 
-def attack_specs(inputs: dict, modalities, eps, step_size, *, config_key: str) -> dict:
-  """perturb's per-leaf `eps`, `step_size` and `bounds` trees for `inputs`.
+def attack_specs(inputs: dict, modalities, eps, step_size, *, config_key: str,
+                 norm="linf") -> dict:
+  """perturb's per-leaf `eps`, `step_size`, `norm` and `bounds` trees for `inputs`.
 
   A leaf is attacked when its own key is one of `modalities`, at any depth, so ('image',)
   also reaches into a `sum` objective's per-term inputs ({'mae': {'image': ...}, ...}).
-  Other leaves get eps 0 (perturb leaves them exactly where they are). eps and step_size
-  are one value or a {modality: value} dict; bounds are DEFAULT_BOUNDS (pixels [0, 1],
-  embeddings unbounded).
+  Other leaves get eps 0 (perturb leaves them exactly where they are). eps, step_size and
+  norm are one value or a {modality: value} dict; bounds are DEFAULT_BOUNDS (pixels
+  [0, 1], embeddings unbounded).
 
   Raises ConfigError when a modality is not an input leaf (naming `config_key`).
   """
@@ -347,10 +351,19 @@ def attack_specs(inputs: dict, modalities, eps, step_size, *, config_key: str) -
       return value(key) if key in modalities else fixed
     return jax.tree_util.tree_map_with_path(spec, inputs)
 
-  eps, step_size = to_plain(eps), to_plain(step_size)   # ConfigDicts from a config file
-  per_modality = lambda v: (lambda m: v[m] if isinstance(v, dict) else v)
-  return {"eps": tree(per_modality(eps), 0.0),
-          "step_size": tree(per_modality(step_size), None),
+  eps, step_size, norm = to_plain(eps), to_plain(step_size), to_plain(norm)
+  for name, value in (("eps", eps), ("step_size", step_size), ("norm", norm)):
+    if isinstance(value, dict) and set(value) - set(modalities):
+      raise ConfigError(f"{config_key}.{name} names {sorted(set(value) - set(modalities))}, "
+                        f"which are not among {config_key}.modalities {tuple(modalities)}.")
+  if isinstance(eps, dict) and set(modalities) - set(eps):
+    raise ConfigError(f"{config_key}.eps has no value for {sorted(set(modalities) - set(eps))}"
+                      f"; give one per attacked modality.")
+  per_modality = lambda v, default: (lambda m: v.get(m, default) if isinstance(v, dict)
+                                     else v)
+  return {"eps": tree(per_modality(eps, 0.0), 0.0),
+          "step_size": tree(per_modality(step_size, None), None),
+          "norm": tree(per_modality(norm, "linf"), "linf"),
           "bounds": tree(DEFAULT_BOUNDS.get, None)}
 
 

@@ -77,6 +77,18 @@ def next_token_targets(lm_logits: jax.Array, tokens: jax.Array,
           jnp.asarray(text_mask[:, 1:], jnp.float32))
 
 
+def next_token_loss(lm_logits: jax.Array, tokens: jax.Array, text_mask: jax.Array,
+                    example_weights: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Causal LM cross-entropy: lm_logits [B,T,V], tokens [B,T], text_mask [B,T] and
+  example_weights [B] -> (mean NLL per real target token, {'loss', 'perplexity',
+  'token_accuracy'})."""
+  logits, targets, weights = next_token_targets(lm_logits, tokens, text_mask)
+  weights = weights * jnp.asarray(example_weights, jnp.float32)[:, None]
+  loss = weighted_mean(softmax_cross_entropy(logits, targets), weights)
+  return loss, {"loss": loss, "perplexity": jnp.exp(loss),
+                "token_accuracy": weighted_mean(top1_correct(logits, targets), weights)}
+
+
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
   """x / max(‖x‖₂, eps) along `axis` (float32)."""
   x = jnp.asarray(x, jnp.float32)

@@ -15,11 +15,11 @@ from mmjax.objectives.base import (ENCODE, OBJECTIVES, PREPARE, Objective,
 _LM_FIX = "Use a text model, whose outputs include 'lm_logits'."
 
 
-def _text_mask(batch) -> jax.Array:
-  """batch['text_mask'], or (text != PAD) when the batch has none."""
-  if "text_mask" in batch:
-    return jnp.asarray(batch["text_mask"])
-  return (jnp.asarray(batch["text"]) != 0).astype(jnp.int32)
+def text_mask(batch, key: str = "text") -> jax.Array:
+  """batch[key + '_mask'], or (batch[key] != PAD) when the batch has none."""
+  if f"{key}_mask" in batch:
+    return jnp.asarray(batch[f"{key}_mask"])
+  return (jnp.asarray(batch[key]) != 0).astype(jnp.int32)
 
 
 # ----------------------------------------------------------------------------- clm
@@ -41,13 +41,9 @@ class CausalLM(Objective):
     outputs, new_state = self.encode(params, inputs, rng, model_state=model_state,
                                      train=train)
     lm_logits = require_output(outputs, "lm_logits", "clm", _LM_FIX)
-    logits, targets, weights = losses.next_token_targets(
-        lm_logits, jnp.asarray(batch["text"]), _text_mask(batch))
-    weights = weights * example_weights(batch, logits.shape[0])[:, None]
-    loss = losses.weighted_mean(losses.softmax_cross_entropy(logits, targets), weights)
-    metrics = {"loss": loss, "perplexity": jnp.exp(loss),
-               "token_accuracy": losses.weighted_mean(
-                   losses.top1_correct(logits, targets), weights)}
+    loss, metrics = losses.next_token_loss(
+        lm_logits, jnp.asarray(batch["text"]), text_mask(batch),
+        example_weights(batch, lm_logits.shape[0]))
     return loss, (metrics, new_state)
 
 
@@ -115,7 +111,7 @@ class MaskedLM(Objective):
   def prepare(self, batch, rng):
     """Replaces batch['text'] by its masked version; targets go to private keys."""
     masked, targets, weights = mlm_mask(
-        batch["text"], _text_mask(batch), stage_rngs(rng, PREPARE)["mask"],
+        batch["text"], text_mask(batch), stage_rngs(rng, PREPARE)["mask"],
         mask_prob=self.mask_prob, mask_token_id=self.mask_token_id,
         num_special_tokens=self.num_special_tokens, vocab_size=self.vocab_size)
     return {**batch, "text": masked, "_mlm_targets": targets, "_mlm_weights": weights}
@@ -139,10 +135,13 @@ class MaskedAutoencoder(Objective):
   """MAE (He et al. 2021) through `model.mae`: per-patch MSE over the hidden patches.
 
   The loss is Σ(patch loss · hidden) / Σ hidden over the batch's real examples, as in the
-  reference code. Options: mask_ratio, norm_pix_loss.
+  reference code. Options: mask_ratio, norm_pix_loss, and `modality` ('image' or 'audio')
+  for a model with several patch modalities (the multimodal model); examples lacking it
+  (`{modality}_present` = 0) carry no loss.
   """
   mask_ratio: float = 0.75
   norm_pix_loss: bool = True
+  modality: Optional[str] = None
 
   def __post_init__(self):
     if not hasattr(self.model, "mae"):
@@ -150,17 +149,29 @@ class MaskedAutoencoder(Objective):
                         f"{type(self.model).__name__} has none.")
     if not 0.0 < self.mask_ratio < 1.0:
       raise ConfigError(f"objective.mask_ratio must be in (0, 1), got {self.mask_ratio}.")
+    modalities = getattr(self.model, "modalities", None)
+    if modalities is not None and self.modality not in set(modalities) - {"text"}:
+      raise ConfigError(
+          f"Objective 'mae' on a multimodal model needs objective.modality, one of the "
+          f"model's patch modalities {sorted(set(modalities) - {'text'})}; got "
+          f"{self.modality!r}.")
+    if modalities is None and self.modality is not None:
+      raise ConfigError(f"objective.modality={self.modality!r} applies only to a "
+                        "multimodal model; remove it.")
 
   def loss_from_inputs(self, params, inputs, batch, rng, *, model_state, train):
+    extra = {} if self.modality is None else {"modality": self.modality}
     outputs, new_state = self.apply_model(
         params, model_state, inputs, method="mae", rngs=stage_rngs(rng, ENCODE),
-        train=train, mask_ratio=self.mask_ratio)
+        train=train, mask_ratio=self.mask_ratio, **extra)
     hidden = jnp.asarray(outputs["mask"], jnp.float32)
     per_example = losses.mae_patch_loss(outputs["pred"], outputs["target"], hidden,
                                         norm_pix=self.norm_pix_loss)
     # Weighting each example's mean by its hidden-patch count gives the reference
     # Σ loss·mask / Σ mask over the batch, even if counts differed between examples.
     weights = example_weights(batch, hidden.shape[0]) * jnp.sum(hidden, axis=-1)
+    if "present" in outputs:
+      weights = weights * outputs["present"]
     loss = losses.weighted_mean(per_example, weights)
     return loss, ({"loss": loss}, new_state)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mmjax import models
+from mmjax.config import default_config
 from mmjax.errors import ConfigError
 from mmjax.objectives import make_objective
 from mmjax.objectives.adversarial import make_adversarial
@@ -218,8 +219,9 @@ def test_attack_on_one_sum_term_perturbs_every_term_alike():
 
 def test_ssl_plus_adversarial_on_audio_spectrograms_and_text_embeddings():
   """L_ssl + lam * L_ssl(x + delta) with the attack maximising a cross-modal contrastive
-  loss, perturbing spectrograms (unbounded log-mel) or text embeddings; only the named
-  modality moves, and the attack raises the SSL loss."""
+  loss, perturbing spectrograms (unbounded log-mel, l2 ball) and text embeddings (linf
+  ball) at once, each with its own eps and norm; the image stays put, and the attack
+  raises the SSL loss."""
   model = models.build_model(dict(name="multimodal", width=32, depth=1, num_heads=2,
                                   mlp_dim=64, projection_dim=16))
   batch = {"image": jax.random.uniform(jax.random.key(0), (6, 28, 28, 1)),
@@ -229,20 +231,25 @@ def test_ssl_plus_adversarial_on_audio_spectrograms_and_text_embeddings():
   ssl = make_objective(dict(name="contrastive", pairs=(("image", "audio"),
                                                       ("image", "text"))), model)
   clean, _ = loss_of(ssl, params, batch)
-  for modality, eps in (("spectrogram", 0.5), ("text", 0.05)):
-    adv = make_adversarial(dict(kind="combined", modalities=(modality,), eps=eps, steps=3,
-                                lam=1.0, clean_weight=0.0), ssl)
-    inputs = ssl.embed(params, batch, RNG, model_state={}, train=True)
-    attacked = jax.jit(lambda inputs: adv.attack_inputs(inputs, RNG, lambda x: jnp.full(
-        (6,), ssl.loss_from_inputs(params, x, batch, RNG, model_state={}, train=False)[0]))
-    )(inputs)
-    for key in ("image", "text", "spectrogram"):
-      moved = float(jnp.max(jnp.abs(attacked[key] - inputs[key])))
-      if key == modality:
-        assert 0 < moved <= eps + 1e-5, key
-      else:
-        assert moved == 0.0, key
-    (total, _), grads = jax.jit(jax.value_and_grad(lambda p: loss_of(adv, p, batch),
-                                                   has_aux=True))(params)
-    assert float(total) > float(clean) + 1e-3, modality
-    assert all(np.isfinite(float(jnp.abs(g).sum())) for g in jax.tree.leaves(grads))
+  config = default_config().adversarial   # per-modality values from a config, as users set
+  config.update(dict(kind="combined", modalities=("spectrogram", "text"), steps=3, lam=1.0,
+                     clean_weight=0.0))
+  config.eps = {"spectrogram": 0.5, "text": 0.05}
+  config.norm = {"spectrogram": "l2", "text": "linf"}
+  adv = make_adversarial(config, ssl)
+  inputs = ssl.embed(params, batch, RNG, model_state={}, train=True)
+  attacked = jax.jit(lambda inputs: adv.attack_inputs(inputs, RNG, lambda x: jnp.full(
+      (6,), ssl.loss_from_inputs(params, x, batch, RNG, model_state={}, train=False)[0]))
+  )(inputs)
+  delta = {k: attacked[k] - inputs[k] for k in ("image", "text", "spectrogram")}
+  assert float(jnp.max(jnp.abs(delta["image"]))) == 0.0
+  assert 0 < float(jnp.max(jnp.abs(delta["text"]))) <= 0.05 + 1e-5
+  l2 = jnp.sqrt(jnp.sum(delta["spectrogram"] ** 2, axis=(1, 2)))
+  assert float(jnp.max(l2)) <= 0.5 + 1e-4 and float(jnp.min(l2)) > 0.1
+  (total, _), grads = jax.jit(jax.value_and_grad(lambda p: loss_of(adv, p, batch),
+                                                 has_aux=True))(params)
+  assert float(total) > float(clean) + 1e-3
+  assert all(np.isfinite(float(jnp.abs(g).sum())) for g in jax.tree.leaves(grads))
+  config.eps = {"spectrogram": 0.5}
+  with pytest.raises(ConfigError, match=r"adversarial.eps has no value for \['text'\]"):
+    make_adversarial(config, ssl)._attack_specs(inputs)
