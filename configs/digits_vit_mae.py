@@ -1,4 +1,5 @@
-r"""Quickstart: a small ViT trained with MAE + classification on the embedded digits.
+r"""A small ViT trained with MAE + classification on the embedded digits (the first
+quickstart; kept as the single-modality baseline and the ViT of docs/benchmarks.md).
 
 Reproduces: nothing published; it is the smoke-sized version of the mmjax recipe
 (a self-supervised loss plus a supervised head, one trainer) on `mmjax_digits`, the
@@ -10,7 +11,7 @@ in 1 min 53 s wall time on 2 CPU cores, compilation included; the very first run
 prepares the dataset (about 7 s more). Measured 2026-11-25, jax 0.10.2; docs/benchmarks.md.
 
 Command:
-  python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/mmjax_quickstart
+  python -m mmjax.main --config=configs/digits_vit_mae.py --workdir=/tmp/digits_vit_mae
 """
 from mmjax.config import default_config
 

@@ -19,13 +19,10 @@ Command:
 """
 import math
 
-from mmjax.config import default_config
+from mmjax.config import default_config, use_multimodal_digits
 from mmjax.errors import ConfigError
 
 VARIANTS = ("clip", "siglip", "concat", "bottleneck")
-
-_TEXT = "tokenize('caption', 'text', max_len=32)"
-_KEEP = "keep('image', 'text', 'text_mask', 'spectrogram', 'label')"
 
 
 def get_config(arg=None):
@@ -33,13 +30,7 @@ def get_config(arg=None):
   if variant not in VARIANTS:
     raise ConfigError(f"configs/multimodal_digits.py takes one of {VARIANTS}, got {arg!r}.")
   c = default_config()
-  c.data.name = "mmjax_digits"
-  c.data.preprocess_train = ("to_float|random_crop(28, pad=2)|" + _TEXT +
-                             "|audio_gain|audio_noise(max_std=0.02)|log_mel|"
-                             "spec_augment(freq_masks=1, freq_width=8, time_masks=1, "
-                             "time_width=4)|" + _KEEP)
-  c.data.preprocess_eval = "to_float|" + _TEXT + "|log_mel|" + _KEEP
-  c.data.shuffle_buffer = 4000
+  use_multimodal_digits(c)
   fusion = variant if variant in ("concat", "bottleneck") else "towers"
   c.model = dict(name="multimodal", modalities=("image", "text", "audio"), fusion=fusion,
                  width=64, depth=2, num_heads=4, mlp_dim=128, image_size=28, patch_size=4,

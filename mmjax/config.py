@@ -21,6 +21,12 @@ from mmjax.errors import ConfigError
 MODES = ("train", "eval")
 
 
+def per_modality(default) -> config_dict.FieldReference:
+  """A field holding one value or a {modality: value} dict (attack eps, norm, step size):
+  untyped, so a config file may assign a dict and --config.KEY=VALUE either form."""
+  return config_dict.FieldReference(default, field_type=object)
+
+
 def default_config() -> ml_collections.ConfigDict:
   """All sections with their defaults; config files override what they need."""
   c = ml_collections.ConfigDict()
@@ -40,8 +46,8 @@ def default_config() -> ml_collections.ConfigDict:
   # kind: none | madry | combined | trades | alum | freelb | free
   # (mmjax/objectives/adversarial.py; docs/robustness.md).
   c.adversarial = dict(
-      kind="none", modalities=("image",), attack="pgd", eps=0.0,
-      step_size=config_dict.placeholder(float), steps=10, restarts=1, norm="linf",
+      kind="none", modalities=("image",), attack="pgd", eps=per_modality(0.0),
+      step_size=per_modality(None), steps=10, restarts=1, norm=per_modality("linf"),
       lam=1.0, clean_weight=1.0, beta=6.0, attack_loss="objective",
       consistency_on="logits", replays=4,
       # PGD returns its last iterate in training, as Madry et al. and TRADES do (one
@@ -70,9 +76,25 @@ def default_config() -> ml_collections.ConfigDict:
   # the first `num_examples` eval examples, the sanity suite's verdicts in the metrics,
   # and an accuracy-vs-eps curve over `curve_eps` (JSON + PNG in the workdir).
   c.evals.robust = dict(
-      attack="", eps=0.0, norm="linf", steps=10, step_size=config_dict.placeholder(float),
+      attack="", eps=per_modality(0.0), norm=per_modality("linf"), steps=10,
+      step_size=per_modality(None),
       restarts=1, modalities=("image",), num_examples=500, sanity=True, curve_eps=(),
   )
+  # Representation evals of the multimodal model (mmjax/train/representation_eval.py).
+  # Cross-modal recall@K between `pairs` of modalities (e.g. (('image', 'text'),)),
+  # class-level when `by_label`.
+  c.evals.retrieval = dict(pairs=(), ks=(1, 5, 10), num_examples=500, by_label=True)
+  # A linear probe on `modality`'s frozen pooled features ('' = off): trained on the
+  # first `train_examples` of the train split, tested on `test_examples` eval examples;
+  # robust accuracy through encoder + probe when `attack` is set; the same probe on a
+  # randomly initialised encoder when `random_baseline`.
+  c.evals.probe = dict(modality="", train_examples=2000, test_examples=500, steps=500,
+                       learning_rate=0.05, l2=1e-4, attack="", eps=0.0, norm="linf",
+                       attack_steps=10, random_baseline=True)
+  # Captions decoded from model.caption_source for the first `num_examples` eval
+  # examples (0 = off), greedy (beam_size 1) or beam search, BLEU against `text_key`.
+  c.evals.caption = dict(num_examples=0, beam_size=1, length_penalty=0.6, text_key="text",
+                         tokenizer="bytes", sp_model="")
   return c
 
 
@@ -219,3 +241,19 @@ def use_cifar10(c: ml_collections.ConfigDict) -> None:
                              "keep('image', 'label')")
   c.data.preprocess_eval = "to_float|keep('image', 'label')"
   c.data.shuffle_buffer = 50_000
+
+
+def use_multimodal_digits(c: ml_collections.ConfigDict, *, max_len: int = 32) -> None:
+  """`mmjax_digits` as image + caption + DTMF audio: images randomly cropped (pad 2),
+  captions byte-tokenized to `max_len` ('text', 'text_mask'), audio with random gain,
+  noise and SpecAugment before a 64 x 28 log-mel 'spectrogram'; eval without
+  augmentation. Examples keep image, text, text_mask, spectrogram and label."""
+  text = f"tokenize('caption', 'text', max_len={max_len})"
+  keep = "keep('image', 'text', 'text_mask', 'spectrogram', 'label')"
+  c.data.name = "mmjax_digits"
+  c.data.preprocess_train = (
+      f"to_float|random_crop(28, pad=2)|{text}|audio_gain|audio_noise(max_std=0.02)|"
+      "log_mel|spec_augment(freq_masks=1, freq_width=8, time_masks=1, time_width=4)|"
+      f"{keep}")
+  c.data.preprocess_eval = f"to_float|{text}|log_mel|{keep}"
+  c.data.shuffle_buffer = 4000

@@ -13,13 +13,24 @@ from mmjax.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (config file, arg): every file, plus the extra args a file documents.
+# The quickstart has its own, longer test (tests/test_quickstart.py).
 CONFIGS = [(os.path.relpath(p, REPO), None)
-           for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))]
+           for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+           if not p.endswith("quickstart.py")]
 CONFIGS.append(("configs/captions_lm.py", "mlm"))
 CONFIGS.append(("configs/multimodal_digits.py", "bottleneck"))   # siglip, concat: unit tests
 PAPERS = sorted(os.path.relpath(p, REPO)
                 for p in glob.glob(os.path.join(REPO, "configs", "papers", "*.py")))
 CONFIGS += [(p, "tiny") for p in PAPERS]
+
+
+def shrink_representation_evals(config):
+  """Retrieval, probe and caption evals (when a config has them) at test size."""
+  config.evals.retrieval.num_examples = 16
+  config.evals.probe.update(dict(train_examples=32, test_examples=16, steps=10,
+                                 attack_steps=1))
+  if config.evals.caption.num_examples:
+    config.evals.caption.num_examples = 16
 
 
 @pytest.mark.parametrize("path, arg", CONFIGS, ids=[f"{p}:{a}" if a else p for p, a in CONFIGS])
@@ -34,6 +45,7 @@ def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path):
   # Robust evals and the guard run too, at test size (their numbers: test_robust_eval).
   config.evals.robust.update(dict(num_examples=16, steps=2, restarts=1, sanity=False,
                                   curve_eps=()))
+  shrink_representation_evals(config)
   if config.adversarial.guard_every:
     config.adversarial.guard_every = 2
   result = loop.train_and_evaluate(config, str(tmp_path))

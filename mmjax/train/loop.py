@@ -142,19 +142,21 @@ def _eval_params(exp: Experiment, state):
   return state.ema_params if use_ema else state.params
 
 
-def make_robust_evaluator(exp: Experiment):
-  """A RobustEvaluator when evals.robust.attack is set, else None."""
-  if not exp.config.evals.robust.attack:
-    return None
-  from mmjax.train import robust_eval
-  return robust_eval.RobustEvaluator(exp)
+def make_evaluators(exp: Experiment) -> list:
+  """The evaluators beyond the eval loss the config enables, each called as
+  `evaluator(params, model_state, step) -> metrics`: robust accuracy
+  (evals.robust.attack) and the representation evals (retrieval, probe, caption)."""
+  from mmjax.train import representation_eval, robust_eval
+  extra = [robust_eval.RobustEvaluator(exp)] if exp.config.evals.robust.attack else []
+  return extra + representation_eval.make_evaluators(exp)
 
 
-def run_evals(exp: Experiment, state, eval_step, robust, step: int) -> dict[str, float]:
-  """evaluate_state's metrics, plus the robust eval's when `robust` is not None."""
+def run_evals(exp: Experiment, state, eval_step, evaluators, step: int
+              ) -> dict[str, float]:
+  """evaluate_state's metrics, plus each evaluator's."""
   metrics = evaluate_state(exp, state, eval_step)
-  if robust is not None:
-    metrics.update(robust(_eval_params(exp, state), state.model_state, step))
+  for evaluator in evaluators:
+    metrics.update(evaluator(_eval_params(exp, state), state.model_state, step))
   return metrics
 
 
@@ -250,7 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
   device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch)
   train_step, eval_step = compile_steps(exp)
-  robust = make_robust_evaluator(exp)
+  evaluators = make_evaluators(exp)
   guard = _make_guard(exp, start)
   good_state = _copy(state) if guard is not None else None
   new_acc = accumulator_factory(exp)
@@ -283,11 +285,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if ckpt_now:
         exp.checkpointer.save(done, state, batches_consumed=done)
       if eval_now:
-        last_eval = _eval_and_log(exp, state, eval_step, robust, done, writer)
+        last_eval = _eval_and_log(exp, state, eval_step, evaluators, done, writer)
       if stop:
         break
     if end == start:   # resumed after an early stop: evaluate the kept parameters
-      last_eval = _eval_and_log(exp, state, eval_step, robust, start, writer)
+      last_eval = _eval_and_log(exp, state, eval_step, evaluators, start, writer)
   finally:
     exp.checkpointer.close()
     writer.close()
@@ -299,8 +301,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return dict(last_eval) | {f"train/{k}": v for k, v in last_train.items()}
 
 
-def _eval_and_log(exp, state, eval_step, robust, step, writer) -> dict[str, float]:
-  metrics = run_evals(exp, state, eval_step, robust, step)
+def _eval_and_log(exp, state, eval_step, evaluators, step, writer) -> dict[str, float]:
+  metrics = run_evals(exp, state, eval_step, evaluators, step)
   writer.write(step, "eval", metrics)
   logging.info("eval at step %d: %s", step,
                ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
@@ -384,7 +386,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
     raise CheckpointError(f"No checkpoint in {exp.checkpointer.directory} to evaluate. "
                           "Train first with --mode=train and the same --workdir.")
   state, _, step = restored
-  metrics = run_evals(exp, state, compile_steps(exp)[1], make_robust_evaluator(exp), step)
+  metrics = run_evals(exp, state, compile_steps(exp)[1], make_evaluators(exp), step)
   writer = writers.MetricWriter(exp.workdir)
   writer.write(step, "eval", metrics)
   writer.close()

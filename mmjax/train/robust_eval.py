@@ -32,6 +32,9 @@ class ModelLogits:
     self.model = model
     self.embed = jax.jit(
         lambda variables, batch: model.apply(variables, batch, method="embed", train=False))
+    self.encode = jax.jit(
+        lambda variables, inputs: model.apply(variables, inputs, method="encode",
+                                              train=False))
 
   def __call__(self, variables, inputs):
     outputs = self.model.apply(variables, inputs, method="encode", train=False)
@@ -43,18 +46,36 @@ class ModelLogits:
 
   def inputs(self, variables, batch: dict, batch_size: int) -> Any:
     """The embedded inputs (numpy pytree [N,...]) of a host batch, in chunks."""
-    n = len(jax.tree.leaves(batch)[0])
     model_batch = {k: v for k, v in batch.items() if k not in ("label", "mask")}
-    chunks = [jax.device_get(self.embed(variables, jax.tree.map(
-        lambda x: x[i:i + batch_size], model_batch))) for i in range(0, n, batch_size)]
-    return jax.tree.map(lambda *xs: np.concatenate(xs), *chunks)
+    return in_chunks(lambda b: self.embed(variables, b), model_batch, batch_size)
+
+  def outputs(self, variables, inputs, batch_size: int) -> dict:
+    """`encode`'s outputs (numpy [N,...]; scalars dropped) for embedded inputs [N,...]."""
+    return in_chunks(lambda x: {k: v for k, v in self.encode(variables, x).items()
+                                if v.ndim}, inputs, batch_size)
+
+
+def in_chunks(fn, tree, batch_size: int):
+  """fn over a numpy pytree [N,...] in chunks of `batch_size` (the last one padded by
+  repeating its final row, so every call has one shape and compiles once) -> numpy
+  pytree [N,...]."""
+  n = len(jax.tree.leaves(tree)[0])
+  chunks = []
+  for i in range(0, n, batch_size):
+    size = min(batch_size, n - i)
+    pad = lambda x: np.concatenate([x[i:i + size], np.repeat(x[i + size - 1:i + size],
+                                                             batch_size - size, axis=0)])
+    out = jax.device_get(fn(jax.tree.map(pad, tree)))
+    chunks.append(jax.tree.map(lambda x: x[:size], out))
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *chunks)
 
 
 def _variables(params, model_state) -> dict:
   return {"params": params, **model_state}
 
 
-def _eval_examples(data_config, num_examples: int, batch_size: int) -> dict:
+def eval_examples(data_config, num_examples: int, batch_size: int, *,
+                  require_label: bool = True) -> dict:
   """The first `num_examples` real examples of the eval split, as one numpy batch."""
   from mmjax import data
   rows, have = [], 0
@@ -64,8 +85,8 @@ def _eval_examples(data_config, num_examples: int, batch_size: int) -> dict:
     have += int(real.sum())
     if have >= num_examples:
       break
-  if not rows or "label" not in rows[0]:
-    raise ConfigError("Robust evaluation needs labelled eval examples: keep 'label' in "
+  if require_label and (not rows or "label" not in rows[0]):
+    raise ConfigError("This eval needs labelled eval examples: keep 'label' in "
                       "config.data.preprocess_eval.")
   return jax.tree.map(lambda *xs: np.concatenate(xs)[:num_examples], *rows)
 
@@ -85,13 +106,13 @@ class RobustEvaluator:
     self.cfg, self.workdir = cfg, exp.workdir
     self.batch_size = exp.config.evals.batch_size // jax.process_count()
     self.logits = exp.model_logits
-    self.examples = _eval_examples(exp.config.data, cfg.num_examples, self.batch_size)
+    self.examples = eval_examples(exp.config.data, cfg.num_examples, self.batch_size)
     self.labels = self.examples.pop("label").astype(np.int32)
     self.key = jax.random.PRNGKey(exp.config.train.seed + 7)
 
   def _specs(self, inputs, eps):
     return attack_specs(inputs, tuple(self.cfg.modalities), eps, self.cfg.step_size,
-                        config_key="evals.robust")
+                        config_key="evals.robust", norm=self.cfg.norm)
 
   def _accuracy_at(self, x, eps: float, common: dict) -> float:
     """Robust accuracy at a scalar eps of the curve; a given step size scales with eps
@@ -110,7 +131,7 @@ class RobustEvaluator:
     variables = _variables(params, model_state)
     x = self.logits.inputs(variables, self.examples, self.batch_size)
     specs = self._specs(x, cfg.eps)
-    common = dict(norm=cfg.norm, steps=cfg.steps, restarts=cfg.restarts,
+    common = dict(norm=specs["norm"], steps=cfg.steps, restarts=cfg.restarts,
                   bounds=specs["bounds"], batch_size=self.batch_size, params=variables)
     step_size = specs["step_size"] if cfg.step_size is not None else None
     clean = robustness.clean_accuracy(self.logits, x, self.labels, self.batch_size,
@@ -192,11 +213,11 @@ class OverfittingGuard:
     variables = _variables(params, model_state)
     x = self.logits.inputs(variables, self.batch, len(self.labels))
     specs = attack_specs(x, tuple(adv.modalities), adv.eps, adv.guard_step_size,
-                         config_key="adversarial")
+                         config_key="adversarial", norm=adv.norm)
     acc = robustness.robust_accuracy(
         self.logits, x, self.labels, self.key, attack="pgd", eps=specs["eps"],
         step_size=specs["step_size"] if adv.guard_step_size is not None else None,
-        norm=adv.norm, steps=adv.guard_steps, bounds=specs["bounds"],
+        norm=specs["norm"], steps=adv.guard_steps, bounds=specs["bounds"],
         batch_size=len(self.labels), params=variables)
     stop = self.previous is not None and acc < self.previous - adv.guard_max_drop
     if not stop:

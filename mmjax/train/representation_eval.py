@@ -1,0 +1,281 @@
+"""What a multimodal model learned, measured with each trainer eval.
+
+  evals.retrieval  cross-modal recall@K between modality pairs, each modality encoded
+                   alone (so a fused stream cannot copy the answer across), class-level
+                   when `by_label` (the digits' captions and tones are per class).
+  evals.probe      a linear probe (multinomial logistic regression) on one modality's
+                   frozen pooled features, trained on the train split and tested on the
+                   eval split: clean accuracy; robust accuracy under an attack through
+                   encoder + probe; and the same probe on a randomly initialised encoder,
+                   the baseline pretraining must beat.
+  evals.caption    captions decoded (greedy, or beam search) from the model's
+                   `caption_source`, scored by corpus BLEU against the references.
+
+Each evaluator is built once per run (examples read, probes' data fixed) and called as
+`evaluator(params, model_state, step) -> {metric: float}`. Examples are this host's.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from mmjax.errors import ConfigError
+from mmjax.evals import bleu, decoding, retrieval, robustness
+from mmjax.models.multimodal import INPUT_KEY
+from mmjax.objectives.adversarial import attack_specs
+from mmjax.train.robust_eval import eval_examples, in_chunks
+
+
+def modality_inputs(inputs: dict, modality: str) -> dict:
+  """The entries of embedded multimodal `inputs` that belong to one modality."""
+  return {k: v for k, v in inputs.items()
+          if k == INPUT_KEY[modality] or k.startswith(f"{modality}_")}
+
+
+def _variables(params, model_state) -> dict:
+  return {"params": params, **model_state}
+
+
+def _check_modalities(model, names, config_key: str) -> None:
+  have = getattr(model, "modalities", None)
+  if have is None:
+    raise ConfigError(f"{config_key} needs the multimodal model (model.name="
+                      "'multimodal'); unset it for this model.")
+  bad = [m for m in names if m not in have]
+  if bad:
+    raise ConfigError(f"{config_key}: {bad} are not modalities of the model {tuple(have)}.")
+
+
+class RetrievalEvaluator:
+  """'retrieval/{a}_to_{b}/R@K' for every pair, both directions, on `{m}_projection`
+  (or `{m}_pooled` without projection heads)."""
+
+  def __init__(self, exp):
+    cfg = exp.config.evals.retrieval
+    self.pairs = [tuple(p) for p in cfg.pairs]
+    if any(len(p) != 2 for p in self.pairs):
+      raise ConfigError(f"evals.retrieval.pairs must be modality pairs, e.g. "
+                        f"(('image', 'text'),), got {cfg.pairs!r}.")
+    _check_modalities(exp.model, {m for p in self.pairs for m in p}, "evals.retrieval")
+    self.ks = tuple(cfg.ks)
+    self.model = exp.model_logits
+    self.batch_size = exp.config.evals.batch_size // jax.process_count()
+    self.examples = eval_examples(exp.config.data, cfg.num_examples, self.batch_size,
+                                  require_label=cfg.by_label)
+    labels = self.examples.pop("label", None)
+    self.labels = labels if cfg.by_label else None
+
+  def embeddings(self, variables, modalities) -> dict[str, np.ndarray]:
+    x = self.model.inputs(variables, self.examples, self.batch_size)
+    out = {}
+    for m in modalities:
+      enc = self.model.outputs(variables, modality_inputs(x, m), self.batch_size)
+      out[m] = enc.get(f"{m}_projection", enc[f"{m}_pooled"])
+    return out
+
+  def __call__(self, params, model_state, step: int) -> dict[str, float]:
+    del step
+    z = self.embeddings(_variables(params, model_state), {m for p in self.pairs for m in p})
+    metrics = {}
+    for a, b in self.pairs:
+      r = retrieval.retrieval_metrics(z[a], z[b], names=(a, b), ks=self.ks,
+                                      labels=self.labels)
+      metrics.update({f"retrieval/{k}": v for k, v in r.items()})
+    return metrics
+
+
+# ------------------------------------------------------------------------ probe
+def fit_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: int, *,
+                     steps: int = 500, learning_rate: float = 0.05, l2: float = 1e-4
+                     ) -> dict[str, jax.Array]:
+  """Multinomial logistic regression on standardised features [N,D] -> probe params
+  {'mean' [D], 'scale' [D], 'w' [D,K], 'b' [K]}; full-batch Adam, `steps` steps, loss
+  mean CE + l2·‖w‖²."""
+  return _fit_probe(jnp.asarray(features, jnp.float32), jnp.asarray(labels, jnp.int32),
+                    num_classes=num_classes, steps=steps, learning_rate=learning_rate,
+                    l2=l2)
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "steps", "learning_rate", "l2"))
+def _fit_probe(x, y, *, num_classes, steps, learning_rate, l2):
+  mean, scale = x.mean(axis=0), 1.0 / (x.std(axis=0) + 1e-6)
+  x = (x - mean) * scale
+  params = {"w": jnp.zeros((x.shape[1], num_classes)), "b": jnp.zeros((num_classes,))}
+  tx = optax.adam(learning_rate)
+
+  def loss(p):
+    ce = optax.softmax_cross_entropy_with_integer_labels(x @ p["w"] + p["b"], y).mean()
+    return ce + l2 * jnp.sum(p["w"] ** 2)
+
+  def step(_, carry):
+    p, s = carry
+    updates, s = tx.update(jax.grad(loss)(p), s)
+    return optax.apply_updates(p, updates), s
+
+  params, _ = jax.lax.fori_loop(0, steps, step, (params, tx.init(params)))
+  return {"mean": mean, "scale": scale, **params}
+
+
+def probe_logits(probe: dict, features: jax.Array) -> jax.Array:
+  """features [B,D] -> logits [B,K] of a `fit_linear_probe` probe."""
+  return ((features - probe["mean"]) * probe["scale"]) @ probe["w"] + probe["b"]
+
+
+class ProbeEvaluator:
+  """'probe/accuracy', 'probe/robust_accuracy' (with probe.attack), and
+  'probe/random_init_accuracy' (with probe.random_baseline: the probe on the encoder at
+  its initialisation, measured once per run)."""
+
+  def __init__(self, exp):
+    cfg = exp.config.evals.probe
+    self.cfg, self.modality = cfg, cfg.modality
+    _check_modalities(exp.model, (self.modality,), "evals.probe.modality")
+    if cfg.attack and cfg.attack not in robustness.EVAL_ATTACKS:
+      raise ConfigError(f"Unknown evals.probe.attack={cfg.attack!r}. Choose one of: "
+                        f"{', '.join(robustness.EVAL_ATTACKS)} (or '' for none).")
+    if cfg.attack and cfg.eps <= 0:
+      raise ConfigError("evals.probe.attack is set but evals.probe.eps is not positive.")
+    self.exp = exp
+    self.model = exp.model_logits
+    self.batch_size = exp.config.evals.batch_size // jax.process_count()
+    keep = lambda ex: {k: v for k, v in ex.items()
+                       if k == "label" or k == INPUT_KEY[self.modality]}
+    train_data = exp.config.data.copy_and_resolve_references()
+    train_data.eval_split = f"{exp.config.data.train_split}[:{cfg.train_examples}]"
+    self.train = keep(eval_examples(train_data, cfg.train_examples, self.batch_size))
+    self.test = keep(eval_examples(exp.config.data, cfg.test_examples, self.batch_size))
+    self.num_classes = int(max(self.train["label"].max(), self.test["label"].max())) + 1
+    self.key = jax.random.PRNGKey(exp.config.train.seed + 11)
+    self.random_init_accuracy = None
+    # One callable per run: robustness caches its compiled attacks per callable.
+    self.logits = functools.partial(_probe_on_encoder, self.model, self.modality)
+
+  def _features(self, variables, examples) -> np.ndarray:
+    x = self.model.inputs(variables, {k: v for k, v in examples.items() if k != "label"},
+                          self.batch_size)
+    return self.model.outputs(variables, x, self.batch_size)[f"{self.modality}_pooled"]
+
+  def _fit(self, variables):
+    cfg = self.cfg
+    probe = fit_linear_probe(self._features(variables, self.train), self.train["label"],
+                             self.num_classes, steps=cfg.steps,
+                             learning_rate=cfg.learning_rate, l2=cfg.l2)
+    test = self._features(variables, self.test)
+    pred = np.asarray(jnp.argmax(probe_logits(probe, jnp.asarray(test)), axis=-1))
+    return probe, float(np.mean(pred == self.test["label"]))
+
+  def __call__(self, params, model_state, step: int) -> dict[str, float]:
+    del step
+    cfg = self.cfg
+    variables = _variables(params, model_state)
+    probe, clean = self._fit(variables)
+    metrics = {"probe/accuracy": clean}
+    if cfg.attack:
+      x = self.model.inputs(variables, {INPUT_KEY[self.modality]:
+                                        self.test[INPUT_KEY[self.modality]]},
+                            self.batch_size)
+      specs = attack_specs(x, (INPUT_KEY[self.modality],), cfg.eps, None,
+                           config_key="evals.probe", norm=cfg.norm)
+      metrics["probe/robust_accuracy"] = robustness.robust_accuracy(
+          self.logits, x, self.test["label"], self.key, attack=cfg.attack,
+          eps=specs["eps"], norm=specs["norm"], steps=cfg.attack_steps, bounds=specs["bounds"],
+          batch_size=self.batch_size, params={"model": variables, "probe": probe})
+    if cfg.random_baseline:
+      if self.random_init_accuracy is None:
+        # The very parameters training started from (train.seed): the fairest baseline,
+        # and init_state is compiled already.
+        init = self.exp.init_state()
+        self.random_init_accuracy = self._fit(_variables(init.params, init.model_state))[1]
+      metrics["probe/random_init_accuracy"] = self.random_init_accuracy
+    return metrics
+
+
+def _probe_on_encoder(model, modality, variables, inputs):
+  """(variables {'model', 'probe'}, one modality's inputs) -> probe logits [B,K]."""
+  out = model.model.apply(variables["model"], inputs, method="encode", train=False)
+  return probe_logits(variables["probe"], out[f"{modality}_pooled"])
+
+
+# ---------------------------------------------------------------------- caption
+class CaptionEvaluator:
+  """'caption/bleu' (corpus BLEU, sacrebleu's defaults) of captions decoded from the
+  first `num_examples` eval examples; hypotheses and references of the first 20 go to
+  workdir/captions/step_{N}.json."""
+
+  def __init__(self, exp):
+    cfg = exp.config.evals.caption
+    model = exp.model
+    if getattr(model, "caption_depth", 0) <= 0:
+      raise ConfigError("evals.caption needs a model with a text decoder "
+                        "(model.caption_depth > 0).")
+    if cfg.beam_size < 1:
+      raise ConfigError(f"evals.caption.beam_size={cfg.beam_size} must be >= 1 "
+                        "(1 = greedy).")
+    from mmjax.data import tokenizers
+    self.tokenizer = tokenizers.make_tokenizer(cfg.tokenizer, cfg.sp_model or None)
+    self.cfg, self.workdir = cfg, exp.workdir
+    self.source = INPUT_KEY[model.caption_source]
+    self.model = exp.model_logits
+    self.batch_size = exp.config.evals.batch_size // jax.process_count()
+    examples = eval_examples(exp.config.data, cfg.num_examples, self.batch_size,
+                             require_label=False)
+    if cfg.text_key not in examples or self.source not in examples:
+      raise ConfigError(f"evals.caption needs eval examples with {self.source!r} and the "
+                        f"reference captions {cfg.text_key!r}; they have "
+                        f"{sorted(examples)}.")
+    self.source_batch = {self.source: examples[self.source]}
+    self.references = decoding.decode_texts(examples[cfg.text_key], self.tokenizer)
+    self.max_len = model.max_len
+    self.decode = jax.jit(functools.partial(_decode_captions, model, cfg.beam_size,
+                                            cfg.length_penalty, self.max_len))
+
+  def __call__(self, params, model_state, step: int) -> dict[str, float]:
+    variables = _variables(params, model_state)
+    x = self.model.inputs(variables, self.source_batch, self.batch_size)
+    tokens = in_chunks(lambda chunk: self.decode(variables, chunk), x, self.batch_size)
+    hypotheses = decoding.decode_texts(tokens, self.tokenizer)
+    score = bleu.corpus_bleu(hypotheses, [self.references])
+    if jax.process_index() == 0:
+      out_dir = os.path.join(self.workdir, "captions")
+      os.makedirs(out_dir, exist_ok=True)
+      with open(os.path.join(out_dir, f"step_{step}.json"), "w") as f:
+        json.dump({"step": step, "bleu": score, "samples": [
+            {"hypothesis": h, "reference": r}
+            for h, r in zip(hypotheses[:20], self.references[:20])]}, f, indent=2)
+    logging.info("captions at step %d (BLEU %.2f), e.g. %r for %r", step, score["bleu"],
+                 hypotheses[0], self.references[0])
+    return {"caption/bleu": float(score["bleu"])}
+
+
+def _decode_captions(model, beam_size, length_penalty, max_len, variables, inputs):
+  """Embedded source inputs [B,...] -> caption tokens [B, max_len] (BOS ... EOS PAD)."""
+  memory, mask = model.apply(variables, inputs, method="caption_memory", train=False)
+  logits_fn = lambda state, tokens: model.apply(
+      variables, state["memory"], state["mask"], tokens, method="caption_logits",
+      train=False)
+  state = {"memory": memory, "mask": mask}
+  b = memory.shape[0]
+  if beam_size == 1:
+    return decoding.greedy_decode(logits_fn, state, batch_size=b, max_len=max_len)
+  return decoding.beam_search(logits_fn, state, batch_size=b, max_len=max_len,
+                              beam_size=beam_size, length_penalty=length_penalty)[0]
+
+
+def make_evaluators(exp) -> list:
+  """The representation evaluators the config enables (retrieval, probe, caption)."""
+  ev = exp.config.evals
+  out = []
+  if ev.retrieval.pairs:
+    out.append(RetrievalEvaluator(exp))
+  if ev.probe.modality:
+    out.append(ProbeEvaluator(exp))
+  if ev.caption.num_examples:
+    out.append(CaptionEvaluator(exp))
+  return out
