@@ -29,6 +29,7 @@ setup(
             # tfds imports it without declaring it (tensorflow/datasets#11212).
             "importlib_resources>=6",
         ],
-        "test": ["pytest>=8", "scikit-learn>=1.3"],
+        # sacrebleu: tests compare mmjax.evals.bleu with it live (its scores are also recorded).
+        "test": ["pytest>=8", "scikit-learn>=1.3", "sacrebleu>=2.3"],
     },
 )
