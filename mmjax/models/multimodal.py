@@ -283,7 +283,7 @@ class MultimodalTransformer(nn.Module):
             pooled[m].astype(self.cdtype)).astype(jnp.float32)
     if self.fusion == "concat":
       fused = layers.masked_mean(jnp.concatenate([hidden[m] for m in present], axis=1),
-                          jnp.concatenate([tokens[m][1] for m in present], axis=1))
+                                 jnp.concatenate([tokens[m][1] for m in present], axis=1))
     else:
       count = jnp.maximum(sum(flags.values()), 1.0)
       fused = sum(flags[m][:, None] * pooled[m] for m in present) / count[:, None]
@@ -321,7 +321,6 @@ class MultimodalTransformer(nn.Module):
     visible = shuffle[:, :keep]
     x = jnp.take_along_axis(x, visible[..., None], axis=1)
     mask = jnp.take_along_axis(mask, visible, axis=1)
-    x = self.drop(x, deterministic=not train)
     hidden = self._fuse({modality: (x, mask)}, train)[modality]
     pred = self.mae_decoders[modality](hidden, restore, train=train)
     source = inputs[INPUT_KEY[modality]].astype(jnp.float32)

@@ -155,8 +155,9 @@ def run_evals(exp: Experiment, state, eval_step, evaluators, step: int
               ) -> dict[str, float]:
   """evaluate_state's metrics, plus each evaluator's."""
   metrics = evaluate_state(exp, state, eval_step)
+  params = _eval_params(exp, state)
   for evaluator in evaluators:
-    metrics.update(evaluator(_eval_params(exp, state), state.model_state, step))
+    metrics.update(evaluator(params, state.model_state, step))
   return metrics
 
 

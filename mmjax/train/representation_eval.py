@@ -30,17 +30,13 @@ from mmjax.errors import ConfigError
 from mmjax.evals import bleu, decoding, retrieval, robustness
 from mmjax.models.multimodal import INPUT_KEY
 from mmjax.objectives.adversarial import attack_specs
-from mmjax.train.robust_eval import eval_examples, in_chunks
+from mmjax.train.robust_eval import eval_examples, in_chunks, model_variables
 
 
 def modality_inputs(inputs: dict, modality: str) -> dict:
   """The entries of embedded multimodal `inputs` that belong to one modality."""
   return {k: v for k, v in inputs.items()
           if k == INPUT_KEY[modality] or k.startswith(f"{modality}_")}
-
-
-def _variables(params, model_state) -> dict:
-  return {"params": params, **model_state}
 
 
 def _check_modalities(model, names, config_key: str) -> None:
@@ -82,7 +78,8 @@ class RetrievalEvaluator:
 
   def __call__(self, params, model_state, step: int) -> dict[str, float]:
     del step
-    z = self.embeddings(_variables(params, model_state), {m for p in self.pairs for m in p})
+    z = self.embeddings(model_variables(params, model_state),
+                        {m for p in self.pairs for m in p})
     metrics = {}
     for a, b in self.pairs:
       r = retrieval.retrieval_metrics(z[a], z[b], names=(a, b), ks=self.ks,
@@ -157,30 +154,35 @@ class ProbeEvaluator:
     # One callable per run: robustness caches its compiled attacks per callable.
     self.logits = functools.partial(_probe_on_encoder, self.model, self.modality)
 
-  def _features(self, variables, examples) -> np.ndarray:
-    x = self.model.inputs(variables, {k: v for k, v in examples.items() if k != "label"},
-                          self.batch_size)
-    return self.model.outputs(variables, x, self.batch_size)[f"{self.modality}_pooled"]
+  def _inputs(self, variables, examples) -> dict:
+    """The modality's embedded inputs (numpy [N,...]) of `examples`."""
+    return self.model.inputs(variables, {k: v for k, v in examples.items() if k != "label"},
+                             self.batch_size)
 
-  def _fit(self, variables):
+  def _features(self, variables, inputs) -> np.ndarray:
+    return self.model.outputs(variables, inputs, self.batch_size)[f"{self.modality}_pooled"]
+
+  def _fit(self, variables, test_inputs=None):
+    """(probe, clean test accuracy) for the encoder `variables`; `test_inputs` are the
+    embedded test examples when the caller has them already."""
     cfg = self.cfg
-    probe = fit_linear_probe(self._features(variables, self.train), self.train["label"],
-                             self.num_classes, steps=cfg.steps,
+    train = self._features(variables, self._inputs(variables, self.train))
+    probe = fit_linear_probe(train, self.train["label"], self.num_classes, steps=cfg.steps,
                              learning_rate=cfg.learning_rate, l2=cfg.l2)
-    test = self._features(variables, self.test)
+    if test_inputs is None:
+      test_inputs = self._inputs(variables, self.test)
+    test = self._features(variables, test_inputs)
     pred = np.asarray(jnp.argmax(probe_logits(probe, jnp.asarray(test)), axis=-1))
     return probe, float(np.mean(pred == self.test["label"]))
 
   def __call__(self, params, model_state, step: int) -> dict[str, float]:
     del step
     cfg = self.cfg
-    variables = _variables(params, model_state)
-    probe, clean = self._fit(variables)
+    variables = model_variables(params, model_state)
+    x = self._inputs(variables, self.test)   # embedded once: the probe's and the attack's
+    probe, clean = self._fit(variables, x)
     metrics = {"probe/accuracy": clean}
     if cfg.attack:
-      x = self.model.inputs(variables, {INPUT_KEY[self.modality]:
-                                        self.test[INPUT_KEY[self.modality]]},
-                            self.batch_size)
       specs = attack_specs(x, (INPUT_KEY[self.modality],), cfg.eps, None,
                            config_key="evals.probe", norm=cfg.norm)
       metrics["probe/robust_accuracy"] = robustness.robust_accuracy(
@@ -192,7 +194,8 @@ class ProbeEvaluator:
         # The very parameters training started from (train.seed): the fairest baseline,
         # and init_state is compiled already.
         init = self.exp.init_state()
-        self.random_init_accuracy = self._fit(_variables(init.params, init.model_state))[1]
+        self.random_init_accuracy = self._fit(
+            model_variables(init.params, init.model_state))[1]
       metrics["probe/random_init_accuracy"] = self.random_init_accuracy
     return metrics
 
@@ -232,12 +235,11 @@ class CaptionEvaluator:
                         f"{sorted(examples)}.")
     self.source_batch = {self.source: examples[self.source]}
     self.references = decoding.decode_texts(examples[cfg.text_key], self.tokenizer)
-    self.max_len = model.max_len
     self.decode = jax.jit(functools.partial(_decode_captions, model, cfg.beam_size,
-                                            cfg.length_penalty, self.max_len))
+                                            cfg.length_penalty, model.max_len))
 
   def __call__(self, params, model_state, step: int) -> dict[str, float]:
-    variables = _variables(params, model_state)
+    variables = model_variables(params, model_state)
     x = self.model.inputs(variables, self.source_batch, self.batch_size)
     tokens = in_chunks(lambda chunk: self.decode(variables, chunk), x, self.batch_size)
     hypotheses = decoding.decode_texts(tokens, self.tokenizer)

@@ -70,7 +70,8 @@ def in_chunks(fn, tree, batch_size: int):
   return jax.tree.map(lambda *xs: np.concatenate(xs), *chunks)
 
 
-def _variables(params, model_state) -> dict:
+def model_variables(params, model_state) -> dict:
+  """The variables dict `model.apply` takes: params plus the other collections."""
   return {"params": params, **model_state}
 
 
@@ -128,7 +129,7 @@ class RobustEvaluator:
 
   def __call__(self, params, model_state, step: int) -> dict[str, float]:
     cfg = self.cfg
-    variables = _variables(params, model_state)
+    variables = model_variables(params, model_state)
     x = self.logits.inputs(variables, self.examples, self.batch_size)
     specs = self._specs(x, cfg.eps)
     common = dict(norm=specs["norm"], steps=cfg.steps, restarts=cfg.restarts,
@@ -210,7 +211,7 @@ class OverfittingGuard:
   def check(self, params, model_state, step: int) -> tuple[float, bool]:
     """-> (PGD accuracy on the held batch, whether training must stop)."""
     adv = self.adv
-    variables = _variables(params, model_state)
+    variables = model_variables(params, model_state)
     x = self.logits.inputs(variables, self.batch, len(self.labels))
     specs = attack_specs(x, tuple(adv.modalities), adv.eps, adv.guard_step_size,
                          config_key="adversarial", norm=adv.norm)
