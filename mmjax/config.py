@@ -18,7 +18,7 @@ from ml_collections import config_dict
 
 from mmjax.errors import ConfigError
 
-MODES = ("train", "eval")
+MODES = ("train", "eval", "plan")
 
 
 def per_modality(default) -> config_dict.FieldReference:
@@ -40,6 +40,9 @@ def default_config() -> ml_collections.ConfigDict:
       preprocess_train="to_float|keep('image', 'label')",
       preprocess_eval="to_float|keep('image', 'label')",
       prefetch=2,
+      # Train-split shards (0 = one per process); each process reads shards/processes of
+      # them. The same value on 1 or N processes gives the same global batches.
+      shards=0,
   )
   c.model = ml_collections.ConfigDict({"name": "vit"})
   c.objective = ml_collections.ConfigDict({"name": "supervised"})
@@ -70,7 +73,14 @@ def default_config() -> ml_collections.ConfigDict:
       checkpoint_every=0, keep_checkpoints=3, async_checkpoints=True,
       device_prefetch=2,
   )
-  c.mesh = dict(shape=ml_collections.ConfigDict({"data": -1}))
+  # Device mesh and logical-axis rules (mmjax/parallel/rules.py, docs/scaling.md):
+  # {'data': -1} is data parallelism; {'fsdp': -1} FSDP; {'model': N} tensor parallelism.
+  c.mesh = dict(shape=ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1}),
+                rules=config_dict.placeholder(tuple))
+  # --mode=plan (mmjax/bench/plan.py): compile the train step for `devices` fake CPU
+  # devices (0 = this machine's devices) or a TPU `topology` ('v5e:16x16', needs
+  # jax[tpu]) and check the peak memory per device against `hbm_gib` (0 = not checked).
+  c.plan = dict(devices=0, topology="", hbm_gib=0.0)
   c.evals = dict(batch_size=256, max_batches=0, use_ema=True)
   # Robust accuracy with each eval when `attack` is set (mmjax/train/robust_eval.py):
   # the first `num_examples` eval examples, the sanity suite's verdicts in the metrics,
@@ -143,8 +153,12 @@ def check_override_keys(argv: Sequence[str]) -> None:
       node, walked = node[part], walked + [part]
 
 
-def validate(config: ml_collections.ConfigDict, mode: str = "train") -> None:
-  """Checks values and combinations that would otherwise fail after compute is spent."""
+def validate(config: ml_collections.ConfigDict, mode: str = "train",
+             batch_shards: int | None = None) -> None:
+  """Checks values and combinations that would otherwise fail after compute is spent.
+
+  `batch_shards`: how many ways the mesh splits the batch (default: every device).
+  """
   if mode not in MODES:
     raise ConfigError(f"Unknown --mode={mode!r}. Choose one of: {', '.join(MODES)}.")
   t = config.train
@@ -154,20 +168,22 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train") -> None:
       raise ConfigError(f"train.{key} must be an integer, got {t[key]!r}.")
     if t[key] < 0 or (key in ("total_steps", "batch_size") and t[key] == 0):
       raise ConfigError(f"train.{key} must be positive, got {t[key]}.")
-  n_dev, n_proc = jax.device_count(), jax.process_count()
+  n_proc = jax.process_count()
+  n_dev = batch_shards or jax.device_count()
+  devices = "devices" if batch_shards is None else "devices the mesh splits the batch over"
   if t.batch_size % n_dev:
     raise ConfigError(
-        f"train.batch_size={t.batch_size} is not divisible by the {n_dev} devices; "
+        f"train.batch_size={t.batch_size} is not divisible by the {n_dev} {devices}; "
         f"use a multiple of {n_dev}, e.g. --config.train.batch_size="
         f"{max(n_dev, t.batch_size // n_dev * n_dev)}.")
   accum = config.optim.grad_accum_steps
   if accum < 1 or (t.batch_size // n_proc) % accum or (t.batch_size // accum) % n_dev:
     raise ConfigError(
         f"optim.grad_accum_steps={accum} must be >= 1 and split train.batch_size="
-        f"{t.batch_size} into equal micro-batches divisible by the {n_dev} devices.")
+        f"{t.batch_size} into equal micro-batches divisible by the {n_dev} {devices}.")
   if config.evals.batch_size % n_dev:
     raise ConfigError(f"evals.batch_size={config.evals.batch_size} is not divisible by the "
-                      f"{n_dev} devices; use a multiple of {n_dev}.")
+                      f"{n_dev} {devices}; use a multiple of {n_dev}.")
   if not 0.0 <= config.optim.ema_decay < 1.0:
     raise ConfigError(f"optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
   adv = config.adversarial

@@ -1,7 +1,11 @@
 """mmjax's binary.
 
   python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/qs \
-      [--mode=train|eval] [--config.train.total_steps=300 ...]
+      [--mode=train|eval|plan] [--config.train.total_steps=300 ...]
+
+Multi-host runs start JAX's distributed runtime first: from --coordinator_address,
+--num_processes and --process_id, or the MMJAX_* / SLURM / TPU environment
+(mmjax/parallel/distributed.py; launchers in launch/).
 
 Any config key can be overridden with --config.KEY=VALUE; an unknown key is an error.
 User errors (bad config, dataset, workdir, checkpoint, NaN loss) print one line and exit
@@ -25,7 +29,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "train: train (resuming from the workdir); eval: evaluate the "
-                          "newest checkpoint in the workdir.")
+                          "newest checkpoint in the workdir; plan: compile the train step "
+                          "for the config's mesh without running it and report FLOPs and "
+                          "per-device memory (config.plan).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for multi-host runs (else from "
+    "MMJAX_COORDINATOR_ADDRESS, SLURM or the TPU pod).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _LIBRARY_LOGS = flags.DEFINE_bool(
     "library_logs", False, "Also show INFO logs of jax, orbax and tfds (warnings and "
     "errors of every library are always shown).")
@@ -48,17 +59,36 @@ def _fail(message: str) -> None:
 def _main(argv) -> None:
   if len(argv) > 1:
     _fail(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
-  from mmjax.train import loop  # after flag parsing: keeps --help fast
   logging.set_verbosity(logging.INFO)
   if not _LIBRARY_LOGS.value:
     logging.get_absl_handler().addFilter(_OnlyMmjaxInfo())
   try:
+    _start_devices(_CONFIG.value, _MODE.value)
+    from mmjax.train import loop  # after flag parsing: keeps --help fast
     if _MODE.value == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    else:
+    elif _MODE.value == "eval":
       loop.evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+      from mmjax.bench import plan
+      plan.plan_train_step(_CONFIG.value, _WORKDIR.value)
   except MmjaxError as e:
     _fail(str(e))
+
+
+def _start_devices(config, mode: str) -> None:
+  """Before any JAX computation: fake CPU devices for a plan (plan.devices) or a local
+  multi-process launch (MMJAX_CPU_DEVICES_PER_PROCESS), then the distributed runtime."""
+  import jax
+  from mmjax.parallel import distributed
+  if mode == "plan" and config.plan.devices and not config.plan.topology:
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_num_cpu_devices", int(config.plan.devices))
+  elif os.environ.get("MMJAX_CPU_DEVICES_PER_PROCESS"):
+    jax.config.update("jax_num_cpu_devices", int(os.environ["MMJAX_CPU_DEVICES_PER_PROCESS"]))
+  if distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value):
+    if jax.process_index() != 0:  # one log for the run: process 0's (warnings from all)
+      logging.set_verbosity(logging.WARNING)
 
 
 def run() -> None:

@@ -1,13 +1,17 @@
 """TFDS input pipelines: deterministic, resumable train iterators and padded eval iterators.
 
-Train, per host:
-  read the host's shard -> shuffle (seeded, reshuffled each epoch) -> repeat -> enumerate
-  -> skip(start_batch * batch_size) -> decode images + preprocess with a stateless seed
-  fold_in((seed, host), element index) -> batch(drop_remainder) -> prefetch -> numpy.
+Train, per data shard: the split is cut into `data.shards` equal shards (default: one
+per process) and each process reads only its own, shards/processes of them:
+  read the shard -> shuffle (seeded, reshuffled each epoch) -> repeat -> enumerate
+  -> skip(start_batch * shard_batch) -> decode images + preprocess with a stateless seed
+  fold_in((seed, shard), element index) -> batch(drop_remainder); a process's batch is
+  its shards' batches concatenated in shard order -> prefetch -> numpy.
 Everything before the map is a pure function of `seed`, and the map is a pure function of
-(seed, host, index, example), so `start_batch=k` yields exactly batches k, k+1, ... of a
+(seed, shard, index, example), so `start_batch=k` yields exactly batches k, k+1, ... of a
 fresh iterator, while skipping costs only reading and shuffling (images are decoded after
-the skip, and no preprocessing runs for skipped elements).
+the skip, and no preprocessing runs for skipped elements). Because the stream is defined
+by shards, not processes, a run on one process with `data.shards=2` sees exactly the
+global batches of a 2-process run: multi-host runs can be reproduced on one host.
 
 Eval, per host: one pass over the host's shard in file order, `mask` = 1 for real
 examples, then zero-filled examples with `mask` = 0 up to a batch count that is the same
@@ -33,7 +37,7 @@ from mmjax.errors import ConfigError, DataError
 EMBEDDED = ("mmjax_digits",)
 _DEFAULTS = dict(name="mmjax_digits", data_dir=None, train_split="train", eval_split="test",
                  download=False, shuffle_buffer=10_000, preprocess_train=None,
-                 preprocess_eval=None, prefetch=2)
+                 preprocess_eval=None, prefetch=2, shards=0)
 Batch = dict[str, np.ndarray]
 
 
@@ -149,6 +153,19 @@ def _host_split(builder, split: str, *, drop_remainder: bool, what: str):
   return host, _num_examples(builder, host, what), total
 
 
+def process_shards(data_config: Any, batch_size: int) -> list[int]:
+  """The indices of the train shards this process reads (`data.shards`, 0 = one per
+  process), checked against the process count and the per-process `batch_size`."""
+  index, count = process_index_and_count()
+  shards = int(_get(data_config, "shards")) or count
+  if shards % count or batch_size % (shards // count):
+    raise ConfigError(f"data.shards={shards} must be a multiple of the {count} processes "
+                      f"and divide the per-process batch of {batch_size} into equal parts "
+                      "(0 = one shard per process).")
+  per_process = shards // count
+  return list(range(index * per_process, (index + 1) * per_process))
+
+
 def _to_jax_dtypes(example: dict) -> dict:
   """int64 -> int32, float64 -> float32 (jax disables 64-bit types by default)."""
   cast = {tf.int64: tf.int32, tf.float64: tf.float32}
@@ -156,8 +173,10 @@ def _to_jax_dtypes(example: dict) -> dict:
 
 
 def _dataset(builder, split, preprocess, *, seed: int, shuffle: bool,
-             shuffle_buffer: int = 0, skip: int = 0) -> tf.data.Dataset:
-  """Reads `split`, (shuffles + repeats), skips, then decodes and `preprocess`es."""
+             shuffle_buffer: int = 0, skip: int = 0, shard: int | None = None
+             ) -> tf.data.Dataset:
+  """Reads `split`, (shuffles + repeats), skips, then decodes and `preprocess`es with
+  seeds from (seed, shard) (shard defaults to the process index)."""
   seed = int(seed) % (2**63)  # tf.data and the stateless ops take int64 seeds.
   features = builder.info.features
   # Images are decoded after `skip`, so resuming deep into an epoch is cheap.
@@ -170,8 +189,8 @@ def _dataset(builder, split, preprocess, *, seed: int, shuffle: bool,
   if shuffle:
     ds = ds.shuffle(max(1, shuffle_buffer), seed=seed, reshuffle_each_iteration=True).repeat()
   ds = ds.enumerate().skip(skip)
-  index, _ = process_index_and_count()
-  base_seed = tf.constant([seed, index], tf.int64)
+  shard = process_index_and_count()[0] if shard is None else shard
+  base_seed = tf.constant([seed, shard], tf.int64)
 
   def decode_and_preprocess(i, example):
     example = {**example, **{k: features[k].decode_example(example[k]) for k in lazy}}
@@ -194,16 +213,30 @@ def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
     raise ConfigError(f"Need batch_size > 0 and start_batch >= 0, got {batch_size}, {start_batch}.")
   # The spec is checked before the dataset is touched (or prepared).
   preprocess = ops.build_preprocess_fn(_get(data_config, "preprocess_train"))
+  shards = process_shards(data_config, batch_size)
   builder = get_builder(data_config)
   split = _get(data_config, "train_split")
-  host_split, host_n, _ = _host_split(builder, split, drop_remainder=True, what="train_split")
-  if batch_size > host_n:
-    raise ConfigError(f"Per-host train batch size {batch_size} is larger than this host's "
-                      f"shard of {split!r} ({host_n} examples); lower the batch size.")
-  ds = _dataset(builder, host_split, preprocess, seed=int(seed),
-                shuffle=True, shuffle_buffer=int(_get(data_config, "shuffle_buffer")),
-                skip=int(start_batch) * int(batch_size))
-  ds = ds.batch(batch_size, drop_remainder=True).prefetch(int(_get(data_config, "prefetch")))
+  total = _num_examples(builder, split, "train_split")
+  num_shards = len(shards) * process_index_and_count()[1]
+  shard_splits = tfds.even_splits(split, n=num_shards, drop_remainder=True)
+  shard_batch = batch_size // len(shards)
+  shard_n = total // num_shards
+  if shard_batch > shard_n:
+    raise ConfigError(f"The per-shard train batch {shard_batch} is larger than a shard of "
+                      f"{split!r} ({shard_n} examples in each of {num_shards}); lower the "
+                      "batch size or data.shards.")
+  datasets = [
+      _dataset(builder, shard_splits[i], preprocess, seed=int(seed), shuffle=True,
+               shuffle_buffer=int(_get(data_config, "shuffle_buffer")),
+               skip=int(start_batch) * shard_batch, shard=i
+               ).batch(shard_batch, drop_remainder=True)
+      for i in shards]
+  if len(datasets) == 1:
+    ds = datasets[0]
+  else:
+    ds = tf.data.Dataset.zip(tuple(datasets)).map(
+        lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+  ds = ds.prefetch(int(_get(data_config, "prefetch")))
   return ds.as_numpy_iterator()
 
 

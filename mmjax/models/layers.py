@@ -8,7 +8,9 @@ Every parameter carries logical axis names (`nn.with_logical_partitioning`) so t
   'vocab'  vocabulary V           'layers' stacked layer axis (scan_layers=True)
 
 Axes that are never sharded are named None. Parameters are stored in float32; `dtype` is
-the compute dtype.
+the compute dtype. Key activations are constrained with `constrain` by the names 'batch',
+'act_length', 'act_embed', 'act_heads', 'act_kv', 'act_mlp' and 'act_vocab' (a no-op
+unless a step is traced under `mmjax.parallel.activation_rules`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
+from mmjax.parallel.rules import constrain
 
 Dtype = Any
 
@@ -118,10 +121,13 @@ class MultiHeadAttention(nn.Module):
         kernel_init=partitioned(KERNEL_INIT, ("embed", "heads", "kv")),
         bias_init=partitioned(zeros, ("heads", "kv")))
     source = x if context is None else context
-    q, k, v = proj(name="query")(x), proj(name="key")(source), proj(name="value")(source)
+    heads = ("batch", "act_length", "act_heads", "act_kv")
+    q, k, v = (constrain(proj(name=n)(src), heads)
+               for n, src in (("query", x), ("key", source), ("value", source)))
     # Boolean mask broadcastable to [B,N,T,S]: True = may attend to that key.
     attn_mask = None if mask is None else mask[:, None, None, :].astype(bool)
     out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=self.causal)
+    out = constrain(out, heads)
     return nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, name="out",
         kernel_init=partitioned(KERNEL_INIT, ("heads", "kv", "embed")),
@@ -137,7 +143,7 @@ class MLP(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     width = x.shape[-1]
     h = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name="fc1")(x)
-    h = nn.gelu(h)  # tanh approximation, as in GPT-2 and BERT
+    h = nn.gelu(constrain(h, ("batch", "act_length", "act_mlp")))  # tanh approximation, as in GPT-2 and BERT
     return dense(width, ("mlp", "embed"), self.dtype, name="fc2")(h)
 
 
@@ -164,7 +170,7 @@ class TransformerBlock(nn.Module):
     x = x + drop(h)
     h = layer_norm(self.dtype, name="ln_mlp")(x)
     h = MLP(self.mlp_dim, self.dtype, name="mlp")(h)
-    return x + drop(h), None
+    return constrain(x + drop(h), ("batch", "act_length", "act_embed")), None
 
 
 class DecoderBlock(nn.Module):
@@ -245,13 +251,17 @@ class TokenEmbed(nn.Module):
 
   def __call__(self, ids: jax.Array) -> jax.Array:
     """ids [B,T] int -> [B,T,D] float32 (kept float32: attacks perturb these)."""
-    return jnp.take(self.embedding, ids, axis=0)
+    # Constrained at once: else the lookup inherits the table's (FSDP/TP) sharding and
+    # the partitioner must re-shard it to the batch layout the blocks want.
+    return constrain(jnp.take(self.embedding, ids, axis=0),
+                     ("batch", "act_length", "act_embed"))
 
   def attend(self, x: jax.Array) -> jax.Array:
     """x [B,T,D] -> logits [B,T,V] float32, computed in the compute dtype."""
-    return jnp.einsum("btd,vd->btv", x.astype(self.dtype),
-                      self.embedding.astype(self.dtype),
-                      preferred_element_type=jnp.float32)
+    logits = jnp.einsum("btd,vd->btv", x.astype(self.dtype),
+                        self.embedding.astype(self.dtype),
+                        preferred_element_type=jnp.float32)
+    return constrain(logits, ("batch", "act_length", "act_vocab"))
 
 
 class ProjectionHead(nn.Module):

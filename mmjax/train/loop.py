@@ -54,11 +54,21 @@ class Experiment:
   loss_fn: Any
   tx: Any
   schedule: Any
-  init_state: Any           # callable () -> TrainState (jitted, replicated)
+  init_state: Any           # callable () -> TrainState (jitted, sharded by the rules)
   abstract_state: Any       # TrainState of ShapeDtypeStructs with shardings
   example_batch: dict       # host-local batch of zeros, for shapes
-  checkpointer: checkpoint_lib.Checkpointer
+  checkpointer: checkpoint_lib.Checkpointer | None   # None in plan mode
+  rules: Any = parallel.DEFAULT_RULES  # logical axis -> mesh axes
   updates_per_step: int = 1  # optimizer updates per train step (free AT's replays)
+
+  @property
+  def state_shardings(self):
+    return jax.tree.map(lambda s: s.sharding, self.abstract_state)
+
+  @property
+  def batch_sharding(self):
+    """Global batches: leading dimension split over the mesh axes of the 'batch' rule."""
+    return parallel.batch_sharding(self.mesh, parallel.batch_axes(self.rules))
 
   @property
   def per_process_batch(self) -> int:
@@ -73,14 +83,19 @@ class Experiment:
     return ModelLogits(self.model)
 
 
-def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str = "train"
-                     ) -> Experiment:
-  """Validates config and workdir and builds model, objective, optimizer and state."""
-  from mmjax import data  # TensorFlow enters here, and only for the input pipeline
+def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
+                     devices=None, element: dict | None = None) -> Experiment:
+  """Validates config and workdir and builds model, objective, optimizer and state.
 
-  config_lib.validate(config, mode)
+  `devices` (default: all) are the mesh's devices. `element` ({key: {'shape', 'dtype'}}
+  of one preprocessed train example) skips reading the dataset's description, so no
+  TensorFlow is needed (plan and bench modes).
+  """
+  mesh = parallel.make_mesh(config.mesh, devices)
+  rules = parallel.rules_from_config(config.mesh)
+  config_lib.validate(config, mode, batch_shards=parallel.batch_shards(
+      mesh, parallel.batch_axes(rules)))
   workdir = check_workdir(workdir)
-  mesh = parallel.make_mesh(config.mesh)
   model = models.build_model(config.model)
   loss_fn = adversarial.make_adversarial(
       config.adversarial, objectives.make_objective(config.objective, model))
@@ -88,13 +103,14 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   updates_per_step = getattr(loss_fn, "updates_per_step", 1)
   tx, schedule = optim.make_optimizer(
       config.optim, total_steps=config.train.total_steps * updates_per_step)
-  # Unknown or unprepared dataset: fails here, clearly, before any compute.
-  element = data.dataset_info(config.data)["train_element"]
+  if element is None:
+    from mmjax import data  # TensorFlow enters here, and only for the input pipeline
+    # Unknown or unprepared dataset: fails here, clearly, before any compute.
+    element = data.dataset_info(config.data)["train_element"]
   per_process = config.train.batch_size // jax.process_count()
   example = _zeros_batch(element, per_process)
   init_batch = jax.tree.map(lambda x: x[:1], example)
   ema = config.optim.ema_decay > 0
-  replicated = parallel.replicated(mesh)
 
   def init_fn():
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
@@ -102,16 +118,22 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
     return state_lib.create_train_state(variables, tx, state_rng, ema=ema)
 
   abstract = jax.eval_shape(init_fn)
+  shardings = state_lib.state_shardings(
+      abstract, models.logical_partition_specs(model, init_batch), tx, mesh, rules)
   abstract = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), abstract)
-  checkpointer = checkpoint_lib.Checkpointer(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract, shardings)
+  # A plan only compiles: it neither reads nor writes checkpoints.
+  checkpointer = None if mode == "plan" else checkpoint_lib.Checkpointer(
       workdir, keep=config.train.keep_checkpoints,
       async_save=config.train.async_checkpoints)
-  return Experiment(config=config, workdir=workdir, mesh=mesh, model=model,
-                    loss_fn=loss_fn, tx=tx, schedule=schedule,
-                    init_state=jax.jit(init_fn, out_shardings=replicated),
-                    abstract_state=abstract, example_batch=example,
-                    checkpointer=checkpointer, updates_per_step=updates_per_step)
+  exp = Experiment(config=config, workdir=workdir, mesh=mesh, model=model,
+                   loss_fn=loss_fn, tx=tx, schedule=schedule,
+                   init_state=jax.jit(init_fn, out_shardings=shardings),
+                   abstract_state=abstract, example_batch=example,
+                   checkpointer=checkpointer, rules=rules,
+                   updates_per_step=updates_per_step)
+  parallel.check_process_batches(mesh, exp.batch_sharding, config.train.batch_size)
+  return exp
 
 
 def _zeros_batch(element: dict, batch_size: int) -> dict[str, np.ndarray]:
@@ -170,7 +192,8 @@ def evaluate_state(exp: Experiment, state, eval_step) -> dict[str, float]:
   for i, batch in enumerate(data.make_eval_iterator(exp.config.data, batch_size=batch_size)):
     if exp.config.evals.max_batches and i >= exp.config.evals.max_batches:
       break
-    out = eval_step(params, state.model_state, parallel.to_global_batch(batch, exp.mesh))
+    out = eval_step(params, state.model_state,
+                    parallel.to_global_batch(batch, exp.mesh, exp.batch_sharding))
     sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
   if sums is None:
     return {}
@@ -200,20 +223,26 @@ def compile_steps(exp: Experiment):
 
   Fixed in/out shardings make the step's outputs valid inputs of the same executable,
   so it compiles once: without them a fresh state or accumulator (uncommitted arrays)
-  differs from the step's outputs, and the second step compiles again.
+  differs from the step's outputs, and the second step compiles again. The state keeps
+  the shardings of the rules (parameters and optimizer state sharded under FSDP and
+  tensor parallelism), and the steps are traced under the rules so that activations
+  are constrained too.
   """
   config = exp.config
   replicated = parallel.replicated(exp.mesh)
-  batch = parallel.batch_sharding(exp.mesh)
+  batch = exp.batch_sharding
+  state = exp.state_shardings
+  step_fn = step_lib.make_train_step(exp.loss_fn, exp.tx,
+                                     grad_accum_steps=config.optim.grad_accum_steps,
+                                     ema_decay=config.optim.ema_decay)
   train_step = jax.jit(
-      step_lib.make_train_step(exp.loss_fn, exp.tx,
-                               grad_accum_steps=config.optim.grad_accum_steps,
-                               ema_decay=config.optim.ema_decay),
-      in_shardings=(replicated, batch, replicated), out_shardings=(replicated, replicated),
+      parallel.with_activation_rules(step_fn, exp.mesh, exp.rules),
+      in_shardings=(state, batch, replicated), out_shardings=(state, replicated),
       donate_argnums=(0, 2))
-  eval_step = jax.jit(step_lib.make_eval_step(exp.loss_fn),
-                      in_shardings=(replicated, replicated, batch),
-                      out_shardings=replicated)
+  eval_step = jax.jit(
+      parallel.with_activation_rules(step_lib.make_eval_step(exp.loss_fn), exp.mesh,
+                                     exp.rules),
+      in_shardings=(state.params, state.model_state, batch), out_shardings=replicated)
   return train_step, eval_step
 
 
@@ -251,7 +280,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   from mmjax import data
   batches: Iterator = data.make_train_iterator(
       config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
-  device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch)
+  device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch,
+                                             exp.batch_sharding)
   train_step, eval_step = compile_steps(exp)
   evaluators = make_evaluators(exp)
   guard = _make_guard(exp, start)

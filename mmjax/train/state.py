@@ -32,3 +32,25 @@ def create_train_state(variables: dict, tx: optax.GradientTransformation, rng: j
       step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
       opt_state=tx.init(params), rng=rng,
       ema_params=jax.tree.map(jnp.copy, params) if ema else None)
+
+
+def state_shardings(abstract_state: TrainState, logical_specs: dict, tx, mesh, rules
+                    ) -> TrainState:
+  """NamedShardings for every leaf of `abstract_state` (a TrainState of
+  ShapeDtypeStructs): params (and their EMA) by their logical axes and `rules`, the
+  optimizer state like its parameters, everything else replicated.
+
+  `logical_specs` is the variables tree of logical PartitionSpecs
+  (`models.logical_partition_specs`); unannotated collections (batch statistics) are
+  replicated.
+  """
+  from mmjax import parallel  # pylint: disable=g-import-not-at-top
+  rep = parallel.replicated(mesh)
+  params = parallel.param_shardings(logical_specs["params"], abstract_state.params, mesh,
+                                    rules)
+  return TrainState(
+      step=rep, params=params,
+      model_state=jax.tree.map(lambda _: rep, abstract_state.model_state),
+      opt_state=parallel.opt_state_shardings(tx, abstract_state.opt_state,
+                                             abstract_state.params, params, mesh),
+      rng=rep, ema_params=None if abstract_state.ema_params is None else params)

@@ -121,6 +121,27 @@ def test_per_host_shards(cfg, monkeypatch):
   assert len(eval_ids_) == len(set(eval_ids_)) == 1000
 
 
+def test_shards_make_one_process_see_the_batches_of_several(cfg, monkeypatch):
+  """data.shards=2 on 1 process yields exactly the global batches of 2 processes (one
+  shard each), resumes exactly, and must divide into processes and the batch."""
+  cfg = {**cfg, "preprocess_train": "random_crop(28, pad=2)|keep('id', 'image')"}
+  one = take(data.make_train_iterator({**cfg, "shards": 2}, batch_size=8, seed=3), 3)
+  parts = []
+  for index in range(2):
+    monkeypatch.setattr(pipeline, "process_index_and_count", lambda i=index: (i, 2))
+    parts.append(take(data.make_train_iterator(cfg, batch_size=4, seed=3), 3))
+  for step in range(3):
+    for key in ("id", "image"):
+      np.testing.assert_array_equal(
+          one[step][key], np.concatenate([parts[0][step][key], parts[1][step][key]]))
+  monkeypatch.setattr(pipeline, "process_index_and_count", lambda: (0, 1))
+  (resumed,) = take(data.make_train_iterator({**cfg, "shards": 2}, batch_size=8, seed=3,
+                                             start_batch=2), 1)
+  assert_batches_equal(resumed, one[2])
+  with pytest.raises(ConfigError, match="data.shards=3"):
+    data.make_train_iterator({**cfg, "shards": 3}, batch_size=8, seed=0)
+
+
 def test_dataset_info(cfg):
   info = data.dataset_info({**cfg, "train_split": "train[:90%]"})
   assert info["name"] == "mmjax_digits/1.0.0" and info["num_classes"] == 10
@@ -187,7 +208,7 @@ def test_bad_split(cfg):
 
 
 def test_train_batch_larger_than_shard(cfg):
-  with pytest.raises(ConfigError, match="larger than this host's shard"):
+  with pytest.raises(ConfigError, match="larger than a shard"):
     data.make_train_iterator(cfg, batch_size=4001, seed=0)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks, FLOP counts and AOT plans (no TensorFlow needed)."""
