@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from mmjax import models
@@ -22,6 +23,9 @@ CONFIGS.append(("configs/multimodal_digits.py", "bottleneck"))   # siglip, conca
 PAPERS = sorted(os.path.relpath(p, REPO)
                 for p in glob.glob(os.path.join(REPO, "configs", "papers", "*.py")))
 CONFIGS += [(p, "tiny") for p in PAPERS]
+SCALE = sorted(os.path.relpath(p, REPO)
+               for p in glob.glob(os.path.join(REPO, "configs", "scale", "*.py")))
+CONFIGS += [(p, "tiny") for p in SCALE]
 
 
 def shrink_representation_evals(config):
@@ -92,3 +96,24 @@ def _example(config):
   size, channels = (28, 1) if m.name == "mnist_cnn" else (m.get("image_size", 32),
                                                           m.get("channels", 3))
   return {"image": np.zeros((1, size, size, channels), np.float32)}
+
+
+# Scale-out configs at full size: their parameter counts (GPT-2 XL with the vocabulary
+# padded to 50,304; ViT-H/14 as in Dosovitskiy et al.), meshes of 256 devices, and the
+# clear error a full-size run gives on this machine.
+SCALE_PARAMS = {"gpt2_xl_fsdp": 1_557_686_400, "vit_h14_fsdp": 632_045_800}
+
+
+@pytest.mark.parametrize("path", SCALE)
+def test_scale_config_full_variant(path, tmp_path):
+  name = os.path.splitext(os.path.basename(path))[0]
+  config = load_config_file(os.path.join(REPO, path))
+  example = _example(config)
+  if config.model.name == "vit":
+    example = {"image": np.zeros((1, 224, 224, 3), np.float32)}
+  n = models.param_count(models.abstract_variables(
+      models.build_model(config.model), example)["params"])
+  assert n == SCALE_PARAMS[name]
+  assert math.prod(config.mesh.shape.values()) == config.plan.devices == 256
+  with pytest.raises(ConfigError, match="256 devices but there are 1"):
+    loop.build_experiment(config, str(tmp_path / "run"))

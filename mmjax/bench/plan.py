@@ -93,6 +93,12 @@ def plan_train_step(config: ml_collections.ConfigDict, workdir: str,
                                      grad_accum_steps=config.optim.grad_accum_steps,
                                      ema_decay=config.optim.ema_decay)
   counted = flops_lib.count_flops(step_fn, state, batch, acc)
+  model_flops = counted["matmul"]
+  if config.model.get("remat", "none") != "none":
+    # Model FLOPs (for MFU) exclude the forward passes remat recomputes.
+    plain = config.copy_and_resolve_references()
+    plain.model.remat = "none"
+    model_flops = _step_flops(plain, workdir, devices, exp.example_batch, batch, acc)
   memory = compiled.memory_analysis()
   n = len(devices)
   per_device = {
@@ -118,8 +124,9 @@ def plan_train_step(config: ml_collections.ConfigDict, workdir: str,
       "grad_accum_steps": config.optim.grad_accum_steps,
       "remat": config.model.get("remat", "none"),
       "parameters": models.param_count(state.params),
-      "flops_per_step": counted["matmul"],
-      "flops_per_step_per_device": counted["matmul"] / n,
+      "flops_per_step": model_flops,
+      "flops_per_step_per_device": model_flops / n,
+      "hardware_flops_per_step": counted["matmul"],
       "flops_detail": counted,
       "xla_flops_per_device": _xla_flops(compiled),
       "bytes_per_device": per_device,
@@ -135,6 +142,18 @@ def plan_train_step(config: ml_collections.ConfigDict, workdir: str,
   return plan
 
 
+def _step_flops(config, workdir, devices, example_batch, batch, acc) -> float:
+  """Matmul FLOPs of one train step of `config` (traced only, never compiled)."""
+  from mmjax.train import loop, step as step_lib  # pylint: disable=g-import-not-at-top
+  element = {k: {"shape": v.shape[1:], "dtype": v.dtype.name}
+             for k, v in example_batch.items()}
+  exp = loop.build_experiment(config, workdir, "plan", devices=devices, element=element)
+  step_fn = step_lib.make_train_step(exp.loss_fn, exp.tx,
+                                     grad_accum_steps=config.optim.grad_accum_steps,
+                                     ema_decay=config.optim.ema_decay)
+  return flops_lib.count_flops(step_fn, exp.abstract_state, batch, acc)["matmul"]
+
+
 def _xla_flops(compiled) -> float | None:
   """XLA's own count for one device (a scanned body is counted once, not per layer)."""
   try:
@@ -145,9 +164,16 @@ def _xla_flops(compiled) -> float | None:
     return None
 
 
+def _fmt_bytes(b: float) -> str:
+  for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+    if b >= size:
+      return f"{b / size:.2f} {unit}"
+  return f"{int(b)} B"
+
+
 def format_plan(plan: dict) -> str:
   """The plan as a short human-readable table."""
-  gib = lambda b: f"{b / GIB:.2f} GiB"  # noqa: E731
+  gib = _fmt_bytes
   mem = plan["bytes_per_device"]
   fits = ("unknown (set plan.hbm_gib)" if plan["fits"] is None else
           f"{'yes' if plan['fits'] else 'NO'} ({gib(plan['peak_bytes_per_device'])} of "
@@ -157,8 +183,9 @@ def format_plan(plan: dict) -> str:
       f"{plan['devices']} x {plan['device_kind']}, mesh {plan['mesh']}",
       f"  global batch {plan['global_batch']}, grad_accum_steps "
       f"{plan['grad_accum_steps']}, remat {plan['remat']}",
-      f"  FLOPs per step {plan['flops_per_step']:.4g} (matmul; "
-      f"{plan['flops_per_step_per_device']:.4g} per device)",
+      f"  model FLOPs per step {plan['flops_per_step']:.4g} "
+      f"({plan['flops_per_step_per_device']:.4g} per device; with remat's recompute "
+      f"{plan['hardware_flops_per_step']:.4g})",
       f"  per device: params {gib(mem['params'])}, optimizer state "
       f"{gib(mem['opt_state'])}, batch {gib(mem['batch'])}, temporaries "
       f"{gib(mem['temporaries'])}",

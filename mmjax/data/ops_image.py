@@ -89,6 +89,45 @@ def center_crop(size, key: str = "image"):
   return _map_key(key, fn)
 
 
+@OPS.register("resize_small")
+def resize_small(size: int, key: str = "image", method: str = "bilinear"):
+  """Resizes so that the shorter side is `size`, keeping the aspect ratio (ImageNet
+  eval: resize_small(256)|center_crop(224))."""
+  if not isinstance(size, int) or size <= 0:
+    raise ConfigError(f"Preprocessing op 'resize_small': size must be a positive int, "
+                      f"got {size!r}.")
+
+  def fn(img, seed):
+    del seed
+    hw = tf.cast(tf.shape(img)[:2], tf.float32)
+    scale = size / tf.reduce_min(hw)
+    new = tf.cast(tf.round(hw * scale), tf.int32)
+    return _like(tf.image.resize(img, new, method=method, antialias=True), img.dtype)
+  return _map_key(key, fn)
+
+
+@OPS.register("inception_crop")
+def inception_crop(size, area_min: float = 0.05, area_max: float = 1.0,
+                   key: str = "image"):
+  """Random-resized crop (Szegedy et al. 2015; the ImageNet training crop of ResNet and
+  ViT): a window covering [area_min, area_max] of the image with aspect ratio in
+  [3/4, 4/3], resized to [h, w]."""
+  h, w = _hw(size, "inception_crop")
+  if not 0 < area_min <= area_max <= 1:
+    raise ConfigError(f"Preprocessing op 'inception_crop': need 0 < area_min <= area_max "
+                      f"<= 1, got {area_min}, {area_max}.")
+
+  def fn(img, seed):
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(img), tf.zeros([0, 0, 4], tf.float32), seed=seed,
+        area_range=(area_min, area_max), aspect_ratio_range=(3 / 4, 4 / 3),
+        min_object_covered=0.0, use_image_if_no_bounding_boxes=True)
+    crop = tf.slice(img, begin, crop_size)
+    out = _like(tf.image.resize(crop, (h, w), antialias=True), img.dtype)
+    return tf.ensure_shape(out, [h, w, img.shape[-1]])
+  return _map_key(key, fn)
+
+
 @OPS.register("flip_lr")
 def flip_lr(p: float = 0.5, key: str = "image"):
   """Mirrors left-right with probability p."""

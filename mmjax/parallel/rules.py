@@ -103,10 +103,10 @@ def mesh_spec(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
   """
   used: set[str] = set()
   spec: list[Any] = []
-  uneven: list[int] = []
+  blocked: dict[int, set[str]] = {}   # dim -> mesh axes that did not divide it
   names = tuple(logical) + (None,) * (len(shape) - len(logical))
   for d, name in enumerate(names):
-    choice, blocked = None, False
+    choice = None
     for rule_name, target in rules:
       if name is None or rule_name != name:
         continue
@@ -114,30 +114,33 @@ def mesh_spec(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
       if not axes or used & set(axes):
         continue
       if shape[d] % math.prod(mesh.shape[a] for a in axes):
-        blocked = True
+        blocked.setdefault(d, set()).update(axes)
         continue
       choice = axes[0] if len(axes) == 1 else axes
       used.update(axes)
       break
-    if choice is None and blocked:
-      uneven.append(d)
     spec.append(choice)
+  # Reported only where the axis that did not divide shards no other dim of the array.
+  uneven = [d for d, axes in blocked.items() if spec[d] is None and not axes & used]
   return P(*spec), uneven
 
 
 def param_shardings(logical_specs: Any, abstract: Any, mesh: Mesh, rules: Rules) -> Any:
   """NamedShardings for a tree of arrays `abstract` whose logical PartitionSpecs are
-  `logical_specs` (same tree). Dims that do not divide evenly are replicated, logged once
-  per parameter."""
+  `logical_specs` (same tree). Dims that no rule divides are replicated (logged once)."""
+  replicated_dims = []
+
   def one(path, logical, leaf):
     spec, uneven = mesh_spec(tuple(logical), leaf.shape, mesh, rules)
-    for d in uneven:
-      logging.info("Parameter %s: dim %d (size %d, %r) does not divide by its mesh axes; "
-                   "replicated along them.", path_str(path), d, leaf.shape[d], logical[d])
+    replicated_dims.extend(f"{path_str(path)}[{logical[d]}={leaf.shape[d]}]" for d in uneven)
     return NamedSharding(mesh, spec)
 
-  return jax.tree_util.tree_map_with_path(
+  shardings = jax.tree_util.tree_map_with_path(
       one, logical_specs, abstract, is_leaf=lambda x: isinstance(x, P))
+  if replicated_dims:
+    logging.info("Replicated because no mesh axis of their rules divides them: %s.",
+                 ", ".join(replicated_dims))
+  return shardings
 
 
 def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: Any,

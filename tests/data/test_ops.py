@@ -90,6 +90,21 @@ def test_center_crop_and_resize():
   assert out.shape == (12, 8, 1) and out.dtype == np.uint8
 
 
+def test_resize_small_keeps_aspect_and_inception_crop_is_seeded():
+  img = np.random.default_rng(0).integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+  assert run("resize_small(20)", {"image": img})["image"].shape == (20, 30, 3)
+  crops = [run("inception_crop(16)", {"image": img}, seed=[s, 0])["image"] for s in (1, 1, 2)]
+  assert all(c.shape == (16, 16, 3) and c.dtype == np.uint8 for c in crops)
+  np.testing.assert_array_equal(crops[0], crops[1])
+  assert not np.array_equal(crops[0], crops[2])
+  # The whole image (area 1, aspect 3/2 allowed only when area_min=1 forces it) resized.
+  full = run("inception_crop((20, 30), area_min=1.0)", {"image": img.astype(np.float32)})
+  np.testing.assert_allclose(full["image"], run("resize((20, 30))", {
+      "image": img.astype(np.float32)})["image"], atol=1e-3)
+  with pytest.raises(ConfigError, match="area_min"):
+    run("inception_crop(16, area_min=0.0)", {"image": img})
+
+
 def test_flip_is_a_mirror():
   img = digit_image()
   np.testing.assert_array_equal(run("flip_lr(p=1.0)", {"image": img})["image"], img[:, ::-1])

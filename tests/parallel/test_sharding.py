@@ -105,7 +105,7 @@ def test_uneven_dimensions_fall_back_to_the_next_rule_or_replicate():
   fsdp = type("FakeMesh", (), {"shape": {"data": 1, "fsdp": 256, "model": 1}})()
   spec, uneven = parallel.mesh_spec((None, "embed", "mlp"), (48, 1600, 6400), fsdp,
                                     parallel.DEFAULT_RULES)
-  assert spec == P(None, None, "fsdp") and uneven == [1]
+  assert spec == P(None, None, "fsdp") and uneven == []   # sharded, on another dim
   # Size-1 axes shard nothing, so they do not take a dim from a later rule.
   spec, _ = parallel.mesh_spec(("embed", "mlp"), (64, 512), fsdp, (("mlp", "model"),
                                                                    ("mlp", "fsdp")))
