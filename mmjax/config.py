@@ -228,6 +228,17 @@ def config_variant(arg: str | None, path: str, variants: Sequence[str] = ("full"
   return variant
 
 
+def shrink_to_local(c: ml_collections.ConfigDict, *, total_steps: int = 300,
+                    batch_size: int = 64) -> None:
+  """A scale-out config's `:tiny` run on this machine: a short run, FSDP over the local
+  devices, 2 eval batches, and plans for 8 fake devices against 1 GiB."""
+  c.train.update(dict(total_steps=total_steps, batch_size=batch_size, log_every=50,
+                      eval_every=total_steps // 2, checkpoint_every=total_steps // 2))
+  c.mesh.shape = {"fsdp": -1}
+  c.plan.update(dict(devices=8, hbm_gib=1.0))
+  c.evals.update(dict(batch_size=256, max_batches=2))
+
+
 def use_embedded_digits(c: ml_collections.ConfigDict, *, image_size: int = 28,
                         rgb: bool = False, augment: str = "") -> None:
   """Points `c.data` at the embedded `mmjax_digits` (prepared offline on first use).

@@ -27,7 +27,7 @@ jax[tpu] installed.
 embedded dataset, FSDP over all local devices:
   python -m mmjax.main --config=configs/scale/gpt2_xl_fsdp.py:tiny --workdir=/tmp/gpt_tiny
 """
-from mmjax.config import config_variant, default_config
+from mmjax.config import config_variant, default_config, shrink_to_local
 
 
 def get_config(arg=None):
@@ -59,9 +59,5 @@ def get_config(arg=None):
     c.model.update(dict(vocab_size=260, max_len=48, width=64, depth=2, num_heads=4,
                         mlp_dim=256, dtype="float32"))
     c.optim.update(dict(learning_rate=3e-3, warmup_steps=30))
-    c.train.update(dict(total_steps=300, batch_size=64, log_every=50, eval_every=150,
-                        checkpoint_every=150))
-    c.mesh.shape = {"fsdp": -1}
-    c.plan.update(dict(devices=8, hbm_gib=1.0))
-    c.evals.update(dict(batch_size=256, max_batches=2))
+    shrink_to_local(c)
   return c

@@ -22,7 +22,7 @@ jax[tpu] installed.
 embedded dataset, FSDP over all local devices:
   python -m mmjax.main --config=configs/scale/vit_h14_fsdp.py:tiny --workdir=/tmp/vith_tiny
 """
-from mmjax.config import config_variant, default_config, use_embedded_digits
+from mmjax.config import config_variant, default_config, shrink_to_local, use_embedded_digits
 
 
 def get_config(arg=None):
@@ -52,9 +52,5 @@ def get_config(arg=None):
                    num_heads=4, mlp_dim=256, num_classes=10, pool="cls", scan_layers=True,
                    remat="dots_no_batch", dtype="float32")
     c.optim.update(dict(learning_rate=1e-3, warmup_steps=50))
-    c.train.update(dict(total_steps=300, batch_size=64, log_every=50, eval_every=150,
-                        checkpoint_every=150))
-    c.mesh.shape = {"fsdp": -1}
-    c.plan.update(dict(devices=8, hbm_gib=1.0))
-    c.evals.update(dict(batch_size=256, max_batches=2))
+    shrink_to_local(c)
   return c

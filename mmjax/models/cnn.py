@@ -6,8 +6,10 @@
 
 Layer shapes follow the PyTorch reference code (convolutions without bias, PyTorch
 BatchNorm epsilon 1e-5 and momentum 0.1 == flax momentum 0.9), so parameter counts match
-the published ones. Conv/BatchNorm parameters carry no logical axis names: these models are
-small and run data-parallel (replicated parameters).
+the published ones. Channels carry the logical axis 'embed' (convolution kernels
+[kh, kw, in, out] on `out`, BatchNorm and biases on their only axis, dense layers on their
+input), so FSDP shards them like a transformer's width; tensor parallelism leaves them
+alone. The wrapped initializers draw exactly the values of the plain ones.
 """
 from __future__ import annotations
 
@@ -37,11 +39,24 @@ def _conv(features: int, kernel: int, stride: int, dtype, name: str | None = Non
   pad = kernel // 2
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
-                 kernel_init=_HE_FAN_OUT, conv_general_dilated=canonical_conv, name=name)
+                 kernel_init=layers.partitioned(_HE_FAN_OUT, _CONV_AXES),
+                 conv_general_dilated=canonical_conv, name=name)
+
+
+_CONV_AXES = (None, None, None, "embed")
+_LECUN = nn.initializers.lecun_normal()   # flax's nn.Dense / nn.Conv default
 
 
 def _batch_norm(dtype, name: str | None = None) -> nn.BatchNorm:
-  return nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=dtype, name=name)
+  return nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=dtype, name=name,
+                      scale_init=layers.partitioned(layers.ones, ("embed",)),
+                      bias_init=layers.partitioned(layers.zeros, ("embed",)))
+
+
+def _dense(features: int, dtype=jnp.float32, names=("embed", None)) -> nn.Dense:
+  """flax's default nn.Dense (LeCun-normal kernel, zero bias) with logical axes."""
+  return nn.Dense(features, dtype=dtype, kernel_init=layers.partitioned(_LECUN, names),
+                  bias_init=layers.partitioned(layers.zeros, names[1:]))
 
 
 @MODELS.register("mnist_cnn")
@@ -53,12 +68,14 @@ class MnistCNN(nn.Module):
 
   def setup(self):
     conv = functools.partial(nn.Conv, kernel_size=(4, 4), strides=(2, 2),
-                             padding=((1, 1), (1, 1)), conv_general_dilated=canonical_conv)
+                             padding=((1, 1), (1, 1)), conv_general_dilated=canonical_conv,
+                             kernel_init=layers.partitioned(_LECUN, _CONV_AXES),
+                             bias_init=layers.partitioned(layers.zeros, ("embed",)))
     self.conv1 = conv(16)
     self.conv2 = conv(32)
-    self.fc1 = nn.Dense(100)
+    self.fc1 = _dense(100, names=("embed", None))
     if self.num_classes > 0:
-      self.fc2 = nn.Dense(self.num_classes)
+      self.fc2 = _dense(self.num_classes)
 
   def embed(self, batch: dict, *, train: bool = False) -> dict:
     """batch -> {'image': [B,H,W,C]} pixels in [0,1]."""
@@ -123,7 +140,7 @@ class _PreActNet(nn.Module):
                    for features, n, stride in stages for i in range(n)]
     self.bn = _batch_norm(dt)
     if self.num_classes > 0:
-      self.head = nn.Dense(self.num_classes, dtype=dt)
+      self.head = _dense(self.num_classes, dt)
     if self.projection_dim > 0:
       width = stages[-1][0]
       self.projection = layers.ProjectionHead(width, self.projection_dim, dt)

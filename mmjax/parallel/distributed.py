@@ -14,6 +14,8 @@ Where the settings come from, first match wins:
      TPU_ACCELERATOR_TYPE set): `jax.distributed.initialize()` with no arguments, since JAX
      reads the pod's topology itself;
   4. otherwise a single-process run, and nothing is initialised.
+MMJAX_DISTRIBUTED=0 skips 2 and 3: one process on its local devices inside a SLURM
+allocation or on one TPU VM worker.
 """
 from __future__ import annotations
 
@@ -121,7 +123,8 @@ def cluster_settings(coordinator_address: str | None = None, num_processes: int 
     values[arg] = value
   if len(missing) < len(_EXPLICIT):
     if missing:
-      raise ConfigError(f"A multi-process run needs all three settings but {' and '.join(missing)} "
+      raise ConfigError(f"A multi-process run needs all three settings but "
+                        f"{' and '.join(missing)} "
                         f"{'is' if len(missing) == 1 else 'are'} not set: set "
                         f"{'it' if len(missing) == 1 else 'them'} as well, or unset the others "
                         "for a single-process run.")
@@ -129,6 +132,8 @@ def cluster_settings(coordinator_address: str | None = None, num_processes: int 
                            _to_int(values["num_processes"], "num_processes"),
                            _to_int(values["process_id"], "process_id"),
                            "from arguments / MMJAX_* variables")
+  if env.get("MMJAX_DISTRIBUTED") == "0":   # e.g. a single-process run inside salloc
+    return None
   if env.get("SLURM_JOB_ID") and _to_int(env.get("SLURM_NTASKS", 1), "SLURM_NTASKS") > 1:
     return _slurm_settings(env)
   if any(env.get(var) for var in _TPU_VARS):

@@ -1,7 +1,8 @@
 """Run as a script with 8 fake CPU devices: restores checkpoints onto meshes other than
 the one that wrote them. Prints RESULTS {name: max abs param diff vs the reference}.
 
-  python -m tests.parallel.restore_across_meshes DATA_DIR REFERENCE_WORKDIR MULTIPROCESS_WORKDIR SCRATCH
+  python -m tests.parallel.restore_across_meshes DATA_DIR REFERENCE_WORKDIR \
+      MULTIPROCESS_WORKDIR SCRATCH
 
 1. The 2-process run's checkpoint (4 devices, {'data': 2, 'fsdp': 2}) restored in this one
    process on 8 devices ({'fsdp': 8}) and on 1 device, against the 1-process run's.

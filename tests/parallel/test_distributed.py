@@ -53,6 +53,11 @@ def test_slurm():
   assert cluster_settings(env=env)["coordinator_address"] == "gpu-7:4000"
 
 
+def test_opt_out_of_cluster_detection():
+  assert cluster_settings(env={**SLURM_ENV, "MMJAX_DISTRIBUTED": "0"}) is None
+  assert cluster_settings(env={"TPU_NAME": "pod", "MMJAX_DISTRIBUTED": "0"}) is None
+
+
 def test_slurm_single_task_is_single_process():
   assert cluster_settings(env={**SLURM_ENV, "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
 
