@@ -52,8 +52,8 @@ def test_remat_and_accumulation_trade_compute_for_memory(plans):
 
 def test_fit_verdict(plans):
   assert plans["fsdp"]["fits"] is True
-  assert plans["tiny_hbm"]["fits"] is False
-  assert plans["tiny_hbm"]["peak_bytes_per_device"] > 0.001 * 2**30
+  assert plans["dp"]["fits"] is False
+  assert plans["dp"]["peak_bytes_per_device"] > 0.001 * 2**30
 
 
 def test_plan_mode_from_the_command_line(tmp_path):

@@ -19,7 +19,6 @@ MESHES = {
     "fsdp": ({"fsdp": 8}, 8),
     "tp": ({"model": 4}, 4),
     "fsdp_tp": ({"fsdp": 2, "model": 4}, 8),
-    "dp_fsdp_tp": ({"data": 2, "fsdp": 2, "model": 2}, 8),
 }
 MODELS = {
     # A GPT-style decoder with scanned, rematerialised layers, trained with AdamW.
