@@ -31,5 +31,7 @@ setup(
         ],
         # sacrebleu: tests compare mmjax.evals.bleu with it live (its scores are also recorded).
         "test": ["pytest>=8", "scikit-learn>=1.3", "sacrebleu>=2.3"],
+        # The PyTorch side of the throughput comparison (benchmarks/torch_gpt.py) only.
+        "bench": ["torch>=2.3"],
     },
 )

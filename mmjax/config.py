@@ -18,7 +18,7 @@ from ml_collections import config_dict
 
 from mmjax.errors import ConfigError
 
-MODES = ("train", "eval", "plan")
+MODES = ("train", "eval", "plan", "bench")
 
 
 def per_modality(default) -> config_dict.FieldReference:
@@ -81,6 +81,10 @@ def default_config() -> ml_collections.ConfigDict:
   # devices (0 = this machine's devices) or a TPU `topology` ('v5e:16x16', needs
   # jax[tpu]) and check the peak memory per device against `hbm_gib` (0 = not checked).
   c.plan = dict(devices=0, topology="", hbm_gib=0.0)
+  # --mode=bench (mmjax/bench/throughput.py): `steps` timed train steps after `warmup`, on
+  # synthetic data; `compare` adds 'bare' (a hand-written jax.jit step) and 'pipeline'
+  # (the real input pipeline) in the same run.
+  c.bench = dict(steps=20, warmup=3, compare=())
   c.evals = dict(batch_size=256, max_batches=0, use_ema=True)
   # Robust accuracy with each eval when `attack` is set (mmjax/train/robust_eval.py):
   # the first `num_examples` eval examples, the sanity suite's verdicts in the metrics,

@@ -1,7 +1,7 @@
 """mmjax's binary.
 
   python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/qs \
-      [--mode=train|eval|plan] [--config.train.total_steps=300 ...]
+      [--mode=train|eval|plan|bench] [--config.train.total_steps=300 ...]
 
 Multi-host runs start JAX's distributed runtime first: from --coordinator_address,
 --num_processes and --process_id, or the MMJAX_* / SLURM / TPU environment
@@ -31,7 +31,8 @@ _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "train: train (resuming from the workdir); eval: evaluate the "
                           "newest checkpoint in the workdir; plan: compile the train step "
                           "for the config's mesh without running it and report FLOPs and "
-                          "per-device memory (config.plan).")
+                          "per-device memory (config.plan); bench: time warm train steps on "
+                          "synthetic data, with MFU (config.bench).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, for multi-host runs (else from "
     "MMJAX_COORDINATOR_ADDRESS, SLURM or the TPU pod).")
@@ -69,9 +70,12 @@ def _main(argv) -> None:
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "eval":
       loop.evaluate(_CONFIG.value, _WORKDIR.value)
-    else:
+    elif _MODE.value == "plan":
       from mmjax.bench import plan
       plan.plan_train_step(_CONFIG.value, _WORKDIR.value)
+    else:
+      from mmjax.bench import throughput
+      throughput.run_bench(_CONFIG.value, _WORKDIR.value)
   except MmjaxError as e:
     _fail(str(e))
 

@@ -19,7 +19,8 @@ CONFIGS = [(os.path.relpath(p, REPO), None)
            for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
            if not p.endswith("quickstart.py")]
 CONFIGS.append(("configs/captions_lm.py", "mlm"))
-CONFIGS.append(("configs/multimodal_digits.py", "bottleneck"))   # siglip, concat: unit tests
+# multimodal_digits.py's :siglip, :concat and :bottleneck differ from the default only in
+# options that tests/models/test_multimodal.py and tests/objectives cover.
 PAPERS = sorted(os.path.relpath(p, REPO)
                 for p in glob.glob(os.path.join(REPO, "configs", "papers", "*.py")))
 CONFIGS += [(p, "tiny") for p in PAPERS]

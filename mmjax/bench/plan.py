@@ -55,14 +55,14 @@ def _shard_bytes(tree: Any) -> int:
   return total
 
 
-def _element(config) -> dict:
+def example_element(config) -> dict:
   """The train example's shapes: from the dataset when it can be described here, else
   from the model (no TensorFlow or dataset needed)."""
   try:
     from mmjax import data  # pylint: disable=g-import-not-at-top
     return data.dataset_info(config.data)["train_element"]
   except Exception as e:  # pylint: disable=broad-except  # no TF, or data not here
-    logging.info("Plan: shapes from the model config (dataset not readable here: %s).",
+    logging.info("Shapes from the model config (dataset not readable here: %s).",
                  str(e).splitlines()[0][:120] if str(e) else type(e).__name__)
     return synthetic.element_spec(config)
 
@@ -71,34 +71,20 @@ def plan_train_step(config: ml_collections.ConfigDict, workdir: str,
                     devices: list | None = None) -> dict[str, Any]:
   """Compiles the train step of `config` for `devices` (default: the plan's target) and
   returns the plan as a dict (also written to `<workdir>/plan.json`)."""
-  from mmjax.train import loop, step as step_lib  # pylint: disable=g-import-not-at-top
+  from mmjax.train import loop  # pylint: disable=g-import-not-at-top
   if devices is None and config.plan.topology:
     devices = topology_devices(config.plan.topology)
   devices = list(jax.devices() if devices is None else devices)
   exp = loop.build_experiment(config, workdir, "plan", devices=devices,
-                              element=_element(config))
+                              element=example_element(config))
   state = exp.abstract_state
-  batch = {k: jax.ShapeDtypeStruct((config.train.batch_size, *v.shape[1:]), v.dtype,
-                                   sharding=exp.batch_sharding)
-           for k, v in exp.example_batch.items()}
-  replicated = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec())
-  acc = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                     jax.eval_shape(loop.accumulator_factory(exp)))
+  batch, acc = abstract_step_inputs(exp)
   train_step, _ = loop.compile_steps(exp)
   start = time.perf_counter()
   lowered = train_step.lower(state, batch, acc)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
-  step_fn = step_lib.make_train_step(exp.loss_fn, exp.tx,
-                                     grad_accum_steps=config.optim.grad_accum_steps,
-                                     ema_decay=config.optim.ema_decay)
-  counted = flops_lib.count_flops(step_fn, state, batch, acc)
-  model_flops = counted["matmul"]
-  if config.model.get("remat", "none") != "none":
-    # Model FLOPs (for MFU) exclude the forward passes remat recomputes.
-    plain = config.copy_and_resolve_references()
-    plain.model.remat = "none"
-    model_flops = _step_flops(plain, workdir, devices, exp.example_batch, batch, acc)
+  model_flops, hardware_flops = step_flops(exp, workdir, batch, acc)
   memory = compiled.memory_analysis()
   n = len(devices)
   per_device = {
@@ -126,8 +112,7 @@ def plan_train_step(config: ml_collections.ConfigDict, workdir: str,
       "parameters": models.param_count(state.params),
       "flops_per_step": model_flops,
       "flops_per_step_per_device": model_flops / n,
-      "hardware_flops_per_step": counted["matmul"],
-      "flops_detail": counted,
+      "hardware_flops_per_step": hardware_flops,
       "xla_flops_per_device": _xla_flops(compiled),
       "bytes_per_device": per_device,
       "peak_bytes_per_device": peak,
@@ -142,16 +127,43 @@ def plan_train_step(config: ml_collections.ConfigDict, workdir: str,
   return plan
 
 
-def _step_flops(config, workdir, devices, example_batch, batch, acc) -> float:
-  """Matmul FLOPs of one train step of `config` (traced only, never compiled)."""
-  from mmjax.train import loop, step as step_lib  # pylint: disable=g-import-not-at-top
-  element = {k: {"shape": v.shape[1:], "dtype": v.dtype.name}
-             for k, v in example_batch.items()}
-  exp = loop.build_experiment(config, workdir, "plan", devices=devices, element=element)
+def abstract_step_inputs(exp) -> tuple[dict, dict]:
+  """(global batch, metric accumulator) as ShapeDtypeStructs with the step's shardings."""
+  from mmjax.train import loop  # pylint: disable=g-import-not-at-top
+  batch = {k: jax.ShapeDtypeStruct((exp.config.train.batch_size, *v.shape[1:]), v.dtype,
+                                   sharding=exp.batch_sharding)
+           for k, v in exp.example_batch.items()}
+  replicated = jax.sharding.NamedSharding(exp.mesh, jax.sharding.PartitionSpec())
+  acc = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                     jax.eval_shape(loop.accumulator_factory(exp)))
+  return batch, acc
+
+
+def _matmul_flops(exp, batch, acc) -> float:
+  """Matmul FLOPs of one train step of `exp` (traced only, never compiled)."""
+  from mmjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  config = exp.config
   step_fn = step_lib.make_train_step(exp.loss_fn, exp.tx,
                                      grad_accum_steps=config.optim.grad_accum_steps,
                                      ema_decay=config.optim.ema_decay)
   return flops_lib.count_flops(step_fn, exp.abstract_state, batch, acc)["matmul"]
+
+
+def step_flops(exp, workdir: str, batch, acc) -> tuple[float, float]:
+  """(model FLOPs, hardware FLOPs) of one train step: matmul FLOPs counted from the
+  jaxpr, the first without remat's recomputation (what MFU divides by), the second with
+  it (what the device executes)."""
+  from mmjax.train import loop  # pylint: disable=g-import-not-at-top
+  hardware = _matmul_flops(exp, batch, acc)
+  if exp.config.model.get("remat", "none") == "none":
+    return hardware, hardware
+  plain = exp.config.copy_and_resolve_references()
+  plain.model.remat = "none"
+  element = {k: {"shape": v.shape[1:], "dtype": v.dtype.name}
+             for k, v in exp.example_batch.items()}
+  plain_exp = loop.build_experiment(plain, workdir, "plan", devices=list(
+      exp.mesh.devices.flat), element=element)
+  return _matmul_flops(plain_exp, batch, acc), hardware
 
 
 def _xla_flops(compiled) -> float | None:

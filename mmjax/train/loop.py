@@ -122,8 +122,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
       abstract, models.logical_partition_specs(model, init_batch), tx, mesh, rules)
   abstract = jax.tree.map(
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract, shardings)
-  # A plan only compiles: it neither reads nor writes checkpoints.
-  checkpointer = None if mode == "plan" else checkpoint_lib.Checkpointer(
+  # Plans and benchmarks neither read nor write checkpoints.
+  checkpointer = None if mode in ("plan", "bench") else checkpoint_lib.Checkpointer(
       workdir, keep=config.train.keep_checkpoints,
       async_save=config.train.async_checkpoints)
   exp = Experiment(config=config, workdir=workdir, mesh=mesh, model=model,

@@ -1,0 +1,246 @@
+"""`--mode=bench`: warm train steps of any config on synthetic on-device data.
+
+Reports step time (median, p10, p90 of steps each timed to completion, and the mean of a
+pipelined run with no host synchronisation inside), examples/s, tokens/s, model TFLOP/s
+and MFU against the device's peak, compile time and peak device memory, as JSON in
+`<workdir>/bench.json`. No TensorFlow is needed: the batch is random data shaped like
+the training examples (from the dataset's description when it is readable here, else
+from the model config: `mmjax.bench.synthetic`), placed on the devices once.
+
+MFU = model FLOPs per step (matmuls counted from the jaxpr, remat's recompute excluded)
+/ (step time x devices x peak FLOP/s per device). Peaks are the vendors' dense numbers
+for the compute dtype (`PEAK_FLOPS`); on a CPU the peak is this machine's measured
+throughput of a large jitted matmul in that dtype, measured in the same run.
+
+`bench.compare` adds, in the same run and on the same batch:
+  'bare'      the same model and loss in a bare hand-written `jax.jit` step (value_and_grad
+              + optax, donated), the overhead ratio of mmjax's step against it;
+  'pipeline'  the config's real input pipeline (TFDS, needs TensorFlow) feeding the same
+              compiled step through the trainer's device prefetch, against synthetic data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from mmjax.bench import flops as flops_lib
+from mmjax.bench import plan as plan_lib
+from mmjax.bench import synthetic
+from mmjax.errors import ConfigError
+
+# Dense peak FLOP/s per device by compute dtype, from the vendors' data sheets (no
+# sparsity). float32 on NVIDIA GPUs runs matmuls in TF32 under XLA's default precision.
+# Matched by substring of `device.device_kind`, most specific first.
+PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H100 PCIe", {"bfloat16": 756e12, "float32": 378e12}),
+    ("H100", {"bfloat16": 989e12, "float32": 494e12}),       # SXM
+    ("H200", {"bfloat16": 989e12, "float32": 494e12}),
+    ("A100", {"bfloat16": 312e12, "float32": 156e12}),
+    ("TPU v6", {"bfloat16": 918e12, "float32": 918e12}),
+    ("TPU v5 lite", {"bfloat16": 197e12, "float32": 197e12}),
+    ("TPU v5", {"bfloat16": 459e12, "float32": 459e12}),
+    ("TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
+)
+COMPARISONS = ("bare", "pipeline")
+
+
+def device_peak(device, dtype: str) -> tuple[float, str]:
+  """(peak FLOP/s, where it came from) for one device and compute dtype."""
+  if device.platform == "cpu":
+    n = 2048
+    measured = flops_lib.dense_matmul_peak(n=n, dtype=jnp.dtype(dtype))
+    return measured, f"measured: jitted {n}x{n} {dtype} matmul on this CPU"
+  for kind, peaks in PEAK_FLOPS:
+    if kind in device.device_kind:
+      return peaks[dtype], f"data sheet: {kind} dense {dtype}"
+  raise ConfigError(f"No peak FLOP/s known for device {device.device_kind!r}; add it to "
+                    "mmjax.bench.throughput.PEAK_FLOPS.")
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+  q = np.percentile(np.asarray(times), [10, 50, 90])
+  return {"p10_s": float(q[0]), "median_s": float(q[1]), "p90_s": float(q[2])}
+
+
+def _time_steps(step, carry, batch_fn, steps: int) -> tuple[Any, list[float], float]:
+  """Runs `steps` steps twice: each timed to completion (latency), then back to back
+  with one synchronisation at the end (throughput). -> (carry, times, pipelined mean)."""
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    carry = step(carry, batch_fn())
+    jax.block_until_ready(carry)
+    times.append(time.perf_counter() - start)
+  start = time.perf_counter()
+  for _ in range(steps):
+    carry = step(carry, batch_fn())
+  jax.block_until_ready(carry)
+  return carry, times, (time.perf_counter() - start) / steps
+
+
+def _peak_memory(device, compiled) -> tuple[int | None, str]:
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and "peak_bytes_in_use" in stats:
+    return int(stats["peak_bytes_in_use"]), "device allocator peak"
+  memory = compiled.memory_analysis()
+  if memory is None:
+    return None, "unknown"
+  total = (memory.argument_size_in_bytes + memory.temp_size_in_bytes
+           + max(memory.output_size_in_bytes - memory.alias_size_in_bytes, 0))
+  return int(total), "compiled executable (arguments + temporaries)"
+
+
+def _tokens_per_example(element: dict) -> int:
+  """Text tokens in one example (0 for models without text)."""
+  return sum(int(np.prod(spec["shape"])) for key, spec in element.items()
+             if key == "text" or (key.endswith("_text")))
+
+
+def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Benchmarks the train step of `config`; returns the report (and writes bench.json)."""
+  from mmjax import parallel  # pylint: disable=g-import-not-at-top
+  from mmjax.train import loop  # pylint: disable=g-import-not-at-top
+  b = config.bench
+  unknown = sorted(set(b.compare) - set(COMPARISONS))
+  if unknown or b.steps < 1 or b.warmup < 1:
+    raise ConfigError(f"bench.steps and bench.warmup must be >= 1 and bench.compare a subset "
+                      f"of {COMPARISONS}; got steps={b.steps}, warmup={b.warmup}, "
+                      f"compare={tuple(b.compare)}.")
+  element = plan_lib.example_element(config)
+  exp = loop.build_experiment(config, workdir, "bench", element=element)
+  m = config.model
+  host = synthetic.synthetic_batch(element, exp.per_process_batch,
+                                   vocab_size=m.get("vocab_size", 256),
+                                   num_classes=m.get("num_classes", 10) or 10)
+  batch = parallel.to_global_batch(host, exp.mesh, exp.batch_sharding)
+  train_step, _ = loop.compile_steps(exp)
+  state = exp.init_state()
+  acc = loop.accumulator_factory(exp)()
+  start = time.perf_counter()
+  compiled = train_step.lower(state, batch, acc).compile()
+  compile_s = time.perf_counter() - start
+  abstract_batch, abstract_acc = plan_lib.abstract_step_inputs(exp)
+  model_flops, hardware_flops = plan_lib.step_flops(exp, workdir, abstract_batch,
+                                                    abstract_acc)
+
+  def mmjax_step(carry, batch):
+    return compiled(carry[0], batch, carry[1])
+
+  carry = (state, acc)
+  for _ in range(b.warmup):
+    carry = mmjax_step(carry, batch)
+  jax.block_until_ready(carry)
+  carry, times, pipelined = _time_steps(mmjax_step, carry, lambda: batch, b.steps)
+
+  device = exp.mesh.devices.flat[0]
+  n_dev = exp.mesh.devices.size
+  dtype = str(m.get("dtype", "float32"))
+  peak, peak_source = device_peak(device, dtype)
+  stats = _stats(times)
+  memory, memory_source = _peak_memory(device, compiled)
+  global_batch = config.train.batch_size
+  tokens = _tokens_per_example(element) * global_batch
+  report = {
+      "config_model": m.name, "objective": config.objective.name,
+      "adversarial": config.adversarial.kind, "device": device.device_kind,
+      "devices": n_dev, "platform": device.platform, "jax": jax.__version__,
+      "date": time.strftime("%Y-%m-%d"), "mesh": dict(exp.mesh.shape),
+      "global_batch": global_batch, "dtype": dtype, "remat": m.get("remat", "none"),
+      "steps": b.steps, "warmup": b.warmup, **stats, "pipelined_mean_s": pipelined,
+      "examples_per_s": global_batch / pipelined,
+      "tokens_per_s": tokens / pipelined if tokens else None,
+      "model_flops_per_step": model_flops, "hardware_flops_per_step": hardware_flops,
+      "model_tflops_per_s": model_flops / pipelined / 1e12,
+      "peak_flops_per_device": peak, "peak_source": peak_source,
+      "mfu": model_flops / (pipelined * n_dev * peak),
+      "compile_s": compile_s, "peak_memory_bytes": memory, "memory_source": memory_source,
+  }
+  state, acc = carry
+  if "bare" in b.compare:
+    report["bare"] = _bare_step_time(exp, batch, b)
+    report["overhead_vs_bare"] = pipelined / report["bare"]["pipelined_mean_s"] - 1.0
+  if "pipeline" in b.compare:
+    report["pipeline"] = _pipeline_time(exp, compiled, (state, acc), b)
+    report["pipeline_slowdown"] = report["pipeline"]["pipelined_mean_s"] / pipelined - 1.0
+  if jax.process_index() == 0:
+    with open(os.path.join(exp.workdir, "bench.json"), "w") as f:
+      json.dump(report, f, indent=2)
+  logging.info("%s", format_report(report))
+  return report
+
+
+def _bare_step_time(exp, batch: dict, b) -> dict[str, float]:
+  """The same model and loss in a minimal hand-written jitted step: value_and_grad of the
+  objective, an optax update, donated buffers; no metrics, shardings or checks."""
+  loss_fn, tx = exp.loss_fn, exp.tx
+  init = exp.init_state()
+  params, opt_state, model_state = init.params, init.opt_state, init.model_state
+  rng = jax.random.key(0)
+
+  def bare_step(carry, batch):
+    params, opt_state = carry
+    (_, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch, rng, model_state=model_state, train=True)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  bare = jax.jit(bare_step, donate_argnums=(0,))
+  carry = (params, opt_state)
+  for _ in range(b.warmup):
+    carry = bare(carry, batch)
+  jax.block_until_ready(carry)
+  _, times, pipelined = _time_steps(bare, carry, lambda: batch, b.steps)
+  return {**_stats(times), "pipelined_mean_s": pipelined}
+
+
+def _pipeline_time(exp, compiled, carry, b) -> dict[str, float]:
+  """The compiled step fed by the real input pipeline and the trainer's device prefetch."""
+  from mmjax import data, parallel  # pylint: disable=g-import-not-at-top  # TensorFlow
+  t = exp.config.train
+  batches = data.make_train_iterator(exp.config.data, batch_size=exp.per_process_batch,
+                                     seed=t.seed)
+  device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch,
+                                             exp.batch_sharding)
+
+  def step(carry, batch):
+    return compiled(carry[0], batch, carry[1])
+
+  for _ in range(b.warmup):
+    carry = step(carry, next(device_batches))
+  jax.block_until_ready(carry)
+  _, times, pipelined = _time_steps(step, carry, lambda: next(device_batches), b.steps)
+  device_batches.close()
+  return {**_stats(times), "pipelined_mean_s": pipelined}
+
+
+def format_report(r: dict) -> str:
+  """The report as a few human-readable lines."""
+  lines = [
+      f"bench: {r['config_model']} ({r['objective']}, adversarial {r['adversarial']}), "
+      f"{r['devices']} x {r['device']}, batch {r['global_batch']}, {r['dtype']}",
+      f"  step {r['pipelined_mean_s'] * 1e3:.1f} ms pipelined; timed one by one: median "
+      f"{r['median_s'] * 1e3:.1f}, p10 {r['p10_s'] * 1e3:.1f}, p90 {r['p90_s'] * 1e3:.1f} ms",
+      f"  {r['examples_per_s']:.1f} examples/s"
+      + (f", {r['tokens_per_s']:.0f} tokens/s" if r["tokens_per_s"] else ""),
+      f"  {r['model_tflops_per_s']:.3f} model TFLOP/s; MFU {100 * r['mfu']:.1f}% of "
+      f"{r['peak_flops_per_device'] / 1e12:.3f} TFLOP/s per device ({r['peak_source']})",
+      f"  compile {r['compile_s']:.1f} s; peak memory "
+      f"{(r['peak_memory_bytes'] or 0) / 2**20:.1f} MiB ({r['memory_source']})",
+  ]
+  if "bare" in r:
+    lines.append(f"  bare jax.jit step {r['bare']['pipelined_mean_s'] * 1e3:.1f} ms: mmjax "
+                 f"overhead {100 * r['overhead_vs_bare']:+.1f}%")
+  if "pipeline" in r:
+    lines.append(f"  real input pipeline {r['pipeline']['pipelined_mean_s'] * 1e3:.1f} ms: "
+                 f"{100 * r['pipeline_slowdown']:+.1f}% vs synthetic")
+  return "\n".join(lines)
