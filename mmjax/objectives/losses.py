@@ -55,8 +55,21 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array, *,
 
 
 def top1_correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """[...] float32: 1 where argmax(logits[..., :]) == labels, else 0."""
-  return (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  """logits [..., K], labels [...] int -> [...] float32: 1 where the label's logit is the
+  row's maximum, else 0 (also 0 for a constant row, i.e. a collapsed model, and for
+  labels outside [0, K)).
+
+  This equals argmax(logits) == labels except for exact ties at the maximum. It uses two
+  plain reductions, and the max is shared with the softmax's. argmax's variadic reduction
+  is 4x slower on CPU, where over a 50,257-word vocabulary it cost 2% of a GPT-2 step.
+  """
+  k = logits.shape[-1]
+  labels = jnp.asarray(labels, jnp.int32)
+  valid = (labels >= 0) & (labels < k)
+  label_logit = jnp.take_along_axis(logits, jnp.clip(labels, 0, k - 1)[..., None],
+                                    axis=-1)[..., 0]
+  correct = (label_logit >= logits.max(axis=-1)) & (label_logit > logits.min(axis=-1))
+  return (correct & valid).astype(jnp.float32)
 
 
 def next_token_targets(lm_logits: jax.Array, tokens: jax.Array,

@@ -36,6 +36,20 @@ def test_softmax_cross_entropy_two_examples_three_classes():
   np.testing.assert_array_equal(losses.top1_correct(logits, labels), [1.0, 0.0])
 
 
+def test_top1_correct_matches_argmax_and_refuses_constant_rows():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(200, 37)).astype(np.float32)
+  labels = rng.integers(0, 37, 200)
+  labels[:100] = logits[:100].argmax(-1)          # half right, half mostly wrong
+  np.testing.assert_array_equal(losses.top1_correct(logits, labels),
+                                (logits.argmax(-1) == labels).astype(np.float32))
+  # A collapsed model (constant logits) is not right, and labels out of range never are.
+  np.testing.assert_array_equal(losses.top1_correct(np.zeros((2, 5)), np.array([0, 3])),
+                                [0.0, 0.0])
+  np.testing.assert_array_equal(losses.top1_correct(logits[:3], np.array([-1, 37, 99])),
+                                [0.0, 0.0, 0.0])
+
+
 def test_softmax_cross_entropy_label_smoothing():
   logits = jnp.array([[1.0, 2.0, 3.0]])
   # alpha = 0.3, K = 3: target = 0.7 * onehot(0) + 0.1 = [0.8, 0.1, 0.1].
