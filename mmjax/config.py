@@ -243,6 +243,24 @@ def shrink_to_local(c: ml_collections.ConfigDict, *, total_steps: int = 300,
   c.evals.update(dict(batch_size=256, max_batches=2))
 
 
+def bench_variant(c: ml_collections.ConfigDict, variant: str, *, cpu_batch: int,
+                  gpu_batch: int, tiny_model: dict, gpu_model: dict | None = None) -> None:
+  """The shared shape of configs/bench/*: synthetic data (no dataset), and per variant the
+  batch, the model changes and the number of timed steps. 'cpu': `cpu_batch`, float32;
+  'gpu': `gpu_batch`, bfloat16 compute, scanned layers (+ `gpu_model`); 'tiny':
+  `tiny_model`, a smoke test."""
+  c.data.name = "benchmark_has_no_dataset"   # shapes come from the model
+  c.train.update(dict(batch_size=cpu_batch, total_steps=10))
+  c.bench.update(dict(steps=5, warmup=2))
+  if variant == "gpu":
+    c.model.update(dict(scan_layers=True, dtype="bfloat16", **(gpu_model or {})))
+    c.train.batch_size = gpu_batch
+    c.bench.update(dict(steps=20, warmup=3))
+  elif variant == "tiny":
+    c.model.update(tiny_model)
+    c.bench.update(dict(steps=2, warmup=1))
+
+
 def use_embedded_digits(c: ml_collections.ConfigDict, *, image_size: int = 28,
                         rgb: bool = False, augment: str = "") -> None:
   """Points `c.data` at the embedded `mmjax_digits` (prepared offline on first use).

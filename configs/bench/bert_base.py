@@ -10,7 +10,7 @@ Command (synthetic data; docs/benchmarks.md):
   python -m mmjax.main --config=configs/bench/bert_base.py --workdir=/tmp/bench_bert \
       --mode=bench
 """
-from mmjax.config import config_variant, default_config
+from mmjax.config import bench_variant, config_variant, default_config
 
 
 def get_config(arg=None):
@@ -21,15 +21,7 @@ def get_config(arg=None):
                  tie_embeddings=True, scan_layers=False, remat="none", dtype="float32")
   c.objective = dict(name="mlm")
   c.optim.update(dict(name="adamw", learning_rate=1e-4, weight_decay=0.01, warmup_steps=0))
-  c.data.name = "benchmark_has_no_dataset"
-  c.train.update(dict(batch_size=8, total_steps=10))
-  c.bench.update(dict(steps=5, warmup=2))
-  if variant == "gpu":
-    c.model.update(dict(max_len=512, scan_layers=True, dtype="bfloat16"))
-    c.train.batch_size = 32
-    c.bench.update(dict(steps=20, warmup=3))
-  elif variant == "tiny":
-    c.model.update(dict(vocab_size=260, max_len=32, width=64, depth=2, num_heads=4,
-                        mlp_dim=256))
-    c.bench.update(dict(steps=2, warmup=1))
+  bench_variant(c, variant, cpu_batch=8, gpu_batch=32, gpu_model=dict(max_len=512),
+                tiny_model=dict(vocab_size=260, max_len=32, width=64, depth=2, num_heads=4,
+                                mlp_dim=256))
   return c

@@ -13,7 +13,7 @@ Command (synthetic data, no TensorFlow needed; results in docs/benchmarks.md):
       --mode=bench '--config.bench.compare=("bare",)'
 The PyTorch reference of the same model: benchmarks/torch_gpt.py.
 """
-from mmjax.config import config_variant, default_config
+from mmjax.config import bench_variant, config_variant, default_config
 
 
 def get_config(arg=None):
@@ -25,15 +25,7 @@ def get_config(arg=None):
   c.objective = dict(name="clm")
   c.optim.update(dict(name="adamw", learning_rate=6e-4, b2=0.95, weight_decay=0.1,
                       clip_norm=1.0, warmup_steps=0))
-  c.data.name = "benchmark_has_no_dataset"   # shapes come from the model
-  c.train.update(dict(batch_size=4, total_steps=10))
-  c.bench.update(dict(steps=5, warmup=2))
-  if variant == "gpu":
-    c.model.update(dict(max_len=1024, scan_layers=True, dtype="bfloat16"))
-    c.train.batch_size = 16
-    c.bench.update(dict(steps=20, warmup=3))
-  elif variant == "tiny":
-    c.model.update(dict(vocab_size=260, max_len=32, width=64, depth=2, num_heads=4,
-                        mlp_dim=256))
-    c.bench.update(dict(steps=2, warmup=1))
+  bench_variant(c, variant, cpu_batch=4, gpu_batch=16, gpu_model=dict(max_len=1024),
+                tiny_model=dict(vocab_size=260, max_len=32, width=64, depth=2, num_heads=4,
+                                mlp_dim=256))
   return c

@@ -8,7 +8,7 @@ Command (synthetic data; docs/benchmarks.md):
   python -m mmjax.main --config=configs/bench/vit_b16.py --workdir=/tmp/bench_vit \
       --mode=bench
 """
-from mmjax.config import config_variant, default_config
+from mmjax.config import bench_variant, config_variant, default_config
 
 
 def get_config(arg=None):
@@ -19,15 +19,7 @@ def get_config(arg=None):
                  scan_layers=False, remat="none", dtype="float32")
   c.objective = dict(name="supervised")
   c.optim.update(dict(name="adamw", learning_rate=1e-3, weight_decay=0.1, warmup_steps=0))
-  c.data.name = "benchmark_has_no_dataset"
-  c.train.update(dict(batch_size=8, total_steps=10))
-  c.bench.update(dict(steps=5, warmup=2))
-  if variant == "gpu":
-    c.model.update(dict(scan_layers=True, dtype="bfloat16"))
-    c.train.batch_size = 128
-    c.bench.update(dict(steps=20, warmup=3))
-  elif variant == "tiny":
-    c.model.update(dict(image_size=28, patch_size=7, channels=1, width=64, depth=2,
-                        num_heads=4, mlp_dim=256, num_classes=10))
-    c.bench.update(dict(steps=2, warmup=1))
+  bench_variant(c, variant, cpu_batch=8, gpu_batch=128,
+                tiny_model=dict(image_size=28, patch_size=7, channels=1, width=64, depth=2,
+                                num_heads=4, mlp_dim=256, num_classes=10))
   return c
