@@ -87,6 +87,7 @@ def plan_train_step(config: ml_collections.ConfigDict, workdir: str,
   model_flops, hardware_flops = step_flops(exp, workdir, batch, acc)
   memory = compiled.memory_analysis()
   n = len(devices)
+  peak = compiled_peak_bytes(memory)
   per_device = {
       "params": _shard_bytes(state.params) + _shard_bytes(state.ema_params or {}),
       "opt_state": _shard_bytes(state.opt_state),
@@ -97,8 +98,6 @@ def plan_train_step(config: ml_collections.ConfigDict, workdir: str,
       "aliased": int(getattr(memory, "alias_size_in_bytes", 0)),
       "code": int(getattr(memory, "generated_code_size_in_bytes", 0)),
   }
-  peak = per_device["arguments"] + per_device["temporaries"] + max(
-      per_device["outputs"] - per_device["aliased"], 0)
   hbm = float(config.plan.hbm_gib) * GIB
   from mmjax import models  # pylint: disable=g-import-not-at-top
   plan = {
@@ -125,6 +124,13 @@ def plan_train_step(config: ml_collections.ConfigDict, workdir: str,
       json.dump(plan, f, indent=2)
   logging.info("%s", format_plan(plan))
   return plan
+
+
+def compiled_peak_bytes(memory) -> int:
+  """Peak bytes per device of a compiled executable from its memory analysis: arguments
+  + temporaries + the outputs that do not alias (donated) arguments."""
+  return int(memory.argument_size_in_bytes + memory.temp_size_in_bytes
+             + max(memory.output_size_in_bytes - memory.alias_size_in_bytes, 0))
 
 
 def abstract_step_inputs(exp) -> tuple[dict, dict]:

@@ -95,15 +95,7 @@ def _peak_memory(device, compiled) -> tuple[int | None, str]:
   memory = compiled.memory_analysis()
   if memory is None:
     return None, "unknown"
-  total = (memory.argument_size_in_bytes + memory.temp_size_in_bytes
-           + max(memory.output_size_in_bytes - memory.alias_size_in_bytes, 0))
-  return int(total), "compiled executable (arguments + temporaries)"
-
-
-def _tokens_per_example(element: dict) -> int:
-  """Text tokens in one example (0 for models without text)."""
-  return sum(int(np.prod(spec["shape"])) for key, spec in element.items()
-             if key == "text" or (key.endswith("_text")))
+  return plan_lib.compiled_peak_bytes(memory), "compiled executable (arguments + temporaries)"
 
 
 def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -149,7 +141,8 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   stats = _stats(times)
   memory, memory_source = _peak_memory(device, compiled)
   global_batch = config.train.batch_size
-  tokens = _tokens_per_example(element) * global_batch
+  # Text tokens per step (0 for models without text).
+  tokens = int(np.prod(element["text"]["shape"])) * global_batch if "text" in element else 0
   report = {
       "config_model": m.name, "objective": config.objective.name,
       "adversarial": config.adversarial.kind, "device": device.device_kind,

@@ -153,9 +153,10 @@ def _host_split(builder, split: str, *, drop_remainder: bool, what: str):
   return host, _num_examples(builder, host, what), total
 
 
-def process_shards(data_config: Any, batch_size: int) -> list[int]:
-  """The indices of the train shards this process reads (`data.shards`, 0 = one per
-  process), checked against the process count and the per-process `batch_size`."""
+def process_shards(data_config: Any, batch_size: int) -> tuple[int, list[int]]:
+  """(number of train shards, indices of those this process reads): `data.shards`
+  (0 = one per process), checked against the process count and the per-process
+  `batch_size`."""
   index, count = process_index_and_count()
   shards = int(_get(data_config, "shards")) or count
   if shards % count or batch_size % (shards // count):
@@ -163,7 +164,7 @@ def process_shards(data_config: Any, batch_size: int) -> list[int]:
                       f"and divide the per-process batch of {batch_size} into equal parts "
                       "(0 = one shard per process).")
   per_process = shards // count
-  return list(range(index * per_process, (index + 1) * per_process))
+  return shards, list(range(index * per_process, (index + 1) * per_process))
 
 
 def _to_jax_dtypes(example: dict) -> dict:
@@ -213,11 +214,10 @@ def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
     raise ConfigError(f"Need batch_size > 0 and start_batch >= 0, got {batch_size}, {start_batch}.")
   # The spec is checked before the dataset is touched (or prepared).
   preprocess = ops.build_preprocess_fn(_get(data_config, "preprocess_train"))
-  shards = process_shards(data_config, batch_size)
+  num_shards, shards = process_shards(data_config, batch_size)
   builder = get_builder(data_config)
   split = _get(data_config, "train_split")
   total = _num_examples(builder, split, "train_split")
-  num_shards = len(shards) * process_index_and_count()[1]
   shard_splits = tfds.even_splits(split, n=num_shards, drop_remainder=True)
   shard_batch = batch_size // len(shards)
   shard_n = total // num_shards

@@ -53,12 +53,6 @@ def _batch_norm(dtype, name: str | None = None) -> nn.BatchNorm:
                       bias_init=layers.partitioned(layers.zeros, ("embed",)))
 
 
-def _dense(features: int, dtype=jnp.float32, names=("embed", None)) -> nn.Dense:
-  """flax's default nn.Dense (LeCun-normal kernel, zero bias) with logical axes."""
-  return nn.Dense(features, dtype=dtype, kernel_init=layers.partitioned(_LECUN, names),
-                  bias_init=layers.partitioned(layers.zeros, names[1:]))
-
-
 @MODELS.register("mnist_cnn")
 class MnistCNN(nn.Module):
   """[B,28,28,1] -> Conv16(4x4,s2,p1)-ReLU-Conv32(4x4,s2,p1)-ReLU-FC100-ReLU-FC10."""
@@ -73,9 +67,10 @@ class MnistCNN(nn.Module):
                              bias_init=layers.partitioned(layers.zeros, ("embed",)))
     self.conv1 = conv(16)
     self.conv2 = conv(32)
-    self.fc1 = _dense(100, names=("embed", None))
+    self.fc1 = layers.dense(100, ("embed", None), jnp.float32, kernel_init=_LECUN)
     if self.num_classes > 0:
-      self.fc2 = _dense(self.num_classes)
+      self.fc2 = layers.dense(self.num_classes, ("embed", None), jnp.float32,
+                              kernel_init=_LECUN)
 
   def embed(self, batch: dict, *, train: bool = False) -> dict:
     """batch -> {'image': [B,H,W,C]} pixels in [0,1]."""
@@ -140,7 +135,7 @@ class _PreActNet(nn.Module):
                    for features, n, stride in stages for i in range(n)]
     self.bn = _batch_norm(dt)
     if self.num_classes > 0:
-      self.head = _dense(self.num_classes, dt)
+      self.head = layers.dense(self.num_classes, ("embed", None), dt, kernel_init=_LECUN)
     if self.projection_dim > 0:
       width = stages[-1][0]
       self.projection = layers.ProjectionHead(width, self.projection_dim, dt)

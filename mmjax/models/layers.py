@@ -143,7 +143,8 @@ class MLP(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     width = x.shape[-1]
     h = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name="fc1")(x)
-    h = nn.gelu(constrain(h, ("batch", "act_length", "act_mlp")))  # tanh approximation, as in GPT-2 and BERT
+    # tanh approximation, as in GPT-2 and BERT
+    h = nn.gelu(constrain(h, ("batch", "act_length", "act_mlp")))
     return dense(width, ("mlp", "embed"), self.dtype, name="fc2")(h)
 
 

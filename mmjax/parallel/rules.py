@@ -61,6 +61,11 @@ DEFAULT_RULES: Rules = (
 )
 
 
+def _axes(target: Any) -> tuple[str, ...]:
+  """A rule's target (mesh axis, tuple of them, or None) as a tuple of mesh axes."""
+  return (target,) if isinstance(target, str) else tuple(target or ())
+
+
 def rules_from_config(mesh_config: Mapping[str, Any]) -> Rules:
   """mesh.rules (pairs of logical name -> mesh axis | tuple | None), checked."""
   raw = mesh_config.get("rules", DEFAULT_RULES) or DEFAULT_RULES
@@ -70,8 +75,7 @@ def rules_from_config(mesh_config: Mapping[str, Any]) -> Rules:
       raise ConfigError(f"mesh.rules entry {pair!r} must be a pair (logical name, mesh axis "
                         "or tuple of mesh axes or None), e.g. ('mlp', 'model').")
     name, target = pair[0], pair[1]
-    axes = (target,) if isinstance(target, str) else tuple(target or ())
-    bad = [a for a in axes if a not in MESH_AXES]
+    bad = [a for a in _axes(target) if a not in MESH_AXES]
     if bad:
       raise ConfigError(f"mesh.rules maps {name!r} to unknown mesh axes {bad}; the mesh "
                         f"axes are {', '.join(MESH_AXES)}.")
@@ -84,12 +88,8 @@ def batch_axes(rules: Rules) -> tuple[str, ...]:
   """The mesh axes the batch dimension is split over (the rule for 'batch')."""
   for name, target in rules:
     if name == "batch":
-      return (target,) if isinstance(target, str) else tuple(target or ())
+      return _axes(target)
   return ()
-
-
-def _axes(target: Any) -> tuple[str, ...]:
-  return (target,) if isinstance(target, str) else tuple(target or ())
 
 
 def mesh_spec(logical: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
