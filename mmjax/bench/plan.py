@@ -147,11 +147,8 @@ def abstract_step_inputs(exp) -> tuple[dict, dict]:
 
 def _matmul_flops(exp, batch, acc) -> float:
   """Matmul FLOPs of one train step of `exp` (traced only, never compiled)."""
-  from mmjax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  config = exp.config
-  step_fn = step_lib.make_train_step(exp.loss_fn, exp.tx,
-                                     grad_accum_steps=config.optim.grad_accum_steps,
-                                     ema_decay=config.optim.ema_decay)
+  from mmjax.train import loop  # pylint: disable=g-import-not-at-top
+  step_fn = loop.train_step_fn(exp)
   return flops_lib.count_flops(step_fn, exp.abstract_state, batch, acc)["matmul"]
 
 

@@ -11,8 +11,8 @@ dimension) and `seed` an int64 [2] stateless seed. Random ops draw only from `se
 (pipeline seed, element index) - the property that makes resuming exact and makes
 parallel `map` deterministic.
 
-Ops live in `ops_image.py`, `ops_text.py`, `ops_audio.py`, `ops_vqa.py` and below (generic
-ones).
+Ops live in `ops_image.py`, `ops_text.py`, `ops_audio.py`, `ops_vqa.py`, `ops_ner.py` and
+below (generic ones).
 """
 from __future__ import annotations
 
@@ -180,6 +180,6 @@ def op_names() -> list[str]:
 
 
 # Registration side effects: the modality op modules add themselves to OPS.
-from mmjax.data import ops_audio, ops_image, ops_text, ops_vqa  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position
+from mmjax.data import ops_audio, ops_image, ops_ner, ops_text, ops_vqa  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position
 
 __all__ = ["OPS", "Op", "parse_spec", "build_op", "build_preprocess_fn", "op_names"]

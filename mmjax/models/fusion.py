@@ -53,6 +53,7 @@ class BottleneckFusion(nn.Module):
   bottleneck_tokens: int
   fusion_layer: int
   dtype: Any = jnp.float32
+  tuning: layers.Tuning = layers.Tuning()
 
   @nn.compact
   def __call__(self, tokens: dict, *, train: bool) -> dict:
@@ -71,7 +72,7 @@ class BottleneckFusion(nn.Module):
       for m, (_, mask) in tokens.items():
         block = layers.TransformerBlock(self.num_heads, self.mlp_dim, self.dropout,
                                         deterministic=not train, dtype=self.dtype,
-                                        name=f"{m}_block_{i}")
+                                        tuning=self.tuning, name=f"{m}_block_{i}")
         if i < self.fusion_layer:
           xs[m], _ = block(xs[m], mask)
           continue

@@ -8,12 +8,15 @@ Every parameter carries logical axis names (`nn.with_logical_partitioning`) so t
   'vocab'  vocabulary V           'layers' stacked layer axis (scan_layers=True)
 
 Axes that are never sharded are named None. Parameters are stored in float32; `dtype` is
-the compute dtype. Key activations are constrained with `constrain` by the names 'batch',
+the compute dtype. Blocks are pre-LN (GPT-2, ViT) or post-LN (BERT), and take a `Tuning`
+that adds LoRA updates (Hu et al. 2021) to chosen projections and Houlsby et al. (2019)
+bottleneck adapters after each sub-layer, for parameter-efficient fine-tuning. Key activations are constrained with `constrain` by the names 'batch',
 'act_length', 'act_embed', 'act_heads', 'act_kv', 'act_mlp' and 'act_vocab' (a no-op
 unless a step is traced under `mmjax.parallel.activation_rules`).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Sequence
 
@@ -28,6 +31,14 @@ Dtype = Any
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+NORM_POSITIONS = ("pre", "post")
+# 'gelu_tanh' is GPT-2's and BERT-TF's approximation; 'gelu' is the exact erf form of
+# Hugging Face's BERT and ViT (they differ by up to ~1e-3, too much for a faithful import).
+ACTIVATIONS = {"gelu_tanh": functools.partial(nn.gelu, approximate=True),
+               "gelu": functools.partial(nn.gelu, approximate=False),
+               "relu": nn.relu}
+# Projections LoRA may adapt: attention query/key/value/out and the MLP's fc1/fc2.
+LORA_TARGETS = ("query", "key", "value", "out", "fc1", "fc2")
 
 KERNEL_INIT = nn.initializers.xavier_uniform()
 EMBED_INIT = nn.initializers.normal(stddev=0.02)  # GPT-2 / BERT / ViT position init
@@ -77,9 +88,10 @@ def normalize_pixels(images: jax.Array, mean: Any, std: Any) -> jax.Array:
   return (images.astype(jnp.float32) - mean) / std
 
 
-def layer_norm(dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
-  """LayerNorm with bias (GPT-2 / ViT style); scale and bias are 'embed'-partitioned."""
-  return nn.LayerNorm(epsilon=1e-6, dtype=dtype, name=name,
+def layer_norm(dtype: Dtype, name: str | None = None, eps: float = 1e-6) -> nn.LayerNorm:
+  """LayerNorm with bias (GPT-2 / ViT style); scale and bias are 'embed'-partitioned.
+  `eps`: 1e-6 (ViT, big_vision), 1e-5 (GPT-2), 1e-12 (BERT, HF ViT)."""
+  return nn.LayerNorm(epsilon=eps, dtype=dtype, name=name,
                       scale_init=partitioned(ones, ("embed",)),
                       bias_init=partitioned(zeros, ("embed",)))
 
@@ -93,6 +105,83 @@ def dense(features: int, names: tuple[str | None, str | None], dtype: Dtype,
                   bias_init=partitioned(zeros, names[1:]))
 
 
+@dataclasses.dataclass(frozen=True)
+class Tuning:
+  """Parameter-efficient fine-tuning hooks of a transformer block (hashable: a module field).
+
+  lora_rank > 0 adds a LoRA update (alpha / rank) * x A B to each projection named in
+  `lora_targets` (A [in, rank] Kaiming-uniform as in Hugging Face PEFT, B [rank, out]
+  zero, so training starts from the base model); its parameters sit next to the base
+  projection as '<target>_lora/{a,b}'. adapter_dim > 0 adds a Houlsby adapter after the
+  attention and after the MLP ('adapter_attn', 'adapter_mlp').
+  """
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = ("query", "value")
+  adapter_dim: int = 0
+
+  def __post_init__(self):
+    if self.lora_rank < 0 or self.adapter_dim < 0:
+      raise ConfigError(f"config.model.lora_rank={self.lora_rank} and adapter_dim="
+                        f"{self.adapter_dim} must be >= 0 (0 = off).")
+    unknown = sorted(set(self.lora_targets) - set(LORA_TARGETS))
+    if unknown:
+      raise ConfigError(f"Unknown config.model.lora_targets {unknown}; choose from "
+                        f"{', '.join(LORA_TARGETS)}.")
+
+  def lora(self, target: str) -> bool:
+    return self.lora_rank > 0 and target in self.lora_targets
+
+
+def tuning_of(module: nn.Module) -> Tuning:
+  """The `Tuning` of a model with the fields lora_rank, lora_alpha, lora_targets and
+  adapter_dim (config.model keys of every transformer model)."""
+  return Tuning(module.lora_rank, float(module.lora_alpha), tuple(module.lora_targets),
+                module.adapter_dim)
+
+
+class LoRA(nn.Module):
+  """The low-rank update of a projection: x [..., *in] -> (alpha/rank) x A B [..., *features].
+
+  `in_dims` trailing dims of x are contracted (2 for the attention output's heads x kv).
+  `in_names` / `out_names` are the logical axes of those dims, so A and B shard like the
+  kernel they adapt.
+  """
+  features: tuple[int, ...]
+  rank: int
+  alpha: float
+  in_names: tuple[str | None, ...]
+  out_names: tuple[str | None, ...]
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n_in = len(self.in_names)
+    in_shape = x.shape[-n_in:]
+    a_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform",
+                                              in_axis=tuple(range(n_in)), out_axis=-1)
+    a = self.param("a", partitioned(a_init, (*self.in_names, None)), (*in_shape, self.rank))
+    b = self.param("b", partitioned(zeros, (None, *self.out_names)),
+                   (self.rank, *self.features))
+    h = jnp.tensordot(x.astype(self.dtype), a.astype(self.dtype),
+                      axes=(tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))))
+    return jnp.tensordot(h, b.astype(self.dtype), axes=1) * (self.alpha / self.rank)
+
+
+class Adapter(nn.Module):
+  """Houlsby bottleneck adapter: x + up(gelu(down(x))) on [..., D]. `up` starts at zero,
+  so an inserted adapter leaves a pretrained model's outputs unchanged."""
+  dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = dense(self.dim, ("embed", None), self.dtype, name="down",
+              kernel_init=nn.initializers.normal(1e-3))(x)
+    return x + dense(x.shape[-1], (None, "embed"), self.dtype, name="up",
+                     kernel_init=zeros)(nn.gelu(h))
+
+
 class MultiHeadAttention(nn.Module):
   """Self-attention through `jax.nn.dot_product_attention` ([B,T,N,H] layout).
 
@@ -104,6 +193,11 @@ class MultiHeadAttention(nn.Module):
   num_heads: int
   causal: bool = False
   dtype: Dtype = jnp.float32
+  tuning: Tuning = Tuning()
+
+  def _lora(self, target, features, in_names, out_names):
+    return LoRA(features, self.tuning.lora_rank, self.tuning.lora_alpha, in_names,
+                out_names, self.dtype, name=f"{target}_lora")
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None,
@@ -122,34 +216,53 @@ class MultiHeadAttention(nn.Module):
         bias_init=partitioned(zeros, ("heads", "kv")))
     source = x if context is None else context
     heads = ("batch", "act_length", "act_heads", "act_kv")
-    q, k, v = (constrain(proj(name=n)(src), heads)
-               for n, src in (("query", x), ("key", source), ("value", source)))
+    qkv = []
+    for name, src in (("query", x), ("key", source), ("value", source)):
+      y = proj(name=name)(src)
+      if self.tuning.lora(name):
+        y = y + self._lora(name, (self.num_heads, head_dim), ("embed",),
+                           ("heads", "kv"))(src).astype(y.dtype)
+      qkv.append(constrain(y, heads))
+    q, k, v = qkv
     # Boolean mask broadcastable to [B,N,T,S]: True = may attend to that key.
     attn_mask = None if mask is None else mask[:, None, None, :].astype(bool)
     out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=self.causal)
     out = constrain(out, heads)
-    return nn.DenseGeneral(
+    y = nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, name="out",
         kernel_init=partitioned(KERNEL_INIT, ("heads", "kv", "embed")),
         bias_init=partitioned(zeros, ("embed",)))(out)
+    if self.tuning.lora("out"):
+      y = y + self._lora("out", (width,), ("heads", "kv"), ("embed",))(out).astype(y.dtype)
+    return y
 
 
 class MLP(nn.Module):
-  """Dense(mlp_dim) -> GELU -> Dense(D): [B,T,D] -> [B,T,D]."""
+  """Dense(mlp_dim) -> activation -> Dense(D): [B,T,D] -> [B,T,D]."""
   mlp_dim: int
   dtype: Dtype = jnp.float32
+  activation: str = "gelu_tanh"
+  tuning: Tuning = Tuning()
+
+  def _dense(self, x, features, names, name):
+    y = dense(features, names, self.dtype, name=name)(x)
+    if self.tuning.lora(name):
+      y = y + LoRA((features,), self.tuning.lora_rank, self.tuning.lora_alpha, names[:1],
+                   names[1:], self.dtype, name=f"{name}_lora")(x).astype(y.dtype)
+    return y
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    width = x.shape[-1]
-    h = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name="fc1")(x)
-    # tanh approximation, as in GPT-2 and BERT
-    h = nn.gelu(constrain(h, ("batch", "act_length", "act_mlp")))
-    return dense(width, ("mlp", "embed"), self.dtype, name="fc2")(h)
+    check_choice(self.activation, tuple(ACTIVATIONS), "activation")
+    h = self._dense(x, self.mlp_dim, ("embed", "mlp"), "fc1")
+    h = ACTIVATIONS[self.activation](constrain(h, ("batch", "act_length", "act_mlp")))
+    return self._dense(h, x.shape[-1], ("mlp", "embed"), "fc2")
 
 
 class TransformerBlock(nn.Module):
-  """Pre-LN block: x + drop(attn(LN(x))), then x + drop(mlp(LN(x))).
+  """Pre-LN block: x + drop(attn(LN(x))), then x + drop(mlp(LN(x))); or post-LN (BERT):
+  LN(x + drop(attn(x))), then LN(x + drop(mlp(x))). Adapters (tuning.adapter_dim > 0)
+  act on each branch before the residual add, as in Houlsby et al.
 
   `deterministic` is a field rather than a call argument so that the block can be wrapped
   by `nn.scan` / `nn.remat` without static arguments. Returns `(x, None)`, the carry/output
@@ -161,17 +274,36 @@ class TransformerBlock(nn.Module):
   causal: bool = False
   deterministic: bool = True
   dtype: Dtype = jnp.float32
+  norm_position: str = "pre"
+  layer_norm_eps: float = 1e-6
+  activation: str = "gelu_tanh"
+  tuning: Tuning = Tuning()
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None):
     """x [B,T,D], mask [B,T] or None -> ([B,T,D], None)."""
+    check_choice(self.norm_position, NORM_POSITIONS, "norm_position")
     drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
-    h = layer_norm(self.dtype, name="ln_attn")(x)
-    h = MultiHeadAttention(self.num_heads, self.causal, self.dtype, name="attn")(h, mask)
-    x = x + drop(h)
-    h = layer_norm(self.dtype, name="ln_mlp")(x)
-    h = MLP(self.mlp_dim, self.dtype, name="mlp")(h)
-    return constrain(x + drop(h), ("batch", "act_length", "act_embed")), None
+    pre = self.norm_position == "pre"
+    ln_attn = layer_norm(self.dtype, "ln_attn", self.layer_norm_eps)
+    ln_mlp = layer_norm(self.dtype, "ln_mlp", self.layer_norm_eps)
+    attn = MultiHeadAttention(self.num_heads, self.causal, self.dtype, self.tuning,
+                              name="attn")
+    mlp = MLP(self.mlp_dim, self.dtype, self.activation, self.tuning, name="mlp")
+
+    def branch(h, fn, name):
+      h = fn(h)
+      if self.tuning.adapter_dim:
+        h = Adapter(self.tuning.adapter_dim, self.dtype, name=f"adapter_{name}")(h)
+      return drop(h)
+
+    if pre:
+      x = x + branch(ln_attn(x), lambda h: attn(h, mask), "attn")
+      x = x + branch(ln_mlp(x), mlp, "mlp")
+    else:
+      x = ln_attn(x + branch(x, lambda h: attn(h, mask), "attn"))
+      x = ln_mlp(x + branch(x, mlp, "mlp"))
+    return constrain(x, ("batch", "act_length", "act_embed")), None
 
 
 class DecoderBlock(nn.Module):

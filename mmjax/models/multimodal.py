@@ -109,6 +109,11 @@ class MultimodalTransformer(nn.Module):
   scan_layers: bool = False
   remat: str = "none"
   dtype: str = "float32"
+  # fine-tuning hooks (layers.Tuning) of the encoder blocks
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = ("query", "value")
+  adapter_dim: int = 0
 
   def setup(self):
     layers.check_choice(self.fusion, FUSIONS, "fusion")
@@ -140,7 +145,8 @@ class MultimodalTransformer(nn.Module):
                                       "spectrograms", dt)
     self.drop = nn.Dropout(self.dropout)
     encoder = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
-                   scan_layers=self.scan_layers, remat=self.remat, dtype=dt)
+                   scan_layers=self.scan_layers, remat=self.remat, dtype=dt,
+                   tuning=layers.tuning_of(self))
     if self.fusion == "towers":
       self.towers = {m: Encoder(self.depth, **encoder) for m in self.modalities}
     elif self.fusion == "concat":
@@ -151,7 +157,7 @@ class MultimodalTransformer(nn.Module):
     else:
       self.bottleneck = BottleneckFusion(
           self.depth, self.num_heads, self.mlp_dim, self.dropout, self.bottleneck_tokens,
-          self.fusion_layer, dt)
+          self.fusion_layer, dt, layers.tuning_of(self))
     if self.projection_dim > 0:
       self.projections = {m: layers.dense(self.projection_dim, ("embed", None), dt,
                                           use_bias=False) for m in self.modalities}

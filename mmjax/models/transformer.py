@@ -16,12 +16,14 @@ _POLICIES = {
 
 
 class Encoder(nn.Module):
-  """`depth` TransformerBlocks followed by a final LayerNorm.
+  """`depth` TransformerBlocks followed by a final LayerNorm (pre-LN; a post-LN stack,
+  BERT's, ends with its last block's LayerNorm and has none of its own).
 
   scan_layers=True runs the blocks with `nn.scan`: parameters are stacked on a leading
   'layers' axis (one compiled block instead of `depth`, so compile time stays flat in
   depth). scan_layers=False names the blocks block_0..block_{depth-1}. Both layouts hold
   the same parameters. remat: 'none' | 'full' | 'dots' | 'dots_no_batch'.
+  norm_position, layer_norm_eps, activation and tuning go to every block.
   """
   depth: int
   num_heads: int
@@ -31,6 +33,10 @@ class Encoder(nn.Module):
   scan_layers: bool = False
   remat: str = "none"
   dtype: layers.Dtype = jnp.float32
+  norm_position: str = "pre"
+  layer_norm_eps: float = 1e-6
+  activation: str = "gelu_tanh"
+  tuning: layers.Tuning = layers.Tuning()
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
@@ -43,7 +49,9 @@ class Encoder(nn.Module):
       block_cls = nn.remat(block_cls, policy=_POLICIES[self.remat],
                            prevent_cse=not self.scan_layers)
     kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
-                  causal=self.causal, deterministic=not train, dtype=self.dtype)
+                  causal=self.causal, deterministic=not train, dtype=self.dtype,
+                  norm_position=self.norm_position, layer_norm_eps=self.layer_norm_eps,
+                  activation=self.activation, tuning=self.tuning)
     if self.scan_layers:
       stack = nn.scan(block_cls,
                       variable_axes={"params": 0},
@@ -55,7 +63,9 @@ class Encoder(nn.Module):
     else:
       for i in range(self.depth):
         x, _ = block_cls(**kwargs, name=f"block_{i}")(x, mask)
-    return layers.layer_norm(self.dtype, name="ln_final")(x)
+    if self.norm_position == "post":
+      return x
+    return layers.layer_norm(self.dtype, "ln_final", self.layer_norm_eps)(x)
 
 
 class Decoder(nn.Module):

@@ -27,7 +27,12 @@ def unpatchify(patches: jax.Array, patch_size: int, height: int, width: int) -> 
 @MODELS.register("vit")
 class ViT(nn.Module):
   """ViT encoder; heads: classifier (num_classes>0), projection (projection_dim>0), MAE
-  decoder (decoder_width>0 and decoder_depth>0). Pixels are normalised inside `encode`."""
+  decoder (decoder_width>0 and decoder_depth>0). Pixels are normalised inside `encode`.
+
+  layer_norm_eps=1e-12 and activation='gelu' match Hugging Face's ViT (what
+  `mmjax.interop` imports); lora_rank, lora_alpha, lora_targets and adapter_dim are the
+  fine-tuning hooks of `layers.Tuning` (encoder only).
+  """
   image_size: int = 28
   patch_size: int = 4
   channels: int = 1
@@ -47,6 +52,12 @@ class ViT(nn.Module):
   scan_layers: bool = False
   remat: str = "none"
   dtype: str = "float32"
+  layer_norm_eps: float = 1e-6
+  activation: str = "gelu_tanh"
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
+  lora_targets: tuple[str, ...] = ("query", "value")
+  adapter_dim: int = 0
 
   @property
   def has_decoder(self) -> bool:
@@ -65,14 +76,16 @@ class ViT(nn.Module):
     self.cdtype = dt
     # The cls token (if any) gets its own position, index 0, as in ViT and MAE.
     n_tokens = self.num_patches + (self.pool == "cls")
-    common = dict(scan_layers=self.scan_layers, remat=self.remat, dtype=dt)
+    common = dict(scan_layers=self.scan_layers, remat=self.remat, dtype=dt,
+                  layer_norm_eps=self.layer_norm_eps, activation=self.activation)
     self.patch_embed = layers.PatchEmbed(self.patch_size, self.width, dt)
     if self.pool == "cls":
       self.cls_token = self.param("cls_token", layers.partitioned(
           layers.zeros, (None, None, "embed")), (1, 1, self.width))
     self.pos_embed = layers.PositionEmbedding(n_tokens, self.width)
     self.drop = nn.Dropout(self.dropout)
-    self.encoder = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout, **common)
+    self.encoder = Encoder(self.depth, self.num_heads, self.mlp_dim, self.dropout,
+                           tuning=layers.tuning_of(self), **common)
     if self.num_classes > 0:
       self.head = layers.dense(self.num_classes, ("embed", None), dt)
     if self.projection_dim > 0:

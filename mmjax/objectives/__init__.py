@@ -2,7 +2,8 @@
 
     loss_fn(params, batch, rng, *, model_state, train) -> (loss, (metrics, new_model_state))
 
-Registered names: supervised, clm, mlm, mae, simclr, contrastive, captioning, sum. The returned loss_fn is an
+Registered names: supervised, token_classification, regression, clm, mlm, mae, simclr,
+contrastive, captioning, sum. The returned loss_fn is an
 `Objective`, whose `prepare` / `embed` / `loss_from_inputs` steps let an adversary
 perturb the embedded inputs (see `mmjax.objectives.base`). The pure math is in
 `mmjax.objectives.losses`, the SimCLR augmentation in `mmjax.objectives.augment`.
@@ -25,6 +26,7 @@ from mmjax.objectives.losses import (contrastive_logits, l2_normalize, mae_patch
                                      top1_correct, weighted_mean)
 from mmjax.objectives.ssl import CausalLM, MaskedAutoencoder, MaskedLM, SimCLR, mlm_mask
 from mmjax.objectives.supervised import Supervised
+from mmjax.objectives.tasks import Regression, TokenClassification
 
 
 def make_objective(objective_config: Any, model: nn.Module) -> Objective:
@@ -51,7 +53,7 @@ def make_objective(objective_config: Any, model: nn.Module) -> Objective:
 
 __all__ = [
     "OBJECTIVES", "Objective", "make_objective", "build_objective",
-    "Supervised", "CausalLM", "MaskedLM", "MaskedAutoencoder", "SimCLR", "WeightedSum",
+    "Supervised", "TokenClassification", "Regression", "CausalLM", "MaskedLM", "MaskedAutoencoder", "SimCLR", "WeightedSum",
     "CrossModalContrastive", "clip_loss", "sigmoid_loss",
     "mlm_mask", "simclr_views", "simclr_augment", "augment", "losses",
     "weighted_mean", "softmax_cross_entropy", "top1_correct", "next_token_targets",

@@ -147,14 +147,18 @@ def opt_state_shardings(tx: optax.GradientTransformation, abstract_opt_state: An
                         abstract_params: Any, shardings: Any, mesh: Mesh) -> Any:
   """Each parameter-shaped optimizer-state leaf (Adam's mu and nu, momentum, ...) is
   placed like its parameter, so FSDP shards the optimizer state too; everything else
-  (step counts, Adafactor's factored moments) is replicated."""
+  (step counts, Adafactor's factored moments) is replicated. Frozen parameters
+  (fine-tuning's `optax.multi_transform`) have no state: their MaskedNodes stay."""
   rep = NamedSharding(mesh, P())
+  masked = lambda x: isinstance(x, optax.MaskedNode)
 
   def place(leaf, sharding, param):
+    if masked(leaf):
+      return leaf
     return sharding if getattr(leaf, "shape", None) == param.shape else rep
 
   return optax.tree_map_params(tx, place, abstract_opt_state, shardings, abstract_params,
-                               transform_non_params=lambda _: rep)
+                               transform_non_params=lambda _: rep, is_leaf=masked)
 
 
 # ---- activation constraints, active while a step is traced under `activation_rules` ----

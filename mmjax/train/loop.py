@@ -24,7 +24,7 @@ from mmjax import models, objectives, parallel
 from mmjax.errors import CheckpointError, ConfigError, NonFiniteLossError
 from mmjax.objectives import adversarial
 from mmjax.train import checkpoint as checkpoint_lib
-from mmjax.train import optim, state as state_lib, step as step_lib, writers
+from mmjax.train import finetune, optim, state as state_lib, step as step_lib, writers
 
 
 def check_workdir(workdir: str) -> str:
@@ -103,6 +103,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   updates_per_step = getattr(loss_fn, "updates_per_step", 1)
   tx, schedule = optim.make_optimizer(
       config.optim, total_steps=config.train.total_steps * updates_per_step)
+  finetune.check_init_from(config)
   if element is None:
     from mmjax import data  # TensorFlow enters here, and only for the input pipeline
     # Unknown or unprepared dataset: fails here, clearly, before any compute.
@@ -111,6 +112,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   example = _zeros_batch(element, per_process)
   init_batch = jax.tree.map(lambda x: x[:1], example)
   ema = config.optim.ema_decay > 0
+  tx = finetune.freeze_optimizer(
+      tx, config.finetune, models.abstract_variables(model, init_batch)["params"])
 
   def init_fn():
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
@@ -151,8 +154,14 @@ def restore_or_init(exp: Experiment) -> tuple[state_lib.TrainState, int]:
   """(state, batches_consumed): the newest good checkpoint, else a fresh state."""
   restored = exp.checkpointer.restore_latest(exp.abstract_state)
   if restored is None:
-    logging.info("No checkpoint in %s: starting from scratch.", exp.checkpointer.directory)
-    return exp.init_state(), 0
+    state = exp.init_state()
+    if not exp.config.finetune.init_from:
+      logging.info("No checkpoint in %s: starting from scratch.", exp.checkpointer.directory)
+      return state, 0
+    params = finetune.load_initial_params(exp.config, state.params,
+                                          exp.state_shardings.params)
+    ema = None if state.ema_params is None else jax.tree.map(jnp.copy, params)
+    return state.replace(params=params, ema_params=ema), 0
   state, consumed, step = restored
   logging.info("Resumed from the checkpoint at step %d (%d batches consumed).", step,
                consumed)
@@ -167,9 +176,12 @@ def _eval_params(exp: Experiment, state):
 def make_evaluators(exp: Experiment) -> list:
   """The evaluators beyond the eval loss the config enables, each called as
   `evaluator(params, model_state, step) -> metrics`: robust accuracy
-  (evals.robust.attack) and the representation evals (retrieval, probe, caption)."""
-  from mmjax.train import representation_eval, robust_eval
+  (evals.robust.attack), reports (evals.report) and the representation evals
+  (retrieval, probe, caption)."""
+  from mmjax.train import report_eval, representation_eval, robust_eval
   extra = [robust_eval.RobustEvaluator(exp)] if exp.config.evals.robust.attack else []
+  if exp.config.evals.report.kind:
+    extra.append(report_eval.ReportEvaluator(exp))
   return extra + representation_eval.make_evaluators(exp)
 
 
@@ -218,6 +230,15 @@ def accumulator_factory(exp: Experiment) -> Callable[[], dict]:
   return lambda: jax.device_put(step_lib.init_metric_accumulator(shapes), replicated)
 
 
+def train_step_fn(exp: Experiment):
+  """The experiment's train step, not yet jitted: (state, batch, acc) -> (state, acc)."""
+  config = exp.config
+  return step_lib.make_train_step(exp.loss_fn, exp.tx,
+                                  grad_accum_steps=config.optim.grad_accum_steps,
+                                  ema_decay=config.optim.ema_decay,
+                                  trainable=finetune.trainable_fn(config.finetune))
+
+
 def compile_steps(exp: Experiment):
   """(train_step, eval_step), jitted with fixed shardings and the state donated.
 
@@ -228,13 +249,10 @@ def compile_steps(exp: Experiment):
   tensor parallelism), and the steps are traced under the rules so that activations
   are constrained too.
   """
-  config = exp.config
   replicated = parallel.replicated(exp.mesh)
   batch = exp.batch_sharding
   state = exp.state_shardings
-  step_fn = step_lib.make_train_step(exp.loss_fn, exp.tx,
-                                     grad_accum_steps=config.optim.grad_accum_steps,
-                                     ema_decay=config.optim.ema_decay)
+  step_fn = train_step_fn(exp)
   train_step = jax.jit(
       parallel.with_activation_rules(step_fn, exp.mesh, exp.rules),
       in_shardings=(state, batch, replicated), out_shardings=(state, replicated),
@@ -269,6 +287,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   n_params = models.param_count(state.params)
   logging.info("Model %s: %s parameters; %d devices; global batch %d.", config.model.name,
                f"{n_params:,}", jax.device_count(), t.batch_size)
+  finetune.log_trainable(state.params, config.finetune)
   stopped_at = _early_stop_step(exp.workdir)
   end = t.total_steps
   if stopped_at is not None and stopped_at == start:

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmjax.models import peft
 from mmjax.train.state import TrainState
 
 LossFn = Callable[..., tuple[jax.Array, tuple[dict, Any]]]
@@ -27,7 +28,8 @@ def _split_microbatches(batch: dict, n: int) -> dict:
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
-                    grad_accum_steps: int = 1, ema_decay: float = 0.0
+                    grad_accum_steps: int = 1, ema_decay: float = 0.0,
+                    trainable: Callable[[Any], Any] | None = None
                     ) -> Callable[[TrainState, dict, dict], tuple[TrainState, dict]]:
   """Returns train_step(state, batch, acc) -> (state, acc), to be jitted with donation.
 
@@ -38,8 +40,17 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
   A loss_fn with `uses_replays` true (free adversarial training) makes its own updates:
   `loss_fn.replay_updates(tx, params, opt_state, model_state, batch, rng) -> (params,
   opt_state, model_state, loss, metrics, grads)`.
+
+  `trainable(params) -> tree of bools` (fine-tuning) stops the gradients of the frozen
+  parameters, so their weight gradients are never computed (the optimizer already
+  ignores them).
   """
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  def loss_of_trainable(params, *args, **kwargs):
+    if trainable is not None:
+      params = peft.stop_frozen_gradients(params, trainable(params))
+    return loss_fn(params, *args, **kwargs)
+
+  grad_fn = jax.value_and_grad(loss_of_trainable, has_aux=True)
 
   def micro_step(params, model_state, batch, rng):
     (loss, (metrics, model_state)), grads = grad_fn(

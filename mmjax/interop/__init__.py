@@ -1,0 +1,16 @@
+"""Import and export of pretrained checkpoints in Hugging Face format (config.json +
+safetensors on disk; no hub access): BERT and its family (MiniLM), GPT-2, ViT.
+
+  model, params = mmjax.interop.load_pretrained(path)          # -> mmjax model + params
+  out = model.apply({'params': params}, {'text': ids, 'text_mask': mask})
+  out['hidden']                                                 # [batch, tokens, width]
+  mmjax.interop.save_pretrained(dir, model_config, params)     # back to safetensors
+
+See docs/finetuning.md.
+"""
+from mmjax.interop.pretrained import (TOKENIZER_FILES, import_into, load_pretrained,
+                                      model_config_from_pretrained, read_config,
+                                      read_tensors, save_pretrained)
+
+__all__ = ["TOKENIZER_FILES", "import_into", "load_pretrained",
+           "model_config_from_pretrained", "read_config", "read_tensors", "save_pretrained"]
