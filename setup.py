@@ -17,6 +17,9 @@ setup(
         "numpy>=1.26",
         # Event files without TensorFlow, so training logs work on accelerator images.
         "tensorboardX>=2.6",
+        # Pretrained checkpoints in Hugging Face format (mmjax.interop): a small, numpy-only
+        # reader/writer; no PyTorch or transformers needed.
+        "safetensors>=0.4",
     ],
     extras_require={
         # The input pipeline (mmjax/data) is the only TensorFlow user.
