@@ -251,6 +251,18 @@ def shrink_to_local(c: ml_collections.ConfigDict, *, total_steps: int = 300,
   c.evals.update(dict(batch_size=256, max_batches=2))
 
 
+def smoke_run(c: ml_collections.ConfigDict, *, total_steps: int = 4, batch_size: int = 8,
+              eval_batch: int = 64) -> None:
+  """A `:tiny` variant's run: a few steps (warmup 1), one eval batch, a report over that
+  batch; checks that a config works end to end, not what it reaches."""
+  c.optim.warmup_steps = min(c.optim.warmup_steps, 1)
+  c.train.update(dict(total_steps=total_steps, batch_size=batch_size,
+                      log_every=max(total_steps // 2, 1), eval_every=total_steps,
+                      checkpoint_every=total_steps))
+  c.evals.update(dict(batch_size=eval_batch, max_batches=1))
+  c.evals.report.num_examples = eval_batch
+
+
 def bench_variant(c: ml_collections.ConfigDict, variant: str, *, cpu_batch: int,
                   gpu_batch: int, tiny_model: dict, gpu_model: dict | None = None) -> None:
   """The shared shape of configs/bench/*: synthetic data (no dataset), and per variant the

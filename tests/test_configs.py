@@ -27,6 +27,10 @@ CONFIGS += [(p, "tiny") for p in PAPERS]
 SCALE = sorted(os.path.relpath(p, REPO)
                for p in glob.glob(os.path.join(REPO, "configs", "scale", "*.py")))
 CONFIGS += [(p, "tiny") for p in SCALE]
+# Fine-tuning configs import MiniLM (the test extra) or a random ViT written in HF format.
+FINETUNE = sorted(os.path.relpath(p, REPO)
+                  for p in glob.glob(os.path.join(REPO, "configs", "finetune", "*.py")))
+CONFIGS += [(p, "tiny") for p in FINETUNE]
 
 
 def shrink_representation_evals(config):
@@ -39,7 +43,8 @@ def shrink_representation_evals(config):
 
 
 @pytest.mark.parametrize("path, arg", CONFIGS, ids=[f"{p}:{a}" if a else p for p, a in CONFIGS])
-def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path):
+def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path, monkeypatch):
+  monkeypatch.setenv("MMJAX_CACHE", str(tmp_path / "cache"))   # generated checkpoints
   config = load_config_file(os.path.join(REPO, path), arg)
   config.data.data_dir = digits_data_dir
   config.data.shuffle_buffer = 256
@@ -60,6 +65,8 @@ def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path):
   assert all(math.isfinite(r["loss"]) for r in rows if r["split"] in ("train", "eval"))
   assert math.isfinite(result["loss"])
   assert os.listdir(tmp_path / "checkpoints") == ["3"]
+  if config.evals.report.kind:
+    assert os.path.isfile(tmp_path / "reports" / "step_3" / "report.json")
 
 
 # Paper configs' published-scale variants: valid configs whose real datasets are named
@@ -118,3 +125,29 @@ def test_scale_config_full_variant(path, tmp_path):
   assert math.prod(config.mesh.shape.values()) == config.plan.devices == 256
   with pytest.raises(ConfigError, match="256 devices but there are 1"):
     loop.build_experiment(config, str(tmp_path / "run"))
+
+
+# Fine-tuning configs at full size: the published models' parameter counts (BERT-base-
+# cased 108,310,272 + a 9-tag token head; ViT-B/16 without the pooler mmjax does not use,
+# + a 10-class head), and the clear error when the checkpoint folder is absent.
+FINETUNE_FULL = {"bert_ner_conll2003": ("MMJAX_BERT_DIR", "conll2003", 108_317_193),
+                 "vit_b16_image_classification": ("MMJAX_VIT_DIR", "cifar10", 85_806_346)}
+
+
+@pytest.mark.parametrize("name", sorted(FINETUNE_FULL))
+def test_finetune_config_full_variant(name, tmp_path, monkeypatch):
+  env, dataset, params = FINETUNE_FULL[name]
+  monkeypatch.setenv(env, str(tmp_path / "no_such_checkpoint"))
+  config = load_config_file(os.path.join(REPO, "configs", "finetune", f"{name}.py"))
+  validate(config)
+  assert config.data.name == dataset
+  assert config.finetune.init_from == str(tmp_path / "no_such_checkpoint")
+  example = _example(config)
+  if config.model.name == "vit":
+    example = {"image": np.zeros((1, 224, 224, 3), np.float32)}
+  n = models.param_count(models.abstract_variables(
+      models.build_model(config.model), example)["params"])
+  assert n == params
+  with pytest.raises(ConfigError, match="not a Hugging Face checkpoint folder"):
+    loop.build_experiment(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")

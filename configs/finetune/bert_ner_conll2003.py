@@ -26,7 +26,7 @@ Commands:
 """
 import os
 
-from mmjax.config import config_variant, default_config
+from mmjax.config import config_variant, default_config, smoke_run
 from mmjax.data.ner_tags import CAPTION_NER_TAGS, CONLL2003_NER_TAGS
 from mmjax.interop import bundled, model_config_from_pretrained
 
@@ -74,10 +74,6 @@ def get_config(arg=None):
     c.evals.update(dict(batch_size=200))
     c.evals.report.class_names = CAPTION_NER_TAGS
     if variant == "tiny":
-      c.optim.warmup_steps = 1
-      c.train.update(dict(total_steps=4, batch_size=8, log_every=2, eval_every=4,
-                          checkpoint_every=4))
-      c.evals.update(dict(batch_size=64, max_batches=1))
-      c.evals.report.num_examples = 64
+      smoke_run(c)
   c.finetune.update(dict(init_from=path, mode="full"))
   return c

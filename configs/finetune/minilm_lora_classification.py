@@ -18,7 +18,7 @@ Commands:
 Another BERT-family folder: --config.finetune.init_from=PATH only works with its own
 model config; copy this file and call interop.model_config_from_pretrained(PATH).
 """
-from mmjax.config import config_variant, default_config
+from mmjax.config import config_variant, default_config, smoke_run
 from mmjax.data.ner_tags import DIGIT_WORDS
 from mmjax.interop import bundled, model_config_from_pretrained
 
@@ -42,9 +42,5 @@ def get_config(arg=None):
   c.evals.update(dict(batch_size=200))
   c.evals.report.update(dict(kind="classification", class_names=DIGIT_WORDS))
   if variant == "tiny":
-    c.optim.warmup_steps = 1
-    c.train.update(dict(total_steps=4, batch_size=8, log_every=2, eval_every=4,
-                        checkpoint_every=4))
-    c.evals.update(dict(batch_size=64, max_batches=1))
-    c.evals.report.num_examples = 64
+    smoke_run(c)
   return c

@@ -11,7 +11,7 @@ steps). Report: per-class precision/recall/F1 and a confusion matrix in WORKDIR/
 
 `:tiny` runs offline on the embedded digits. No ViT checkpoint ships in a wheel, so it
 imports a small ViT with random weights that `mmjax.interop.bundled.random_vit_folder`
-writes in Hugging Face format (~/.cache/mmjax/random_vit_28): the same import path as a
+writes in Hugging Face format ($MMJAX_CACHE or ~/.cache/mmjax, /random_vit_28): the same import path as a
 real checkpoint, measuring plumbing, not transfer.
 
 Commands:
@@ -22,7 +22,7 @@ Commands:
 """
 import os
 
-from mmjax.config import config_variant, default_config, use_embedded_digits
+from mmjax.config import config_variant, default_config, smoke_run, use_embedded_digits
 from mmjax.data.ner_tags import DIGIT_WORDS
 from mmjax.interop import bundled, model_config_from_pretrained
 
@@ -55,14 +55,11 @@ def get_config(arg=None):
     c.evals.update(dict(batch_size=200))
     c.evals.report.class_names = CIFAR10_CLASSES
   else:
-    path = bundled.random_vit_folder(
-        os.path.expanduser(os.path.join("~", ".cache", "mmjax", "random_vit_28")))
+    path = bundled.random_vit_folder(os.path.join(bundled.cache_dir(), "random_vit_28"))
     use_embedded_digits(c)
     c.model = model_config_from_pretrained(path, num_classes=10)
     c.optim.learning_rate = 1e-3
-    c.train.update(dict(total_steps=4, batch_size=16, log_every=2, eval_every=4,
-                        checkpoint_every=4))
-    c.evals.update(dict(batch_size=100, max_batches=1))
-    c.evals.report.update(dict(class_names=DIGIT_WORDS, num_examples=100))
+    smoke_run(c, batch_size=16, eval_batch=100)
+    c.evals.report.class_names = DIGIT_WORDS
   c.finetune.init_from = path
   return c

@@ -14,6 +14,11 @@ import shutil
 from mmjax.errors import ConfigError
 
 
+def cache_dir() -> str:
+  """Where generated offline checkpoints go: $MMJAX_CACHE, else ~/.cache/mmjax."""
+  return os.path.expanduser(os.environ.get("MMJAX_CACHE", "~/.cache/mmjax"))
+
+
 def minilm_path() -> str:
   """The bundled MiniLM folder (config.json, model.safetensors, tokenizer files)."""
   try:
@@ -29,6 +34,7 @@ def random_vit_folder(path: str, *, image_size: int = 28, patch_size: int = 7,
                       channels: int = 1, width: int = 64, depth: int = 2,
                       num_heads: int = 4, seed: int = 0) -> str:
   """Writes (once) a random ViT in Hugging Face format under `path`; returns `path`."""
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   if os.path.isfile(os.path.join(path, "model.safetensors")):
     return path
   import jax   # pylint: disable=import-outside-toplevel

@@ -1,6 +1,4 @@
 """Parameter-efficient fine-tuning: LoRA and adapter hooks, merge_lora, trainable masks."""
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,14 +24,33 @@ BATCH_IMAGE = {"image": jax.random.uniform(jax.random.key(2), (2, 8, 8, 1))}
 IN_DIMS = {"query": 1, "key": 1, "value": 1, "out": 2, "fc1": 1, "fc2": 1}
 
 
-@functools.partial(jax.jit, static_argnames="model")
+# Eager init/apply: for models this small, op-by-op dispatch (with its per-op cache shared
+# by all tests) is much faster than compiling each variant.
 def _apply(model, params, batch):
   return model.apply({"params": params}, batch)
 
 
 def _init(cfg, batch, seed=0):
   model = models.build_model(cfg)
-  return model, models.init_variables(model, batch, jax.random.key(seed))["params"]
+  boxed = model.init({"params": jax.random.key(seed)}, batch, method="initialize")
+  return model, nn.meta.unbox(boxed)["params"]
+
+
+def _normal(rng, shape, scale):
+  """numpy draws: a jax.random call per new shape would compile a kernel each."""
+  return jnp.asarray(scale * rng.standard_normal(shape), jnp.float32)
+
+
+def _shaped(cfg, batch, seed=0):
+  """(model, params) with random values and no init compute: shapes from eval_shape,
+  LayerNorm scales 1 + N(0, 0.1^2), everything else N(0, 0.2^2)."""
+  model = models.build_model(cfg)
+  shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(
+      {"params": jax.random.key(0)}, batch, method="initialize"))["params"])
+  rng = np.random.default_rng(seed)
+  return model, traverse_util.unflatten_dict(
+      {k: 1.0 + _normal(rng, v.shape, 0.1) if k.endswith("/scale")
+       else _normal(rng, v.shape, 0.2) for k, v in _flat(shapes).items()}, sep="/")
 
 
 def _flat(tree):
@@ -56,8 +73,9 @@ def _randomize(params, pattern, seed, scale=0.3):
   flat = dict(_flat(params))
   keys = sorted(k for k in flat if pattern in k)
   assert keys, pattern
-  for i, k in enumerate(keys):
-    flat[k] = scale * jax.random.normal(jax.random.key(seed + i), flat[k].shape)
+  rng = np.random.default_rng(seed)
+  for k in keys:
+    flat[k] = _normal(rng, flat[k].shape, scale)
   return traverse_util.unflatten_dict(flat, sep="/")
 
 
@@ -145,10 +163,9 @@ def test_merge_lora_gives_same_outputs_as_unmerged(cfg, scan):
   (all six targets, alpha != rank), and has exactly the base model's tree."""
   rank, alpha = 2, 6.0
   cfg = dict(cfg, scan_layers=scan)
-  base_model, base = _init(cfg, BATCH_TEXT)
-  model, params = _init(dict(cfg, lora_rank=rank, lora_alpha=alpha,
-                             lora_targets=layers.LORA_TARGETS), BATCH_TEXT, 1)
-  params = _randomize(params, "_lora/", seed=10)
+  base_model, base = _shaped(cfg, BATCH_TEXT)
+  model, params = _shaped(dict(cfg, lora_rank=rank, lora_alpha=alpha,
+                               lora_targets=layers.LORA_TARGETS), BATCH_TEXT, 1)
   unmerged = _apply(model, params, BATCH_TEXT)
   merged = peft.merge_lora(params, alpha)
   assert jax.tree.structure(merged) == jax.tree.structure(base)
@@ -167,9 +184,8 @@ def test_merged_kernel_is_w_plus_scaled_ab(scan):
   """Each merged kernel is W + (alpha / rank) A B, per layer when scanned; other leaves
   are untouched."""
   rank, alpha = 4, 2.0
-  model, params = _init(dict(TEXT, scan_layers=scan, lora_rank=rank, lora_alpha=alpha,
-                             lora_targets=("query", "out", "fc1")), BATCH_TEXT)
-  params = _randomize(params, "_lora/", seed=3)
+  _, params = _shaped(dict(TEXT, scan_layers=scan, lora_rank=rank, lora_alpha=alpha,
+                          lora_targets=("query", "out", "fc1")), BATCH_TEXT)
   flat, merged = _flat(params), _flat(peft.merge_lora(params, alpha))
   assert not [k for k in merged if "_lora" in k]
   prefixes = ["encoder/blocks"] if scan else ["encoder/block_0", "encoder/block_1"]
@@ -234,7 +250,7 @@ def test_block_applies_adapter_on_each_branch_before_residual(norm_position):
                                   tuning=layers.Tuning(adapter_dim=4))
   x = jax.random.normal(jax.random.key(0), (2, 5, 16))
   mask = jnp.array([[1, 1, 1, 0, 0], [1] * 5])
-  p = block.init(jax.random.key(1), x, mask)["params"]
+  p = nn.meta.unbox(block.init(jax.random.key(1), x, mask))["params"]
   p = _randomize(p, "adapter_", seed=7)
   got, _ = block.apply({"params": p}, x, mask)
 
@@ -254,7 +270,7 @@ def test_adapter_module_is_residual_bottleneck():
   """Adapter(x) = x + up(gelu(down(x))); with up = 0 it is exactly x."""
   x = jax.random.normal(jax.random.key(0), (3, 8))
   mod = layers.Adapter(2)
-  p = mod.init(jax.random.key(1), x)["params"]
+  p = nn.meta.unbox(mod.init(jax.random.key(1), x))["params"]
   np.testing.assert_array_equal(np.asarray(mod.apply({"params": p}, x)), np.asarray(x))
   p = _randomize(p, "", seed=2)
   want = x + nn.gelu(x @ p["down"]["kernel"] + p["down"]["bias"]) @ p["up"]["kernel"] \
