@@ -213,6 +213,9 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train",
     raise ConfigError("adversarial.guard_every needs a scalar adversarial.eps and "
                       f"guard_max_drop in (0, 1], got eps={adv.eps!r}, "
                       f"guard_max_drop={adv.guard_max_drop!r}.")
+  if config.evals.report.kind:
+    from mmjax.train import report_eval   # no TF
+    report_eval.check_config(config.evals.report)
   rob = config.evals.robust
   if rob.attack:
     from mmjax.evals import robustness   # no TF, no model: cheap

@@ -28,6 +28,8 @@ MODE_PATTERNS = {
     "adapter": (r"(^|/)adapter_", r"(^|/)ln_", r"(^|/)embed_ln/") + HEAD_PATTERNS,
 }
 _LORA = "_lora"
+# The parameters a mode exists to train: the model must have some.
+_OWN_PARAMETERS = {"lora": r"_lora/", "adapter": r"(^|/)adapter_"}
 
 
 def trainable_mask(params: Any, mode: str, extra: Sequence[str] = ()) -> Any:
@@ -45,10 +47,16 @@ def trainable_mask(params: Any, mode: str, extra: Sequence[str] = ()) -> Any:
     raise ConfigError(f"finetune.trainable has an invalid regex ({e}).") from None
   mask = jax.tree_util.tree_map_with_path(
       lambda path, _: any(p.search(path_str(path)) for p in patterns), params)
+  hint = {"lora": " Set model.lora_rank > 0.", "adapter": " Set model.adapter_dim > 0.",
+          "linear_probe": " Set model.num_classes (or token_classes) > 0."}.get(mode, "")
   if not any(jax.tree.leaves(mask)):
-    hint = {"lora": " Set model.lora_rank > 0.", "adapter": " Set model.adapter_dim > 0.",
-            "linear_probe": " Set model.num_classes (or token_classes) > 0."}.get(mode, "")
     raise ConfigError(f"finetune.mode={mode!r} selects no parameter to train.{hint}")
+  own = _OWN_PARAMETERS.get(mode)
+  if own and not any(re.search(own, path_str(p)) for p, _ in
+                     jax.tree_util.tree_leaves_with_path(params)):
+    # Else 'lora' with lora_rank 0 would quietly train the head alone.
+    raise ConfigError(f"finetune.mode={mode!r} but the model has no {mode} parameters."
+                      f"{hint}")
   return mask
 
 

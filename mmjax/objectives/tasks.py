@@ -13,6 +13,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from mmjax.errors import ConfigError
 from mmjax.objectives import losses
 from mmjax.objectives.base import OBJECTIVES, Objective, example_weights, require_output
 
@@ -56,6 +57,10 @@ class Regression(Objective):
     pred = require_output(outputs, "logits", "regression",
                           "Set model.num_classes to the number of regression outputs.")
     target = jnp.asarray(batch[self.target_key], jnp.float32).reshape(pred.shape[0], -1)
+    if target.shape != pred.shape:   # a [B] target would broadcast against [B,K] outputs
+      raise ConfigError(f"Regression targets {self.target_key!r} have {target.shape[1]} "
+                        f"value(s) per example but the model has {pred.shape[1]} outputs; "
+                        "set model.num_classes to the number of targets.")
     err = pred - target
     weights = example_weights(batch, pred.shape[0])
     mse = losses.weighted_mean(jnp.mean(err ** 2, axis=-1), weights)

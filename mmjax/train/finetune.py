@@ -14,6 +14,7 @@ skips their weight gradients.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -62,8 +63,14 @@ def check_init_from(config) -> None:
   from mmjax import interop   # pylint: disable=import-outside-toplevel
   hf = interop.model_config_from_pretrained(path)
   model = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(config.model)
+  # Keys left out of config.model take the model's defaults (e.g. norm_position='pre' for
+  # a BERT folder): compare those too.
+  defaults = {f.name: f.default for f in dataclasses.fields(models.MODELS.get(model["name"]))
+              if f.init and f.default is not dataclasses.MISSING}
+  model = {**defaults, **model}
   keys = ("name", "width", "depth", "num_heads", "mlp_dim", "vocab_size", "image_size",
-          "patch_size", "norm_position", "activation")
+          "patch_size", "channels", "norm_position", "activation", "layer_norm_eps",
+          "type_vocab_size", "embed_norm", "causal")
   wrong = {k: (model[k], hf[k]) for k in keys if k in model and k in hf and model[k] != hf[k]}
   if wrong:
     detail = ", ".join(f"model.{k}={a!r} but the checkpoint has {b!r}"
@@ -84,6 +91,9 @@ def load_initial_params(config, params: Any, shardings: Any) -> Any:
   if report["replaced"]:
     logging.warning("Heads of another size in %s replaced by fresh ones: %s", path,
                     ", ".join(report["replaced"]))
+  if report["unused"]:
+    logging.info("Tensors of %s the model does not use: %s", path,
+                 ", ".join(report["unused"]))
   return jax.device_put(loaded, shardings)
 
 

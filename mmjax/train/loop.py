@@ -297,12 +297,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     end = start
 
   from mmjax import data
+  # Evaluators first: they check their settings and read their examples before the input
+  # pipeline and its threads start.
+  evaluators = make_evaluators(exp)
   batches: Iterator = data.make_train_iterator(
       config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
   device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch,
                                              exp.batch_sharding)
   train_step, eval_step = compile_steps(exp)
-  evaluators = make_evaluators(exp)
   guard = _make_guard(exp, start)
   good_state = _copy(state) if guard is not None else None
   new_acc = accumulator_factory(exp)

@@ -41,19 +41,28 @@ def _next_token_nll(model, variables, inputs) -> jax.Array:
   return jnp.stack([(nll * mask).sum(axis=1), mask.sum(axis=1)], axis=1)
 
 
+def check_config(report_config) -> None:
+  """ConfigError for an unknown evals.report.kind or a token report without tag names
+  (config.validate calls this before anything runs)."""
+  if report_config.kind not in KINDS:
+    raise ConfigError(f"Unknown evals.report.kind={report_config.kind!r}; choose one of "
+                      f"{', '.join(KINDS)} (or '' for none).")
+  if report_config.kind == "tokens" and not report_config.class_names:
+    raise ConfigError("evals.report.kind='tokens' needs evals.report.class_names: the "
+                      "BIO tag names in id order, e.g. mmjax.data.ner_tags.CAPTION_NER_TAGS.")
+
+
 class ReportEvaluator:
   """Writes a report per eval and returns its headline numbers; see the module doc."""
 
   def __init__(self, exp):
     cfg = exp.config.evals.report
-    if cfg.kind not in KINDS:
-      raise ConfigError(f"Unknown evals.report.kind={cfg.kind!r}; choose one of "
-                        f"{', '.join(KINDS)} (or '' for none).")
+    check_config(cfg)
     self.kind, self.label_key = cfg.kind, cfg.label_key
     self.class_names = tuple(cfg.class_names) or None
-    if self.kind == "tokens" and not self.class_names:
-      raise ConfigError("evals.report.kind='tokens' needs evals.report.class_names: the "
-                        "BIO tag names in id order, e.g. mmjax.data.ner_tags.CAPTION_NER_TAGS.")
+    if self.kind == "perplexity" and not getattr(exp.model, "causal", False):
+      raise ConfigError("evals.report.kind='perplexity' needs a causal language model "
+                        "(model.causal=True): a bidirectional model sees the next token.")
     self.workdir = exp.workdir
     self.logits = exp.model_logits
     self.batch_size = exp.config.evals.batch_size // jax.process_count()

@@ -356,9 +356,11 @@ def test_trainable_mask_errors():
     peft.trainable_mask({"token_embed": plain["token_embed"]}, "adapter")
   with pytest.raises(ConfigError, match=r"'linear_probe' selects no.*num_classes"):
     peft.trainable_mask({k: v for k, v in plain.items() if k != "head"}, "linear_probe")
-  # With a head, 'lora' on a model without LoRA trains just the head (no error).
-  mask = _flat(peft.trainable_mask(plain, "lora"))
-  assert {k for k, v in mask.items() if v} == {"head/kernel", "head/bias"}
+  # A head alone is not LoRA or adapter tuning: lora_rank 0 must not quietly train it.
+  with pytest.raises(ConfigError, match=r"'lora' but the model has no lora.*lora_rank > 0"):
+    peft.trainable_mask(plain, "lora")
+  with pytest.raises(ConfigError, match=r"'adapter' but the model has no adapter"):
+    peft.trainable_mask(plain, "adapter")
 
 
 def test_stop_frozen_gradients_zeroes_only_frozen_grads():

@@ -1,7 +1,6 @@
 """Task objectives: token_classification and regression, against hand-computed numbers."""
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -147,6 +146,13 @@ def test_regression_mse_and_mae_vector_targets_with_padding():
   # Example 0: errors (1, 0); example 1: (2, -1); example 2 is padding.
   assert loss == pytest.approx(((1 + 0) / 2 + (4 + 1) / 2) / 2)
   assert metrics["mae"] == pytest.approx(((1 + 0) / 2 + (2 + 1) / 2) / 2)
+
+
+def test_regression_target_width_must_match_outputs():
+  """[B] targets against [B,2] outputs would broadcast silently: a ConfigError instead."""
+  with pytest.raises(ConfigError, match=r"1 value\(s\) per example but the model has 2"):
+    _loss("regression", PassThrough("logits"), {"out": np.zeros((3, 2), np.float32),
+                                                "target": np.zeros(3, np.float32)})
 
 
 def test_regression_needs_logits():
