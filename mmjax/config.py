@@ -59,8 +59,12 @@ def default_config() -> ml_collections.ConfigDict:
       # Catastrophic-overfitting guard (Wong et al. 2020): every `guard_every` steps, PGD
       # accuracy on a held training batch; a fall of more than `guard_max_drop` since the
       # previous check stops training and keeps the parameters of that check.
+      # It also stops when FGSM accuracy exceeds PGD accuracy on that batch by more than
+      # `guard_max_gap` (0 = off): the single-step attack no longer finds the adversarial
+      # examples PGD finds, the state catastrophic overfitting ends in, even when it set
+      # in before the first check (so no fall was ever seen).
       guard_every=0, guard_steps=5, guard_step_size=config_dict.placeholder(float),
-      guard_max_drop=0.2,
+      guard_max_drop=0.2, guard_max_gap=0.5,
   )
   c.optim = dict(
       name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=0,
@@ -209,9 +213,10 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train",
     raise ConfigError("adversarial.guard_every is set but adversarial.kind is 'none': the "
                       "catastrophic-overfitting guard watches adversarial training.")
   if adv.guard_every and (not isinstance(adv.eps, (int, float)) or not 0 < adv.guard_max_drop
-                          <= 1):
+                          <= 1 or not 0 <= adv.guard_max_gap <= 1):
     raise ConfigError("adversarial.guard_every needs a scalar adversarial.eps and "
-                      f"guard_max_drop in (0, 1], got eps={adv.eps!r}, "
+                      f"guard_max_drop in (0, 1] and guard_max_gap in [0, 1], got "
+                      f"eps={adv.eps!r}, guard_max_gap={adv.guard_max_gap!r}, "
                       f"guard_max_drop={adv.guard_max_drop!r}.")
   if config.evals.report.kind:
     from mmjax.train import report_eval   # no TF

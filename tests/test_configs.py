@@ -91,7 +91,7 @@ def test_paper_config_full_variant_names_its_dataset(path, tmp_path):
   config.data.data_dir = str(tmp_path / "empty_tfds")
   with pytest.raises(DataError, match=dataset.split("/")[0]):
     loop.build_experiment(config, str(tmp_path / "run"))
-  with pytest.raises(ConfigError, match=":full or :tiny"):
+  with pytest.raises(ConfigError, match=r"takes :full( or :\w+)* or :tiny, got :huge"):
     load_config_file(os.path.join(REPO, path), "huge")
 
 

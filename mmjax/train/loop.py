@@ -393,21 +393,30 @@ def _copy(state):
 def _guard_check(exp, guard, state, good_state, step, writer):
   """-> (state, good_state, stop). On a collapse, state gets good_state's parameters."""
   previous = guard.previous
-  acc, stop = guard.check(state.params, state.model_state, step)
-  writer.write(step, "guard", {"pgd_accuracy": acc, "stopped": float(stop)})
-  if not stop:
-    logging.info("overfitting guard at step %d: PGD accuracy %.4f on the held batch.",
-                 step, acc)
+  accs, why = guard.check(state.params, state.model_state, step)
+  acc = accs["pgd_accuracy"]
+  writer.write(step, "guard", dict(accs, stopped=float(bool(why))))
+  if not why:
+    logging.info("overfitting guard at step %d: PGD accuracy %.4f, FGSM %.4f on the held "
+                 "batch.", step, acc, accs["fgsm_accuracy"])
     return state, _copy(state), False
   kept = int(jax.device_get(good_state.step))
-  logging.warning(
-      "Catastrophic overfitting at step %d: PGD accuracy on the held training batch fell "
-      "from %.4f to %.4f (more than adversarial.guard_max_drop=%g). Stopping, with the "
-      "parameters of step %d.", step, previous, acc, exp.config.adversarial.guard_max_drop,
-      kept)
+  adv = exp.config.adversarial
+  if why == "drop":
+    cause = (f"PGD accuracy on the held training batch fell from {previous:.4f} to "
+             f"{acc:.4f} (more than adversarial.guard_max_drop={adv.guard_max_drop:g})")
+  else:
+    cause = (f"FGSM accuracy on the held training batch is {accs['fgsm_accuracy']:.4f} but "
+             f"PGD accuracy {acc:.4f} (a gap above adversarial.guard_max_gap="
+             f"{adv.guard_max_gap:g}: single-step attacks no longer find adversarial "
+             "examples); lower the FGSM step size (adversarial.step_size) or train with "
+             "PGD")
+  logging.warning("Catastrophic overfitting at step %d: %s. Stopping, with the parameters "
+                  "of step %d.", step, cause, kept)
   if jax.process_index() == 0:
     with open(os.path.join(exp.workdir, EARLY_STOP_FILE), "w") as f:
-      json.dump({"step": step, "parameters_of_step": kept, "pgd_accuracy": acc,
+      json.dump({"step": step, "parameters_of_step": kept, "reason": why,
+                 "pgd_accuracy": acc, "fgsm_accuracy": accs["fgsm_accuracy"],
                  "previous_pgd_accuracy": previous}, f, indent=2)
   # Keep the step counter (and so the data position) at `step`: the checkpoint written
   # now is consistent, and a rerun resumes here and sees the early-stop file.

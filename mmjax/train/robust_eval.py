@@ -180,9 +180,12 @@ class OverfittingGuard:
 
   Every `adversarial.guard_every` steps it measures PGD accuracy (`guard_steps` steps,
   eps = adversarial.eps) on a held training batch, the first batch of the training data.
-  If it falls by more than `guard_max_drop` since the previous check, training is
+  If it falls by more than `guard_max_drop` since the previous check, or FGSM accuracy on
+  the same batch exceeds it by more than `guard_max_gap` (a single-step attack that no
+  longer finds what PGD finds: the gradient-masked state of catastrophic overfitting,
+  which a fall never shows when it set in before the first check), training is
   catastrophically overfitting: `check` says stop, and the trainer keeps the parameters
-  of the previous check. The previous accuracy persists in `workdir/guard.json`, so a
+  of the previous check (or the initial ones). The previous accuracy persists in `workdir/guard.json`, so a
   resumed run compares against the check before the interruption.
   """
 
@@ -208,22 +211,30 @@ class OverfittingGuard:
   def previous(self) -> float | None:
     return self.history[-1]["pgd_accuracy"] if self.history else None
 
-  def check(self, params, model_state, step: int) -> tuple[float, bool]:
-    """-> (PGD accuracy on the held batch, whether training must stop)."""
+  def check(self, params, model_state, step: int) -> tuple[dict[str, float], str]:
+    """-> ({'pgd_accuracy', 'fgsm_accuracy'} on the held batch, why training must stop:
+    '' (it need not), 'drop' or 'gap')."""
     adv = self.adv
     variables = model_variables(params, model_state)
     x = self.logits.inputs(variables, self.batch, len(self.labels))
     specs = attack_specs(x, tuple(adv.modalities), adv.eps, adv.guard_step_size,
                          config_key="adversarial", norm=adv.norm)
+    common = dict(eps=specs["eps"], norm=specs["norm"], bounds=specs["bounds"],
+                  batch_size=len(self.labels), params=variables)
     acc = robustness.robust_accuracy(
-        self.logits, x, self.labels, self.key, attack="pgd", eps=specs["eps"],
+        self.logits, x, self.labels, self.key, attack="pgd", steps=adv.guard_steps,
         step_size=specs["step_size"] if adv.guard_step_size is not None else None,
-        norm=specs["norm"], steps=adv.guard_steps, bounds=specs["bounds"],
-        batch_size=len(self.labels), params=variables)
-    stop = self.previous is not None and acc < self.previous - adv.guard_max_drop
-    if not stop:
-      self.history.append({"step": step, "pgd_accuracy": acc})
+        **common)
+    fgsm = robustness.robust_accuracy(self.logits, x, self.labels, self.key,
+                                      attack="fgsm", **common)
+    why = ""
+    if self.previous is not None and acc < self.previous - adv.guard_max_drop:
+      why = "drop"
+    elif adv.guard_max_gap and fgsm - acc > adv.guard_max_gap:
+      why = "gap"
+    if not why:
+      self.history.append({"step": step, "pgd_accuracy": acc, "fgsm_accuracy": fgsm})
       if jax.process_index() == 0:
         with open(self.path, "w") as f:
           json.dump({"history": self.history}, f, indent=2)
-    return acc, stop
+    return {"pgd_accuracy": acc, "fgsm_accuracy": fgsm}, why

@@ -53,7 +53,28 @@ def test_guard_checks_a_healthy_run_without_stopping_it(tiny_config, tmp_path):
   history = json.load(open(os.path.join(workdir, "guard.json")))["history"]
   assert [h["step"] for h in history] == [5, 10, 15, 20]
   assert all(0 <= h["pgd_accuracy"] <= 1 for h in history)
+  assert all(0 <= h["fgsm_accuracy"] <= 1 for h in history)
   assert not os.path.exists(os.path.join(workdir, loop.EARLY_STOP_FILE))
+
+
+def test_guard_stops_when_fgsm_accuracy_far_exceeds_pgd(tiny_config, tmp_path,
+                                                       monkeypatch):
+  """The gap check: FGSM accuracy above PGD accuracy by more than guard_max_gap stops the
+  run at that check (reason 'gap'), with the parameters of the previous check (here the
+  initial ones), although PGD accuracy never fell. That is catastrophic overfitting which
+  set in before the first check, as measured on fast_at_mnist.py:digits
+  (docs/reproductions.md). The attack accuracies are stubbed: which model overfits when
+  is not what this tests."""
+  from mmjax.train import robust_eval
+  fake = {"pgd": 0.05, "fgsm": 0.9}
+  monkeypatch.setattr(robust_eval.robustness, "robust_accuracy",
+                      lambda *a, attack, **k: fake[attack])
+  workdir = str(tmp_path / "run")
+  loop.train_and_evaluate(guard_config(tiny_config), workdir)
+  stop = json.load(open(os.path.join(workdir, loop.EARLY_STOP_FILE)))
+  assert stop["reason"] == "gap" and stop["step"] == 5
+  assert stop["parameters_of_step"] == 0
+  assert (stop["fgsm_accuracy"], stop["pgd_accuracy"]) == (0.9, 0.05)
 
 
 def test_guard_stops_on_a_collapse_and_keeps_the_earlier_parameters(tiny_config, tmp_path):
@@ -72,6 +93,7 @@ def test_guard_stops_on_a_collapse_and_keeps_the_earlier_parameters(tiny_config,
   stop = json.load(open(os.path.join(workdir, loop.EARLY_STOP_FILE)))
   assert stop["step"] == 15 and stop["parameters_of_step"] == 10
   assert stop["pgd_accuracy"] < 0.8 and stop["previous_pgd_accuracy"] == 1.0
+  assert stop["reason"] == "drop"
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10", "15"]
   assert_trees_equal(final_params(workdir, 15), params_at_10)
   assert [r["step"] for r in read_metrics(workdir, "eval")] == [10, 15]
