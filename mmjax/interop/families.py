@@ -144,7 +144,8 @@ def _bert_model_config(cfg: dict, extra: dict) -> dict:
       depth=cfg["num_hidden_layers"], num_heads=cfg["num_attention_heads"],
       mlp_dim=cfg["intermediate_size"], dropout=float(_get(cfg, "hidden_dropout_prob",
                                                            default=0.1)),
-      causal=False, pool="first", lm_head=False, norm_position="post",
+      causal=False, pool="first", lm_head=bool(extra.get("has_mlm_head", False)),
+      lm_transform=bool(extra.get("has_mlm_head", False)), norm_position="post",
       layer_norm_eps=float(_get(cfg, "layer_norm_eps", default=1e-12)),
       activation=_activation(_get(cfg, "hidden_act", default="gelu"), "hidden_act"),
       type_vocab_size=int(_get(cfg, "type_vocab_size", default=2)), embed_norm=True,
@@ -164,6 +165,8 @@ def _bert_hf_config(m: dict) -> dict:
   if m.get("num_classes"):
     hf["architectures"] = ["BertForSequenceClassification"]
     _labels(hf, m["num_classes"])
+  elif m.get("lm_head") and m.get("lm_transform"):
+    hf["architectures"] = ["BertForMaskedLM"]
   return hf
 
 
@@ -176,6 +179,11 @@ def _bert_rules(m: dict) -> list[Rule]:
     rules += _block_rules(f"encoder.layer.{i}", f"encoder/block_{i}", _BERT_LAYER)
   if m.get("pooler"):
     rules += _linear("pooler.dense", "pooler_dense")
+  if m.get("lm_head") and m.get("lm_transform"):
+    # The MLM head; its decoder weight is the word-embedding table (tied), not read.
+    rules += _linear("cls.predictions.transform.dense", "lm_dense")
+    rules += _norm("cls.predictions.transform.LayerNorm", "lm_ln")
+    rules += [Rule("cls.predictions.bias", ("lm_bias",))]
   if m.get("num_classes"):
     rules += _linear("classifier", "head")
   return rules
@@ -210,6 +218,7 @@ def _gpt2_hf_config(m: dict) -> dict:
       "type_vocab_size": (0, "GPT-2 has no token-type embeddings"),
       "embed_norm": (False, "GPT-2 has no LayerNorm after its embeddings"),
       "pooler": (False, "GPT-2 has no pooler"),
+      "lm_transform": (False, "GPT-2's read-out has no MLM transform"),
       # GPT2ForSequenceClassification reads the last non-padding token (found through
       # pad_token_id) with a bias-free `score` layer; mmjax's head has a bias.
       "num_classes": (0, "Hugging Face's GPT2ForSequenceClassification has a bias-free "
@@ -341,8 +350,12 @@ def _vit_rules(m: dict) -> list[Rule]:
 
 
 FAMILIES = {
-    "bert": Family("bert", ("bert.",), ("position_ids",), _bert_model_config,
-                   _bert_hf_config, _bert_rules, base_arch="BertModel"),
+    # cls.predictions.decoder.{weight,bias} repeat the word embeddings (tied) and
+    # cls.predictions.bias.
+    "bert": Family("bert", ("bert.",), ("position_ids", "cls.predictions.decoder.weight",
+                                        "cls.predictions.decoder.bias"),
+                   _bert_model_config, _bert_hf_config, _bert_rules, base_arch="BertModel",
+                   head_keys=("classifier.", "cls.")),
     # `.attn.bias` / `.attn.masked_bias` are the causal-mask buffers older files hold.
     "gpt2": Family("gpt2", ("transformer.",), (".attn.bias", ".attn.masked_bias"),
                    _gpt2_model_config, _gpt2_hf_config, _gpt2_rules, base_arch="GPT2Model",

@@ -54,7 +54,8 @@ def _strip_prefix(tensors: Mapping[str, Any], family: families.Family) -> dict:
 def _extra(path: str, shapes: Mapping[str, tuple[int, ...]]) -> dict:
   """Facts beyond config.json: a pooler, a classifier (and its size), preprocessing.
   `shapes`: {tensor name (prefix stripped): shape}."""
-  extra = {"has_pooler": "pooler.dense.weight" in shapes}
+  extra = {"has_pooler": "pooler.dense.weight" in shapes,
+           "has_mlm_head": "cls.predictions.transform.dense.weight" in shapes}
   if "classifier.weight" in shapes:
     extra["num_labels"] = int(shapes["classifier.weight"][0])
   proc = os.path.join(path, "preprocessor_config.json")

@@ -26,7 +26,8 @@ class TextTransformer(nn.Module):
 
   BERT options: type_vocab_size (segment embeddings; ids from batch['text_type'], else
   0), embed_norm (LayerNorm after the embeddings), pooler (tanh(Dense) on the pooled
-  token, read by the classifier). Fine-tuning hooks: lora_rank, lora_alpha, lora_targets,
+  token, read by the classifier), lm_transform (BERT's MLM head: Dense -> activation ->
+  LayerNorm before the tied read-out, plus an output bias per token). Fine-tuning hooks: lora_rank, lora_alpha, lora_targets,
   adapter_dim (`layers.Tuning`).
   """
   vocab_size: int = 260
@@ -51,6 +52,7 @@ class TextTransformer(nn.Module):
   type_vocab_size: int = 0
   embed_norm: bool = False
   pooler: bool = False
+  lm_transform: bool = False
   token_classes: int = 0
   lora_rank: int = 0
   lora_alpha: float = 16.0
@@ -77,6 +79,11 @@ class TextTransformer(nn.Module):
       self.pooler_dense = layers.dense(self.width, ("embed", "mlp"), dt)
     if self.lm_head and not self.tie_embeddings:
       self.lm_out = layers.dense(self.vocab_size, ("embed", "vocab"), dt, use_bias=False)
+    if self.lm_head and self.lm_transform:
+      self.lm_dense = layers.dense(self.width, ("embed", "mlp"), dt)
+      self.lm_ln = layers.layer_norm(dt, eps=self.layer_norm_eps)
+      self.lm_bias = self.param("lm_bias", layers.partitioned(layers.zeros, ("vocab",)),
+                                (self.vocab_size,))
     if self.num_classes > 0:
       self.head = layers.dense(self.num_classes, ("embed", None), dt)
     if self.token_classes > 0:
@@ -130,8 +137,14 @@ class TextTransformer(nn.Module):
       pooled = jnp.tanh(self.pooler_dense(pooled))
     out = {"hidden": hidden.astype(jnp.float32), "pooled": pooled.astype(jnp.float32)}
     if self.lm_head:
-      out["lm_logits"] = (self.token_embed.attend(hidden) if self.tie_embeddings
-                          else self.lm_out(hidden).astype(jnp.float32))
+      lm_in = hidden
+      if self.lm_transform:
+        act = layers.ACTIVATIONS[self.activation]
+        lm_in = self.lm_ln(act(self.lm_dense(hidden)))
+      out["lm_logits"] = (self.token_embed.attend(lm_in) if self.tie_embeddings
+                          else self.lm_out(lm_in).astype(jnp.float32))
+      if self.lm_transform:
+        out["lm_logits"] = out["lm_logits"] + self.lm_bias
     if self.num_classes > 0:
       # Dropout before the task heads, as Hugging Face's *ForSequenceClassification.
       head_in = self.drop(pooled.astype(self.cdtype), deterministic=not train)

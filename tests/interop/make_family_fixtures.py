@@ -25,6 +25,11 @@ It writes, under tests/interop/fixtures/:
            hidden = model.vit(pixel_values).last_hidden_state [2, 17, 32],
            logits = model(pixel_values).logits [2, 5].
   `versions` in each .npz records the packages used.
+- bert_mlm_tiny/ + bert_mlm_tiny.npz: `transformers.BertForMaskedLM(BertConfig(
+  **BERT_MLM_FIXTURE))` redrawn by `randomize` (seed 2), saved in float32; the inputs as
+  for GPT-2 and `hidden` = model.bert(...).last_hidden_state [2, 12, 16], `lm_logits` =
+  model(...).logits [2, 12, 48] (the MLM head: transform + tied decoder + bias). Written
+  by `python tests/interop/make_family_fixtures.py bert_mlm` (2026-11-25, same versions).
 The tests need neither torch nor transformers to read these files.
 """
 import json
@@ -48,6 +53,11 @@ GPT2_LIVE = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=32,
 VIT_LIVE = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2,
                 num_attention_heads=4, intermediate_size=128, num_channels=3,
                 num_labels=5)
+
+
+BERT_MLM_FIXTURE = dict(vocab_size=48, hidden_size=16, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=16)
 
 
 def randomize(model, seed: int, scale: float = 0.1):
@@ -136,10 +146,36 @@ def _size(path: str) -> int:
   return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
 
 
+def bert_mlm(config: dict, seed: int = 2):
+  """A randomized transformers BertForMaskedLM."""
+  import transformers   # pylint: disable=import-outside-toplevel
+  return randomize(transformers.BertForMaskedLM(transformers.BertConfig(**config)), seed)
+
+
+def write_bert_mlm() -> None:
+  import torch   # pylint: disable=import-outside-toplevel
+  folder = os.path.join(FIXTURES, "bert_mlm_tiny")
+  model = bert_mlm(BERT_MLM_FIXTURE)
+  model.save_pretrained(folder, safe_serialization=True)
+  ids, mask = text_inputs(BERT_MLM_FIXTURE["vocab_size"])
+  t_ids, t_mask = torch.tensor(ids).long(), torch.tensor(mask).long()
+  with torch.no_grad():
+    hidden = model.bert(input_ids=t_ids, attention_mask=t_mask).last_hidden_state
+    logits = model(input_ids=t_ids, attention_mask=t_mask).logits
+  np.savez_compressed(os.path.join(FIXTURES, "bert_mlm_tiny.npz"), input_ids=ids,
+                      attention_mask=mask, versions=_versions(), hidden=hidden.numpy(),
+                      lm_logits=logits.numpy())
+  print("wrote", folder, _size(folder), "bytes")
+
+
 def main():
+  import sys   # pylint: disable=import-outside-toplevel
   import torch   # pylint: disable=import-outside-toplevel
   import transformers   # pylint: disable=import-outside-toplevel
   os.makedirs(FIXTURES, exist_ok=True)
+  if sys.argv[1:] == ["bert_mlm"]:
+    write_bert_mlm()
+    return
 
   folder = os.path.join(FIXTURES, "gpt2_tiny")
   gpt2(GPT2_FIXTURE, seed=0).to(torch.bfloat16).save_pretrained(folder,
@@ -162,6 +198,7 @@ def main():
   print("wrote", folder, _size(folder), "bytes")
   with open(os.path.join(folder, "config.json")) as f:
     assert json.load(f)["model_type"] == "vit"
+  write_bert_mlm()
 
 
 if __name__ == "__main__":

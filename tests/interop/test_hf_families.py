@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")
 GPT2_DIR = os.path.join(FIXTURES, "gpt2_tiny")
 VIT_DIR = os.path.join(FIXTURES, "vit_tiny")
+BERT_MLM_DIR = os.path.join(FIXTURES, "bert_mlm_tiny")
 ATOL = 1e-4
 
 
@@ -190,6 +191,29 @@ def test_fixture_export_round_trip(family, request, tmp_path):
   else:
     assert hf_cfg["architectures"] == ["GPT2LMHeadModel"] and hf_cfg["tie_word_embeddings"]
     assert not os.path.exists(os.path.join(out, "preprocessor_config.json"))
+
+
+def test_bert_mlm_fixture_matches_transformers_and_round_trips(tmp_path):
+  """BertForMaskedLM: the MLM head (Dense -> GELU -> LayerNorm -> tied decoder + bias)
+  is imported, so masked-token logits equal transformers'; the export writes the same
+  tensors (decoder weight and bias are tied copies transformers restores itself)."""
+  cfg = interop.model_config_from_pretrained(BERT_MLM_DIR)
+  assert cfg["lm_head"] and cfg["lm_transform"] and cfg["norm_position"] == "post"
+  model, params = interop.load_pretrained(BERT_MLM_DIR)
+  ref = np.load(BERT_MLM_DIR + ".npz")
+  out = _apply(model)(params, {"text": ref["input_ids"], "text_mask": ref["attention_mask"]})
+  got = {k: np.asarray(out[k]) for k in ("hidden", "lm_logits")}
+  _close(got, {k: ref[k] for k in ("hidden", "lm_logits")}, ref["attention_mask"])
+  exported = interop.save_pretrained(str(tmp_path / "export"), cfg, params)
+  assert interop.read_config(exported)["architectures"] == ["BertForMaskedLM"]
+  source = interop.read_tensors(BERT_MLM_DIR)
+  written = interop.read_tensors(exported)
+  tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+  assert sorted(written) == sorted(k for k in source if k not in tied
+                                   and not k.endswith("position_ids"))
+  for name, x in written.items():
+    np.testing.assert_array_equal(x, source[name], err_msg=name)
+  _assert_same_params(_round_trip(exported, cfg, params), params)
 
 
 def test_gpt2_export_refuses_a_classification_head(gpt2_fixture, tmp_path, caplog):
@@ -414,3 +438,26 @@ def test_live_vit_export_reloads_in_transformers(live_vit, tmp_path):
   want = _vit_out(v.model, v.params, uint8.astype(np.float32) / 255)
   _close(mk.vit_outputs(hf.eval(), pixels.astype(np.float32)), want)
   _assert_same_params(_round_trip(out, cfg, v.params), v.params)
+
+
+def test_live_bert_mlm_matches_and_export_reloads_in_transformers(tmp_path):
+  """A random BertForMaskedLM: masked-token logits equal transformers'; the export loads
+  into BertForMaskedLM with no missing or unexpected keys and the same logits."""
+  torch, transformers = _hf()
+  hf = mk.bert_mlm(dict(mk.BERT_MLM_FIXTURE, hidden_size=32, num_attention_heads=4))
+  src = str(tmp_path / "src")
+  hf.save_pretrained(src, safe_serialization=True)
+  ids, mask = mk.text_inputs(mk.BERT_MLM_FIXTURE["vocab_size"])
+  t_ids, t_mask = torch.tensor(ids).long(), torch.tensor(mask).long()
+  with torch.no_grad():
+    ref = hf(input_ids=t_ids, attention_mask=t_mask).logits.numpy()
+  model, params = interop.load_pretrained(src)
+  got = np.asarray(_apply(model)(params, {"text": ids, "text_mask": mask})["lm_logits"])
+  _close({"lm_logits": got}, {"lm_logits": ref}, mask)
+  out = interop.save_pretrained(str(tmp_path / "export"),
+                                interop.model_config_from_pretrained(src), params)
+  back, info = transformers.BertForMaskedLM.from_pretrained(out, output_loading_info=True)
+  assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"])
+  with torch.no_grad():
+    again = back.eval()(input_ids=t_ids, attention_mask=t_mask).logits.numpy()
+  np.testing.assert_allclose(again, ref, atol=1e-6)
