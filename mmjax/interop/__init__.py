@@ -9,8 +9,8 @@ safetensors on disk; no hub access): BERT and its family (MiniLM), GPT-2, ViT.
 See docs/finetuning.md.
 """
 from mmjax.interop.pretrained import (TOKENIZER_FILES, import_into, load_pretrained,
-                                      model_config_from_pretrained, read_config,
-                                      read_tensors, save_pretrained)
+                                      log_import_report, model_config_from_pretrained,
+                                      read_config, read_tensors, save_pretrained)
 
-__all__ = ["TOKENIZER_FILES", "import_into", "load_pretrained",
+__all__ = ["TOKENIZER_FILES", "import_into", "load_pretrained", "log_import_report",
            "model_config_from_pretrained", "read_config", "read_tensors", "save_pretrained"]

@@ -107,7 +107,8 @@ def _model_fields(name: str) -> list[str]:
 def import_into(path: str, model_cfg: Mapping[str, Any], params: Mapping[str, Any]
                 ) -> tuple[dict, dict[str, list[str]]]:
   """Fills `params` (a model's freshly initialised tree for `model_cfg`) with the
-  folder's weights. Returns (params, report) where report lists 'fresh' (parameters
+  folder's weights. Returns (params, report) where report lists 'imported' (parameter
+  paths, unscanned layout, filled from the folder), 'fresh' (parameters
   the checkpoint does not provide: new heads, LoRA, adapters), 'replaced' (checkpoint
   heads of another size) and 'unused' (checkpoint tensors nothing read)."""
   raw = read_tensors(path)
@@ -123,11 +124,16 @@ def import_into(path: str, model_cfg: Mapping[str, Any], params: Mapping[str, An
   if scanned:
     merged = weights.scan_blocks(merged)
   fresh = sorted(k for k in flat_unscanned if k not in imported)
-  report = {"fresh": fresh, "replaced": replaced, "unused": unused}
+  report = {"imported": sorted(imported), "fresh": fresh, "replaced": replaced,
+            "unused": unused}
   return traverse_util.unflatten_dict(merged, sep="/"), report
 
 
-def _log_report(path: str, report: dict[str, list[str]]) -> None:
+def log_import_report(path: str, report: dict[str, list[str]]) -> None:
+  """Logs `import_into`'s report: what came from `path`, what starts fresh, which heads
+  were replaced (a warning) and which checkpoint tensors nothing read."""
+  logging.info("Initialised from %s: %d parameter arrays imported.", path,
+               len(report["imported"]))
   if report["fresh"]:
     logging.info("Initialised fresh (not in %s): %s", path, ", ".join(report["fresh"]))
   if report["replaced"]:
@@ -150,7 +156,7 @@ def load_pretrained(path: str, *, seed: int = 0, **overrides) -> tuple[Any, dict
   variables = models.init_variables(model, _example_batch(model_cfg),
                                     jax.random.PRNGKey(seed))
   params, report = import_into(path, model_cfg, variables["params"])
-  _log_report(path, report)
+  log_import_report(path, report)
   return model, jax.tree.map(jax.numpy.asarray, params)
 
 
@@ -198,10 +204,7 @@ def save_pretrained(path: str, model_config: Mapping[str, Any], params: Mapping[
   last_hidden_state is unaffected. Nothing is written when the export is refused.
   """
   from mmjax.models import peft   # pylint: disable=import-outside-toplevel
-  model_cfg = dict(model_config)
-  defaults = {f: getattr(models.MODELS.get(model_cfg["name"]), f, None)
-              for f in _model_fields(model_cfg["name"])}
-  model_cfg = {**{k: v for k, v in defaults.items() if v is not None}, **model_cfg}
+  model_cfg = models.config_with_defaults(model_config)
   if model_cfg.get("adapter_dim"):
     raise ConfigError("Adapters have no Hugging Face equivalent; export the model without "
                       "them (adapter_dim=0) or save an mmjax checkpoint instead.")

@@ -4,6 +4,7 @@ Importing this package registers every model family in `MODELS`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Mapping
 
@@ -20,7 +21,7 @@ from mmjax.models.vit import unpatchify  # noqa: E402
 
 RNG_STREAMS = ("params", "dropout", "mask", "augment")
 
-__all__ = ["MODELS", "build_model", "init_variables", "abstract_variables", "param_count",
+__all__ = ["MODELS", "build_model", "config_with_defaults", "init_variables", "abstract_variables", "param_count",
            "logical_partition_specs", "patchify", "unpatchify", "RNG_STREAMS"]
 
 
@@ -47,6 +48,17 @@ def build_model(model_config: Any) -> nn.Module:
   cfg = dict(cfg)
   cls = MODELS.get(cfg.pop("name"), config_key="config.model.name")
   return cls(**checked_kwargs(cls, cfg, config_key="config.model"))
+
+
+def config_with_defaults(model_config: Any) -> dict:
+  """config.model (ConfigDict or dict with 'name') -> a plain dict with every field of
+  that model class, the class defaults filled in where the config leaves them out."""
+  cfg = dict(_plain(model_config))
+  cls = MODELS.get(cfg["name"], config_key="config.model.name")
+  defaults = {f.name: f.default for f in dataclasses.fields(cls)
+              if f.init and f.name not in ("parent", "name")
+              and f.default is not dataclasses.MISSING}
+  return {**defaults, **cfg}
 
 
 def _rngs(rng: jax.Array) -> dict[str, jax.Array]:

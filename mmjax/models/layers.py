@@ -168,6 +168,19 @@ class LoRA(nn.Module):
     return jnp.tensordot(h, b.astype(self.dtype), axes=1) * (self.alpha / self.rank)
 
 
+def add_lora(tuning: Tuning, target: str, y: jax.Array, x: jax.Array,
+             in_names: tuple[str | None, ...], out_names: tuple[str | None, ...],
+             dtype: Dtype) -> jax.Array:
+  """y (projection `target`'s output [..., *features] of x) plus its LoRA update, a
+  submodule '<target>_lora', when `tuning` adapts `target`; else y. Call inside a
+  compact method."""
+  if not tuning.lora(target):
+    return y
+  lora = LoRA(y.shape[x.ndim - len(in_names):], tuning.lora_rank, tuning.lora_alpha,
+              in_names, out_names, dtype, name=f"{target}_lora")
+  return y + lora(x).astype(y.dtype)
+
+
 class Adapter(nn.Module):
   """Houlsby bottleneck adapter: x + up(gelu(down(x))) on [..., D]. `up` starts at zero,
   so an inserted adapter leaves a pretrained model's outputs unchanged."""
@@ -195,10 +208,6 @@ class MultiHeadAttention(nn.Module):
   dtype: Dtype = jnp.float32
   tuning: Tuning = Tuning()
 
-  def _lora(self, target, features, in_names, out_names):
-    return LoRA(features, self.tuning.lora_rank, self.tuning.lora_alpha, in_names,
-                out_names, self.dtype, name=f"{target}_lora")
-
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array | None = None,
                context: jax.Array | None = None) -> jax.Array:
@@ -218,10 +227,8 @@ class MultiHeadAttention(nn.Module):
     heads = ("batch", "act_length", "act_heads", "act_kv")
     qkv = []
     for name, src in (("query", x), ("key", source), ("value", source)):
-      y = proj(name=name)(src)
-      if self.tuning.lora(name):
-        y = y + self._lora(name, (self.num_heads, head_dim), ("embed",),
-                           ("heads", "kv"))(src).astype(y.dtype)
+      y = add_lora(self.tuning, name, proj(name=name)(src), src, ("embed",),
+                   ("heads", "kv"), self.dtype)
       qkv.append(constrain(y, heads))
     q, k, v = qkv
     # Boolean mask broadcastable to [B,N,T,S]: True = may attend to that key.
@@ -232,9 +239,7 @@ class MultiHeadAttention(nn.Module):
         features=width, axis=(-2, -1), dtype=self.dtype, name="out",
         kernel_init=partitioned(KERNEL_INIT, ("heads", "kv", "embed")),
         bias_init=partitioned(zeros, ("embed",)))(out)
-    if self.tuning.lora("out"):
-      y = y + self._lora("out", (width,), ("heads", "kv"), ("embed",))(out).astype(y.dtype)
-    return y
+    return add_lora(self.tuning, "out", y, out, ("heads", "kv"), ("embed",), self.dtype)
 
 
 class MLP(nn.Module):
@@ -246,10 +251,7 @@ class MLP(nn.Module):
 
   def _dense(self, x, features, names, name):
     y = dense(features, names, self.dtype, name=name)(x)
-    if self.tuning.lora(name):
-      y = y + LoRA((features,), self.tuning.lora_rank, self.tuning.lora_alpha, names[:1],
-                   names[1:], self.dtype, name=f"{name}_lora")(x).astype(y.dtype)
-    return y
+    return add_lora(self.tuning, name, y, x, names[:1], names[1:], self.dtype)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:

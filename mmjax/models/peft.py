@@ -21,15 +21,22 @@ from mmjax.errors import ConfigError
 from mmjax.tree import path_str
 
 HEAD_PATTERNS = (r"(^|/)head/", r"(^|/)token_head/")
+# The parameters a mode exists to train: the model must have some.
+_OWN_PARAMETERS = {"lora": r"_lora/", "adapter": r"(^|/)adapter_"}
 MODE_PATTERNS = {
     "full": (r".*",),
     "linear_probe": HEAD_PATTERNS,
-    "lora": (r"_lora/",) + HEAD_PATTERNS,
-    "adapter": (r"(^|/)adapter_", r"(^|/)ln_", r"(^|/)embed_ln/") + HEAD_PATTERNS,
+    "lora": (_OWN_PARAMETERS["lora"],) + HEAD_PATTERNS,
+    "adapter": (_OWN_PARAMETERS["adapter"], r"(^|/)ln_", r"(^|/)embed_ln/") + HEAD_PATTERNS,
 }
 _LORA = "_lora"
-# The parameters a mode exists to train: the model must have some.
-_OWN_PARAMETERS = {"lora": r"_lora/", "adapter": r"(^|/)adapter_"}
+
+
+def check_mode(mode: str) -> None:
+  """ConfigError unless `mode` is a fine-tuning mode."""
+  if mode not in MODE_PATTERNS:
+    raise ConfigError(f"Unknown finetune.mode={mode!r}; choose one of: "
+                      f"{', '.join(MODE_PATTERNS)}.")
 
 
 def trainable_mask(params: Any, mode: str, extra: Sequence[str] = ()) -> Any:
@@ -38,9 +45,7 @@ def trainable_mask(params: Any, mode: str, extra: Sequence[str] = ()) -> Any:
   Raises a ConfigError for an unknown mode, a bad regex, or a selection that trains
   nothing (e.g. mode 'lora' with model.lora_rank = 0).
   """
-  if mode not in MODE_PATTERNS:
-    raise ConfigError(f"Unknown finetune.mode={mode!r}; choose one of: "
-                      f"{', '.join(MODE_PATTERNS)}.")
+  check_mode(mode)
   try:
     patterns = [re.compile(p) for p in (*MODE_PATTERNS[mode], *extra)]
   except re.error as e:

@@ -14,7 +14,6 @@ skips their weight gradients.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -32,8 +31,7 @@ def _is_full(finetune_config) -> bool:
 
 def trainable_fn(finetune_config) -> Callable[[Any], Any] | None:
   """params -> tree of bools (True = trains), or None when everything trains."""
-  if finetune_config.mode not in peft.MODE_PATTERNS:   # checked before any compute
-    peft.trainable_mask({}, finetune_config.mode)
+  peft.check_mode(finetune_config.mode)   # before any compute
   if _is_full(finetune_config):
     return None
   extra = tuple(finetune_config.trainable)
@@ -62,12 +60,9 @@ def check_init_from(config) -> None:
     return
   from mmjax import interop   # pylint: disable=import-outside-toplevel
   hf = interop.model_config_from_pretrained(path)
-  model = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(config.model)
   # Keys left out of config.model take the model's defaults (e.g. norm_position='pre' for
   # a BERT folder): compare those too.
-  defaults = {f.name: f.default for f in dataclasses.fields(models.MODELS.get(model["name"]))
-              if f.init and f.default is not dataclasses.MISSING}
-  model = {**defaults, **model}
+  model = models.config_with_defaults(config.model)
   keys = ("name", "width", "depth", "num_heads", "mlp_dim", "vocab_size", "image_size",
           "patch_size", "channels", "norm_position", "activation", "layer_norm_eps",
           "type_vocab_size", "embed_norm", "causal")
@@ -83,17 +78,9 @@ def load_initial_params(config, params: Any, shardings: Any) -> Any:
   """`params` (a fresh init) with finetune.init_from's weights, placed by `shardings`."""
   from mmjax import interop   # pylint: disable=import-outside-toplevel
   path = config.finetune.init_from
-  model = config.model.to_dict() if hasattr(config.model, "to_dict") else dict(config.model)
-  loaded, report = interop.import_into(path, model, params)
-  logging.info("Initialised from %s: %d parameter arrays imported; fresh: %s", path,
-               len(jax.tree.leaves(params)) - len(report["fresh"]),
-               ", ".join(report["fresh"]) or "none")
-  if report["replaced"]:
-    logging.warning("Heads of another size in %s replaced by fresh ones: %s", path,
-                    ", ".join(report["replaced"]))
-  if report["unused"]:
-    logging.info("Tensors of %s the model does not use: %s", path,
-                 ", ".join(report["unused"]))
+  loaded, report = interop.import_into(path, models.config_with_defaults(config.model),
+                                       params)
+  interop.log_import_report(path, report)
   return jax.device_put(loaded, shardings)
 
 

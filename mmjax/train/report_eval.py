@@ -75,18 +75,16 @@ class ReportEvaluator:
     model = exp.model
     self._nll = jax.jit(lambda v, x: _next_token_nll(model, v, x))
 
-  def _outputs(self, variables) -> dict:
+  def _inputs(self, variables) -> dict:
+    """The embedded eval examples (labels, of either kind, are not model inputs)."""
     batch = {k: v for k, v in self.examples.items() if k != self.label_key}
-    inputs = self.logits.inputs(variables, batch, self.batch_size)
-    return inputs, self.logits.outputs(variables, inputs, self.batch_size)
+    return self.logits.inputs(variables, batch, self.batch_size)
 
   def __call__(self, params, model_state, step: int) -> dict[str, float]:
     variables = model_variables(params, model_state)
     out_dir = os.path.join(self.workdir, "reports", f"step_{step}")
     if self.kind == "perplexity":
-      inputs = self.logits.inputs(variables, {k: v for k, v in self.examples.items()
-                                              if k != "label"}, self.batch_size)
-      inputs = dict(inputs, text_ids=self.examples["text"])
+      inputs = dict(self._inputs(variables), text_ids=self.examples["text"])
       sums = in_chunks(lambda x: self._nll(variables, x), inputs, self.batch_size).sum(0)
       ppl = report_lib.perplexity(float(sums[0]), float(sums[1]))
       if jax.process_index() == 0:
@@ -95,7 +93,7 @@ class ReportEvaluator:
           json.dump({"perplexity": ppl, "tokens": int(sums[1]),
                      "mean_nll": float(sums[0] / max(sums[1], 1))}, f, indent=2)
       return {"report/perplexity": ppl}
-    _, outputs = self._outputs(variables)
+    outputs = self.logits.outputs(variables, self._inputs(variables), self.batch_size)
     if self.kind == "classification":
       return self._classification(outputs, out_dir)
     return self._tokens(outputs, out_dir)
