@@ -10,9 +10,10 @@ Every parameter carries logical axis names (`nn.with_logical_partitioning`) so t
 Axes that are never sharded are named None. Parameters are stored in float32; `dtype` is
 the compute dtype. Blocks are pre-LN (GPT-2, ViT) or post-LN (BERT), and take a `Tuning`
 that adds LoRA updates (Hu et al. 2021) to chosen projections and Houlsby et al. (2019)
-bottleneck adapters after each sub-layer, for parameter-efficient fine-tuning. Key activations are constrained with `constrain` by the names 'batch',
-'act_length', 'act_embed', 'act_heads', 'act_kv', 'act_mlp' and 'act_vocab' (a no-op
-unless a step is traced under `mmjax.parallel.activation_rules`).
+bottleneck adapters after each sub-layer, for parameter-efficient fine-tuning. Key
+activations are constrained with `constrain` by the names 'batch', 'act_length',
+'act_embed', 'act_heads', 'act_kv', 'act_mlp' and 'act_vocab' (a no-op unless a step is
+traced under `mmjax.parallel.activation_rules`).
 """
 from __future__ import annotations
 

@@ -185,8 +185,9 @@ class OverfittingGuard:
   longer finds what PGD finds: the gradient-masked state of catastrophic overfitting,
   which a fall never shows when it set in before the first check), training is
   catastrophically overfitting: `check` says stop, and the trainer keeps the parameters
-  of the previous check (or the initial ones). The previous accuracy persists in `workdir/guard.json`, so a
-  resumed run compares against the check before the interruption.
+  of the previous check (or the initial ones). The previous accuracy persists in
+  `workdir/guard.json`, so a resumed run compares against the check before the
+  interruption.
   """
 
   def __init__(self, exp, held_batch: dict, start_step: int):
