@@ -11,8 +11,8 @@ steps). Report: per-class precision/recall/F1 and a confusion matrix in WORKDIR/
 
 `:tiny` runs offline on the embedded digits. No ViT checkpoint ships in a wheel, so it
 imports a small ViT with random weights that `mmjax.interop.bundled.random_vit_folder`
-writes in Hugging Face format ($MMJAX_CACHE or ~/.cache/mmjax, /random_vit_28): the same import path as a
-real checkpoint, measuring plumbing, not transfer.
+writes in Hugging Face format ($MMJAX_CACHE or ~/.cache/mmjax, /random_vit_28): the
+same import path as a real checkpoint, measuring plumbing, not transfer.
 
 Commands:
   MMJAX_VIT_DIR=/models/vit-base-patch16-224-in21k python -m mmjax.main \

@@ -22,7 +22,8 @@ from mmjax.models.vit import unpatchify  # noqa: E402
 RNG_STREAMS = ("params", "dropout", "mask", "augment")
 
 __all__ = ["MODELS", "build_model", "config_with_defaults", "init_variables",
-           "abstract_variables", "param_count", "logical_partition_specs", "patchify", "unpatchify", "RNG_STREAMS"]
+           "abstract_variables", "param_count", "logical_partition_specs", "patchify",
+           "unpatchify", "RNG_STREAMS"]
 
 
 def _plain(value: Any) -> Any:

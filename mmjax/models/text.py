@@ -27,8 +27,8 @@ class TextTransformer(nn.Module):
   BERT options: type_vocab_size (segment embeddings; ids from batch['text_type'], else
   0), embed_norm (LayerNorm after the embeddings), pooler (tanh(Dense) on the pooled
   token, read by the classifier), lm_transform (BERT's MLM head: Dense -> activation ->
-  LayerNorm before the tied read-out, plus an output bias per token). Fine-tuning hooks: lora_rank, lora_alpha, lora_targets,
-  adapter_dim (`layers.Tuning`).
+  LayerNorm before the tied read-out, plus an output bias per token). Fine-tuning hooks:
+  lora_rank, lora_alpha, lora_targets, adapter_dim (`layers.Tuning`).
   """
   vocab_size: int = 260
   max_len: int = 64

@@ -53,7 +53,8 @@ def make_objective(objective_config: Any, model: nn.Module) -> Objective:
 
 __all__ = [
     "OBJECTIVES", "Objective", "make_objective", "build_objective",
-    "Supervised", "TokenClassification", "Regression", "CausalLM", "MaskedLM", "MaskedAutoencoder", "SimCLR", "WeightedSum",
+    "Supervised", "TokenClassification", "Regression", "CausalLM", "MaskedLM",
+    "MaskedAutoencoder", "SimCLR", "WeightedSum",
     "CrossModalContrastive", "clip_loss", "sigmoid_loss",
     "mlm_mask", "simclr_views", "simclr_augment", "augment", "losses",
     "weighted_mean", "softmax_cross_entropy", "top1_correct", "next_token_targets",
