@@ -71,11 +71,15 @@ def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path, monkeypat
 
 # Paper configs' published-scale variants: valid configs whose real datasets are named
 # (and, unprepared here, fail at once with the command that prepares them).
-FULL_SIZES = {"fast_at_mnist": ("mnist", 1e4, 1e6), "madry_pgd_mnist": ("mnist", 1e4, 1e6),
-              "trades_cifar10": ("cifar10", 4.6e7, 4.7e7),
-              "fast_at_cifar10": ("cifar10", 1.1e7, 1.2e7),
-              "alum_bert": ("wikipedia/20230601.en", 8e7, 9e7),
-              "robust_mae": ("cifar10", 5e6, 7e6)}
+FULL_SIZES = {
+    # One line per paper config: (TFDS dataset name, lowest, highest parameter count).
+    "fast_at_mnist": ("mnist", 1e4, 1e6),
+    "madry_pgd_mnist": ("mnist", 1e4, 1e6),
+    "trades_cifar10": ("cifar10", 4.6e7, 4.7e7),
+    "fast_at_cifar10": ("cifar10", 1.1e7, 1.2e7),
+    "alum_bert": ("wikipedia/20230601.en", 8e7, 9e7),
+    "robust_mae": ("cifar10", 5e6, 7e6),
+}
 
 
 @pytest.mark.parametrize("path", PAPERS)
