@@ -4,10 +4,10 @@ import json
 import math
 import os
 
-import numpy as np
 import pytest
 
 from mmjax import models
+from mmjax.bench import synthetic
 from mmjax.config import load_config_file, validate
 from mmjax.errors import ConfigError, DataError
 from mmjax.train import loop
@@ -100,14 +100,8 @@ def test_paper_config_full_variant_names_its_dataset(path, tmp_path):
 
 
 def _example(config):
-  import numpy as np
-  m = config.model
-  if m.name == "text_transformer":
-    return {"text": np.zeros((1, m.max_len), np.int32),
-            "text_mask": np.ones((1, m.max_len), np.int32)}
-  size, channels = (28, 1) if m.name == "mnist_cnn" else (m.get("image_size", 32),
-                                                          m.get("channels", 3))
-  return {"image": np.zeros((1, size, size, channels), np.float32)}
+  """One example batch shaped by the model config (bench's synthetic data shapes)."""
+  return synthetic.synthetic_batch(synthetic.element_spec(config), 1)
 
 
 # Scale-out configs at full size: their parameter counts (GPT-2 XL with the vocabulary
@@ -120,11 +114,8 @@ SCALE_PARAMS = {"gpt2_xl_fsdp": 1_557_686_400, "vit_h14_fsdp": 632_045_800}
 def test_scale_config_full_variant(path, tmp_path):
   name = os.path.splitext(os.path.basename(path))[0]
   config = load_config_file(os.path.join(REPO, path))
-  example = _example(config)
-  if config.model.name == "vit":
-    example = {"image": np.zeros((1, 224, 224, 3), np.float32)}
   n = models.param_count(models.abstract_variables(
-      models.build_model(config.model), example)["params"])
+      models.build_model(config.model), _example(config))["params"])
   assert n == SCALE_PARAMS[name]
   assert math.prod(config.mesh.shape.values()) == config.plan.devices == 256
   with pytest.raises(ConfigError, match="256 devices but there are 1"):
@@ -146,11 +137,8 @@ def test_finetune_config_full_variant(name, tmp_path, monkeypatch):
   validate(config)
   assert config.data.name == dataset
   assert config.finetune.init_from == str(tmp_path / "no_such_checkpoint")
-  example = _example(config)
-  if config.model.name == "vit":
-    example = {"image": np.zeros((1, 224, 224, 3), np.float32)}
   n = models.param_count(models.abstract_variables(
-      models.build_model(config.model), example)["params"])
+      models.build_model(config.model), _example(config))["params"])
   assert n == params
   with pytest.raises(ConfigError, match="not a Hugging Face checkpoint folder"):
     loop.build_experiment(config, str(tmp_path / "run"))
