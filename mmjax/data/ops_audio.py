@@ -26,6 +26,29 @@ def audio_to_float(key: str = "audio"):
   return op
 
 
+@OPS.register("audio_fit")
+def audio_fit(length: int, key: str = "audio"):
+  """example[key] waveform [S] (or [S, C]) -> [length] (or [length, C]), same dtype: the
+  first `length` samples, zero-padded (silence) at the end when S < length.
+
+  Variable-length clips (Speech Commands: up to 1 s) need one length to batch; padding
+  the waveform also fixes the log-mel frame count, e.g. 20,720 samples at 16 kHz with
+  25 ms windows every 10 ms give 1 + (20720 - 400) // 160 = 128 frames (AST's 128).
+  """
+  if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+    raise ConfigError(f"Preprocessing op 'audio_fit': length must be a positive int, got "
+                      f"{length!r}.")
+
+  def op(example, seed):
+    del seed
+    wav = tf.convert_to_tensor(example[key])
+    wav = wav[:length]
+    pad = [[0, length - tf.shape(wav)[0]]] + [[0, 0]] * (wav.shape.rank - 1)
+    wav = tf.pad(wav, pad)
+    return {**example, key: tf.ensure_shape(wav, [length] + wav.shape[1:].as_list())}
+  return op
+
+
 def log_mel_spectrogram(wav: tf.Tensor, *, sample_rate: int, frame_length: int,
                         frame_step: int, fft_length: int, num_mel_bins: int,
                         lower_hz: float, upper_hz: float) -> tf.Tensor:

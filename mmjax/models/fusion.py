@@ -13,7 +13,8 @@ from mmjax.models import layers
 
 class PatchTokens(nn.Module):
   """[B,H,W,C] (or a spectrogram [B,F,T], given a channel axis) -> normalised patch
-  tokens with learned positions, [B,N,D]."""
+  tokens with learned positions, [B,N,D]; with a `stride` below the patch size the
+  patches overlap (AST), N from `spec_token_grid`."""
   grid: tuple[int, int]         # input height, width (F, T for a spectrogram)
   patch_size: Any
   channels: int
@@ -22,6 +23,7 @@ class PatchTokens(nn.Module):
   std: Any
   name_in_errors: str
   dtype: Any = jnp.float32
+  stride: Any = None            # None: non-overlapping patches
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -32,12 +34,12 @@ class PatchTokens(nn.Module):
       raise ConfigError(f"The multimodal model got {self.name_in_errors} of shape "
                         f"{tuple(x.shape[1:])} but config.model expects {expected}.")
     ph, pw = layers.pair(self.patch_size)
-    if self.grid[0] % ph or self.grid[1] % pw:
+    if self.stride is None and (self.grid[0] % ph or self.grid[1] % pw):
       raise ConfigError(f"config.model: {self.name_in_errors} size {self.grid} is not "
                         f"divisible by its patch size {(ph, pw)}.")
     x = layers.normalize_pixels(x, self.mean, self.std)
-    tokens = layers.PatchEmbed((ph, pw), self.width, self.dtype, name="patch")(
-        x.astype(self.dtype))
+    tokens = layers.PatchEmbed((ph, pw), self.width, self.dtype, self.stride,
+                               name="patch")(x.astype(self.dtype))
     pos = layers.PositionEmbedding(tokens.shape[1], self.width, name="pos")()
     return tokens + pos.astype(tokens.dtype)
 

@@ -344,19 +344,23 @@ def patchify(x: jax.Array, patch_size: int | Sequence[int]) -> jax.Array:
 
 
 class PatchEmbed(nn.Module):
-  """Non-overlapping patch projection: [B,H,W,C] -> [B,N,D], N = (H/ph)*(W/pw), row-major.
+  """Patch projection: [B,H,W,C] -> [B,N,D], row-major; N = (H/ph)*(W/pw) for the default
+  non-overlapping patches, ((H-ph)//sh + 1) * ((W-pw)//sw + 1) with a `stride` (AST's
+  overlapping spectrogram patches).
 
   `patch_size`: p (square p x p patches) or (ph, pw), e.g. frequency x time patches of a
-  spectrogram.
+  spectrogram; `stride`: s or (sh, sw), None = the patch size.
   """
   patch_size: int | tuple[int, int]
   width: int
   dtype: Dtype = jnp.float32
+  stride: int | tuple[int, int] | None = None
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     p = pair(self.patch_size)
-    x = nn.Conv(self.width, p, strides=p, padding="VALID", dtype=self.dtype,
+    stride = p if self.stride is None else pair(self.stride)
+    x = nn.Conv(self.width, p, strides=stride, padding="VALID", dtype=self.dtype,
                 kernel_init=partitioned(nn.initializers.lecun_normal(),
                                         (None, None, None, "embed")),
                 bias_init=partitioned(zeros, ("embed",)), name="proj")(images)

@@ -5,7 +5,8 @@ Each modality becomes tokens at the embed/encode seam, as in the single-modality
 
   image        [B,H,W,C] pixels in [0,1] -> patch tokens (ViT)
   text         [B,T] ids + text_mask     -> token embeddings [B,T,D] (no positions)
-  spectrogram  [B,F,T] log-mel           -> F x T patch tokens (AST, Gong et al. 2021)
+  spectrogram  [B,F,T] log-mel           -> F x T patch tokens (AST, Gong et al. 2021;
+                                            overlapping with `spec_stride` < `spec_patch`)
 
 `fusion` chooses how the modalities meet:
   'towers'      one Encoder per modality; each is mean-pooled and projected
@@ -56,6 +57,22 @@ FUSIONS = ("towers", "concat", "bottleneck")
 INPUT_KEY = {"image": "image", "text": "text", "audio": "spectrogram"}
 
 
+def spec_token_grid(grid: tuple[int, int], patch: Any, stride: Any) -> tuple[int, int, int]:
+  """(F, T) spectrogram, patch (ph, pw), stride (sf, st) -> (rows, cols, rows * cols)
+  tokens of a VALID strided patching: rows = (F - ph) // sf + 1 (AST: (128 - 16) // 10 + 1
+  = 12); the last F - ph - (rows - 1) * sf bins are not covered, as in AST."""
+  (f, t), (ph, pw), (sf, st) = grid, layers.pair(patch), layers.pair(stride)
+  if not (1 <= sf <= ph and 1 <= st <= pw):
+    raise ConfigError(f"config.model.spec_stride={(sf, st)} must be in [1, spec_patch] per "
+                      f"axis (spec_patch={(ph, pw)}); a larger stride skips spectrogram "
+                      "bins.")
+  if f < ph or t < pw:
+    raise ConfigError(f"config.model: spectrograms of {(f, t)} are smaller than their "
+                      f"patch size {(ph, pw)}.")
+  rows, cols = (f - ph) // sf + 1, (t - pw) // st + 1
+  return rows, cols, rows * cols
+
+
 @MODELS.register("multimodal")
 class MultimodalTransformer(nn.Module):
   """Image + text + audio transformer; see the module docstring.
@@ -88,6 +105,9 @@ class MultimodalTransformer(nn.Module):
   mel_bins: int = 64
   frames: int = 28
   spec_patch: Any = (8, 4)
+  # Patch stride (f, t) or s; None = `spec_patch` (non-overlapping). AST uses 16x16
+  # patches with stride 10: overlapping patches, (F - 16) // 10 + 1 per axis.
+  spec_stride: Any = None
   spec_mean: float = 0.0
   spec_std: float = 1.0
   # fusion
@@ -140,9 +160,12 @@ class MultimodalTransformer(nn.Module):
     if "text" in self.modalities:
       self.text_pos = layers.PositionEmbedding(self.max_len, self.width)
     if "audio" in self.modalities:
+      if self._audio_overlaps:   # checks the stride against the patch and the grid
+        spec_token_grid((self.mel_bins, self.frames), self.spec_patch, self._spec_stride)
       self.audio_tokens = PatchTokens((self.mel_bins, self.frames), self.spec_patch, 1,
                                       self.width, self.spec_mean, self.spec_std,
-                                      "spectrograms", dt)
+                                      "spectrograms", dt,
+                                      self._spec_stride if self._audio_overlaps else None)
     self.drop = nn.Dropout(self.dropout)
     encoder = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
                    scan_layers=self.scan_layers, remat=self.remat, dtype=dt,
@@ -169,7 +192,8 @@ class MultimodalTransformer(nn.Module):
                                 self.mae_decoder_depth, self.mae_decoder_heads,
                                 math.prod(self._patch(m)) * (self.channels if m == "image"
                                                              else 1), dt)
-          for m in self.modalities if m != "text"}
+          for m in self.modalities if m != "text" and not (m == "audio" and
+                                                            self._audio_overlaps)}
     if self.caption_depth > 0:
       if self.caption_source not in self.modalities or self.caption_source == "text":
         raise ConfigError(
@@ -186,6 +210,15 @@ class MultimodalTransformer(nn.Module):
 
   def _patch(self, m: str) -> tuple[int, int]:
     return layers.pair(self.patch_size if m == "image" else self.spec_patch)
+
+  @property
+  def _spec_stride(self) -> tuple[int, int]:
+    return layers.pair(self.spec_patch if self.spec_stride is None else self.spec_stride)
+
+  @property
+  def _audio_overlaps(self) -> bool:
+    """Whether audio patches are strided differently from their size (AST's overlap)."""
+    return self._spec_stride != self._patch("audio")
 
   def _num_patches(self, m: str) -> int:
     grid = (self.image_size,) * 2 if m == "image" else (self.mel_bins, self.frames)
@@ -316,6 +349,10 @@ class MultimodalTransformer(nn.Module):
     if self.mae_decoder_width <= 0:
       raise ConfigError("The multimodal model's `mae` needs a decoder: set "
                         "config.model.mae_decoder_width > 0.")
+    if modality == "audio" and self._audio_overlaps:
+      raise ConfigError("MAE on audio needs non-overlapping spectrogram patches (its "
+                        "targets are the patches): unset config.model.spec_stride or set "
+                        "it equal to spec_patch.")
     if modality not in self.mae_decoders:
       raise ConfigError(f"MAE modality {modality!r} must be one of the model's patch "
                         f"modalities {sorted(self.mae_decoders)}.")
