@@ -2,8 +2,9 @@
 
 For each pair of modalities (a, b) the model's projections (else pooled features) are L2-
 normalised and compared all-against-all within the batch, with the model's learnable
-scale t = exp(logit_scale) (CLIP's 1/temperature, capped at 100) and, for the sigmoid
-loss, its learnable bias. Only examples where both modalities are present (and that are
+scale t = exp(logit_scale) (CLIP's 1/temperature, capped at `max_scale`: 100 as in
+CLIP; 0 leaves it uncapped, as SigLIP's reference code does) and, for the sigmoid loss,
+its learnable bias. Only examples where both modalities are present (and that are
 real, `batch['mask']`) take part: missing pairs are masked out of the loss, never
 zero-filled into it.
 """
@@ -63,18 +64,23 @@ class CrossModalContrastive(Objective):
   """Contrastive alignment of modality pairs; see the module docstring.
 
   Options: pairs (e.g. (('image', 'text'), ('image', 'audio'))), loss ('infonce' or
-  'sigmoid'). Metrics: `loss` (mean over pairs), '{a}_{b}/loss', '{a}_{b}/accuracy'
-  (in-batch top-1 retrieval, both directions; InfoNCE), '{a}_{b}/pairs' (valid pairs),
-  `temperature` (1/t).
+  'sigmoid'), max_scale (cap on t = exp(logit_scale); 0 = none). Metrics: `loss` (mean
+  over pairs), '{a}_{b}/loss', '{a}_{b}/accuracy' (in-batch top-1 retrieval, both
+  directions; InfoNCE), '{a}_{b}/pairs' (valid pairs), `temperature` (1/t).
   """
   pairs: tuple = (("image", "text"),)
   loss: str = "infonce"
+  max_scale: float = MAX_LOGIT_SCALE
 
   def __post_init__(self):
     pairs = tuple(tuple(p) for p in self.pairs)
     object.__setattr__(self, "pairs", pairs)
     if self.loss not in LOSSES:
       raise ConfigError(f"objective.loss={self.loss!r}: choose one of {LOSSES}.")
+    if isinstance(self.max_scale, bool) or not isinstance(self.max_scale, (int, float)) \
+        or self.max_scale < 0:
+      raise ConfigError(f"objective.max_scale={self.max_scale!r} must be a number >= 0 "
+                        "(the cap on exp(logit_scale): 100 in CLIP; 0 = uncapped).")
     if not pairs or any(len(p) != 2 or p[0] == p[1] for p in pairs):
       raise ConfigError(f"objective.pairs={pairs!r} must list pairs of two different "
                         "modalities, e.g. (('image', 'text'), ('image', 'audio')).")
@@ -94,7 +100,9 @@ class CrossModalContrastive(Objective):
   def loss_from_inputs(self, params, inputs, batch, rng, *, model_state, train):
     outputs, new_state = self.encode(params, inputs, rng, model_state=model_state,
                                      train=train)
-    scale = jnp.minimum(jnp.exp(outputs["logit_scale"]), MAX_LOGIT_SCALE)
+    scale = jnp.exp(outputs["logit_scale"])
+    if self.max_scale > 0:   # CLIP clips; past the cap the scale gets no gradient
+      scale = jnp.minimum(scale, self.max_scale)
     weights = example_weights(batch, outputs["pooled"].shape[0])
     metrics, total = {"temperature": 1.0 / scale}, 0.0
     for a, b in self.pairs:
