@@ -11,6 +11,7 @@ from mmjax.bench import synthetic
 from mmjax.config import load_config_file, validate
 from mmjax.errors import ConfigError, DataError
 from mmjax.train import loop
+from tests import standins
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (config file, arg): every file, plus the extra args a file documents.
@@ -79,13 +80,33 @@ FULL_SIZES = {
     "fast_at_cifar10": ("cifar10", 1.1e7, 1.2e7),
     "alum_bert": ("wikipedia/20230601.en", 8e7, 9e7),
     "robust_mae": ("cifar10", 5e6, 7e6),
+    "clip_vit_b32": ("laion400m/images", 1.73e8, 1.74e8),
+    "siglip": ("laion400m/images", 1.72e8, 1.73e8),
+    "vit_b16_imagenet": ("imagenet2012", 86_567_656, 86_567_656),
+    "mae_vit_b": ("imagenet2012", 1.119e8, 1.1191e8),
+    "ast_speech_commands": ("speech_commands", 8.53e7, 8.54e7),
+    "simclr_cifar10": ("cifar10", 1.14e7, 1.16e7),
+    "rocl_cifar10": ("cifar10", 1.14e7, 1.16e7),
+    "madry_pgd_cifar10": ("cifar10", 4.6e7, 4.7e7),
+    "gpt2_124m": ("c4/en", 1.244e8, 1.245e8),
+    "bert_base_mlm": ("wikipedia/20230601.en", 1.095e8, 1.096e8),
+    "lora_glue": ("glue/sst2", 1.097e8, 1.098e8),
 }
 
 
+# Local files a full variant names by environment variable, and the stand-in that lets its
+# checks reach the dataset offline.
+LOCAL_FILES = {"gpt2_124m": ("MMJAX_GPT2_TOKENIZER", standins.gpt2_like_tokenizer),
+               "lora_glue": ("MMJAX_BERT_DIR", standins.bert_base_uncased_standin)}
+
+
 @pytest.mark.parametrize("path", PAPERS)
-def test_paper_config_full_variant_names_its_dataset(path, tmp_path):
+def test_paper_config_full_variant_names_its_dataset(path, tmp_path, monkeypatch):
   name = os.path.splitext(os.path.basename(path))[0]
   dataset, low, high = FULL_SIZES[name]
+  if name in LOCAL_FILES:
+    env, make = LOCAL_FILES[name]
+    monkeypatch.setenv(env, make(tmp_path / "local_files"))
   config = load_config_file(os.path.join(REPO, path))
   validate(config)
   assert config.data.name == dataset
