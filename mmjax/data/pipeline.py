@@ -55,7 +55,17 @@ def process_index_and_count() -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
-def _prepare_hint(name: str, root: str) -> str:
+def _manual_instructions(builder) -> str:
+  """A dataset's manual-download instructions on one line ('' if it downloads itself)."""
+  return " ".join(str(getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", "") or "").split())
+
+
+def _prepare_hint(name: str, root: str, builder=None) -> str:
+  manual = _manual_instructions(builder) if builder is not None else ""
+  if manual:  # e.g. imagenet2012, laion400m: tfds cannot fetch the files itself.
+    return (f"{name!r} needs a manual download, which neither mmjax nor tfds can do: "
+            f"{manual.rstrip('.')}. Put the files in a folder DIR and run `tfds build {name} "
+            f"--data_dir={root} --manual_dir=DIR`")
   return (f"To prepare it offline, run `tfds build {name} --data_dir={root}` on a machine "
           f"with internet and copy its `{root}/{name.split(':')[0].split('/')[0]}` folder "
           "to the same place here")
@@ -95,6 +105,9 @@ def get_builder(data_config: Any) -> tfds.core.DatasetBuilder:
       if not builder.is_prepared():
         raise
     return builder
+  if _manual_instructions(builder):
+    raise DataError(f"Dataset {name!r} is not prepared in data_dir {root!r}. "
+                    f"{_prepare_hint(name, root, builder)}.")
   if not _get(data_config, "download"):
     raise DataError(f"Dataset {name!r} is not prepared in data_dir {root!r} and "
                     f"config.data.download is False, so mmjax will not download it. "

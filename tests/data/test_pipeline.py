@@ -182,6 +182,19 @@ def test_unprepared_real_dataset_says_how_to_prepare(tmp_path, no_network):
   assert "download=True" in msg
 
 
+@pytest.mark.parametrize("download", [False, True])
+def test_manual_download_dataset_says_so_instead_of_offering_a_download(tmp_path, download):
+  """imagenet2012 cannot be fetched by tfds: the error gives its instructions and the
+  --manual_dir command whatever config.data.download says, and touches no network."""
+  with pytest.raises(DataError) as e:
+    data.make_eval_iterator({"name": "imagenet2012", "data_dir": str(tmp_path),
+                             "download": download}, batch_size=8)
+  msg = str(e.value)
+  assert "needs a manual download" in msg and "ILSVRC2012" in msg
+  assert f"tfds build imagenet2012 --data_dir={tmp_path} --manual_dir=DIR" in msg
+  assert "download=True" not in msg
+
+
 def test_download_without_network_fails_fast(tmp_path, monkeypatch, no_network):
   if importlib.util.find_spec("importlib_resources") is None:
     # tfds 4.9.x needs it to download (tensorflow/datasets#11212); check the message,
