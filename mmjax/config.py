@@ -106,7 +106,8 @@ def default_config() -> ml_collections.ConfigDict:
   # Cross-modal recall@K between `pairs` of modalities (e.g. (('image', 'text'),)),
   # class-level when `by_label`.
   c.evals.retrieval = dict(pairs=(), ks=(1, 5, 10), num_examples=500, by_label=True)
-  # A linear probe on `modality`'s frozen pooled features ('' = off): trained on the
+  # A linear probe on `modality`'s frozen pooled features ('' = off; a single-modality
+  # model's 'pooled'): trained on the
   # first `train_examples` of the train split, tested on `test_examples` eval examples;
   # robust accuracy through encoder + probe when `attack` is set; the same probe on a
   # randomly initialised encoder when `random_baseline`.

@@ -133,7 +133,14 @@ class ProbeEvaluator:
   def __init__(self, exp):
     cfg = exp.config.evals.probe
     self.cfg, self.modality = cfg, cfg.modality
-    _check_modalities(exp.model, (self.modality,), "evals.probe.modality")
+    if self.modality not in INPUT_KEY:
+      raise ConfigError(f"evals.probe.modality={self.modality!r}: choose one of "
+                        f"{sorted(INPUT_KEY)} (or '' for no probe).")
+    if hasattr(exp.model, "modalities"):
+      _check_modalities(exp.model, (self.modality,), "evals.probe.modality")
+      self.feature_key = f"{self.modality}_pooled"
+    else:   # a single-modality model (ViT, CNN, text encoder): its 'pooled' features
+      self.feature_key = "pooled"
     if cfg.attack and cfg.attack not in robustness.EVAL_ATTACKS:
       raise ConfigError(f"Unknown evals.probe.attack={cfg.attack!r}. Choose one of: "
                         f"{', '.join(robustness.EVAL_ATTACKS)} (or '' for none).")
@@ -142,17 +149,22 @@ class ProbeEvaluator:
     self.exp = exp
     self.model = exp.model_logits
     self.batch_size = exp.config.evals.batch_size // jax.process_count()
+    key = INPUT_KEY[self.modality]
     keep = lambda ex: {k: v for k, v in ex.items()
-                       if k == "label" or k == INPUT_KEY[self.modality]}
+                       if k in ("label", key, f"{key}_mask")}
     train_data = exp.config.data.copy_and_resolve_references()
     train_data.eval_split = f"{exp.config.data.train_split}[:{cfg.train_examples}]"
-    self.train = keep(eval_examples(train_data, cfg.train_examples, self.batch_size))
     self.test = keep(eval_examples(exp.config.data, cfg.test_examples, self.batch_size))
+    if key not in self.test or "label" not in self.test:
+      raise ConfigError(f"evals.probe.modality={self.modality!r} needs {key!r} and 'label' "
+                        f"in the eval examples (data.preprocess_eval), which have "
+                        f"{sorted(self.test)}; keep them there or change the modality.")
+    self.train = keep(eval_examples(train_data, cfg.train_examples, self.batch_size))
     self.num_classes = int(max(self.train["label"].max(), self.test["label"].max())) + 1
     self.key = jax.random.PRNGKey(exp.config.train.seed + 11)
     self.random_init_accuracy = None
     # One callable per run: robustness caches its compiled attacks per callable.
-    self.logits = functools.partial(_probe_on_encoder, self.model, self.modality)
+    self.logits = functools.partial(_probe_on_encoder, self.model, self.feature_key)
 
   def _inputs(self, variables, examples) -> dict:
     """The modality's embedded inputs (numpy [N,...]) of `examples`."""
@@ -160,7 +172,7 @@ class ProbeEvaluator:
                              self.batch_size)
 
   def _features(self, variables, inputs) -> np.ndarray:
-    return self.model.outputs(variables, inputs, self.batch_size)[f"{self.modality}_pooled"]
+    return self.model.outputs(variables, inputs, self.batch_size)[self.feature_key]
 
   def _fit(self, variables, test_inputs=None):
     """(probe, clean test accuracy) for the encoder `variables`; `test_inputs` are the
@@ -200,10 +212,11 @@ class ProbeEvaluator:
     return metrics
 
 
-def _probe_on_encoder(model, modality, variables, inputs):
-  """(variables {'model', 'probe'}, one modality's inputs) -> probe logits [B,K]."""
+def _probe_on_encoder(model, feature_key, variables, inputs):
+  """(variables {'model', 'probe'}, one modality's inputs) -> probe logits [B,K] on the
+  encoder's `feature_key` features ('{modality}_pooled', or 'pooled')."""
   out = model.model.apply(variables["model"], inputs, method="encode", train=False)
-  return probe_logits(variables["probe"], out[f"{modality}_pooled"])
+  return probe_logits(variables["probe"], out[feature_key])
 
 
 # ---------------------------------------------------------------------- caption

@@ -66,3 +66,41 @@ MM = dict(name="multimodal", modalities=("image", "text"), width=32, depth=1, nu
 def test_bad_eval_configs_fail_before_reading_data(evaluator, model, evals, match):
   with pytest.raises(ConfigError, match=match):
     evaluator(_exp(model, **evals))
+
+
+@pytest.mark.parametrize("model", [
+    dict(name="mnist_cnn", num_classes=0),
+    dict(name="vit", image_size=28, patch_size=7, channels=1, width=32, depth=1,
+         num_heads=2, mlp_dim=32, num_classes=0, pool="gap", decoder_width=32,
+         decoder_depth=1, decoder_heads=2)])
+def test_probe_on_a_single_modality_model_reads_its_pooled_features(model, tiny_config):
+  """A CNN or an MAE-style ViT (no `modalities`): the probe fits on 'pooled', clean and
+  robust accuracy are measured through encoder + probe, robust <= clean."""
+  from mmjax.train import loop
+  config = tiny_config()
+  config.model = model
+  config.objective = dict(name="mae") if model["name"] == "vit" else dict(name="supervised")
+  if model["name"] == "mnist_cnn":
+    config.model.num_classes = 10
+  config.evals.probe.update(dict(modality="image", train_examples=200, test_examples=100,
+                                 steps=200, attack="pgd", eps=0.3, attack_steps=5))
+  config.evals.batch_size = 100
+  exp = loop.build_experiment(config, "/nonexistent")
+  evaluator = rep.ProbeEvaluator(exp)
+  assert evaluator.feature_key == "pooled"
+  state = exp.init_state()
+  metrics = evaluator(state.params, state.model_state, 0)
+  # Random features of digits already separate them well above chance (10%).
+  assert 0.3 < metrics["probe/accuracy"] <= 1.0
+  assert 0.0 <= metrics["probe/robust_accuracy"] < metrics["probe/accuracy"]
+
+
+def test_probe_modality_absent_from_a_single_modality_models_data(tiny_config):
+  from mmjax.train import loop
+  config = tiny_config()
+  config.evals.probe.update(dict(modality="audio", train_examples=50, test_examples=50))
+  with pytest.raises(ConfigError, match="needs 'spectrogram' and 'label'"):
+    rep.ProbeEvaluator(loop.build_experiment(config, "/nonexistent"))
+  config.evals.probe.modality = "smell"
+  with pytest.raises(ConfigError, match="choose one of"):
+    rep.ProbeEvaluator(loop.build_experiment(config, "/nonexistent"))
