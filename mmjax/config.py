@@ -68,7 +68,8 @@ def default_config() -> ml_collections.ConfigDict:
   )
   c.optim = dict(
       name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=0,
-      end_lr_factor=0.0, lr_boundaries=(), lr_decay=0.1, weight_decay=0.0, no_decay=("bias", "norm", "scale"),
+      end_lr_factor=0.0, lr_boundaries=(), lr_decay=0.1, weight_decay=0.0,
+      no_decay=("bias", "norm", "scale"),
       b1=0.9, b2=0.999, eps=1e-8, momentum=0.9, nesterov=False, clip_norm=0.0,
       grad_accum_steps=1, ema_decay=0.0,
   )
@@ -107,10 +108,10 @@ def default_config() -> ml_collections.ConfigDict:
   # class-level when `by_label`.
   c.evals.retrieval = dict(pairs=(), ks=(1, 5, 10), num_examples=500, by_label=True)
   # A linear probe on `modality`'s frozen pooled features ('' = off; a single-modality
-  # model's 'pooled'): trained on the
-  # first `train_examples` of the train split, tested on `test_examples` eval examples;
-  # robust accuracy through encoder + probe when `attack` is set; the same probe on a
-  # randomly initialised encoder when `random_baseline`.
+  # model's 'pooled'): trained on the first `train_examples` of the train split, tested
+  # on `test_examples` eval examples; robust accuracy through encoder + probe when
+  # `attack` is set; the same probe on a randomly initialised encoder when
+  # `random_baseline`.
   c.evals.probe = dict(modality="", train_examples=2000, test_examples=500, steps=500,
                        learning_rate=0.05, l2=1e-4, attack="", eps=0.0, norm="linf",
                        attack_steps=10, random_baseline=True)

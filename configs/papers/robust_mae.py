@@ -10,7 +10,8 @@ features; the attack is PGD-3 in l-inf eps 8/255 maximising the MAE term only
 with weight decay 0.05, 40 warmup epochs of 200, batch 256. The robust eval is PGD-10 on the
 classification head (eps 8/255, 1,000 test images) with the sanity suite.
 
-`:tiny` is the ViT of configs/digits_vit_mae.py on the embedded digits with eps 0.1 (PGD-3) for 600 steps.
+`:tiny` is the ViT of configs/digits_vit_mae.py on the embedded digits with eps 0.1 (PGD-3)
+for 600 steps.
 Expected (:tiny): docs/robustness.md.
 
 Commands:

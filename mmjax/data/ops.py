@@ -99,7 +99,8 @@ def build_op(name: str, args: tuple = (), kwargs: dict | None = None) -> Op:
     raise ConfigError(f"Bad arguments for preprocessing op {name!r} in {call}: {e}") from None
 
 
-def build_preprocess_fn(spec: str | Sequence[str] | None) -> Callable[[Example, tf.Tensor], Example]:
+def build_preprocess_fn(spec: str | Sequence[str] | None
+                        ) -> Callable[[Example, tf.Tensor], Example]:
   """Spec -> `fn(example, seed [2] int64) -> example` applying every op in order.
 
   Op i gets `fold_in(seed, i)`, so adding an op does not change the randomness of the
@@ -180,6 +181,7 @@ def op_names() -> list[str]:
 
 
 # Registration side effects: the modality op modules add themselves to OPS.
-from mmjax.data import ops_audio, ops_image, ops_ner, ops_text, ops_vqa  # noqa: E402,F401  pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from mmjax.data import ops_audio, ops_image, ops_ner, ops_text, ops_vqa  # noqa: E402,F401
 
 __all__ = ["OPS", "Op", "parse_spec", "build_op", "build_preprocess_fn", "op_names"]

@@ -52,7 +52,8 @@ def audio_fit(length: int, key: str = "audio"):
 def log_mel_spectrogram(wav: tf.Tensor, *, sample_rate: int, frame_length: int,
                         frame_step: int, fft_length: int, num_mel_bins: int,
                         lower_hz: float, upper_hz: float) -> tf.Tensor:
-  """float waveform [S] -> log-mel [num_mel_bins, frames], frames = 1 + (S - frame_length) // frame_step."""
+  """float waveform [S] -> log-mel [num_mel_bins, frames],
+  frames = 1 + (S - frame_length) // frame_step."""
   stft = tf.signal.stft(wav, frame_length=frame_length, frame_step=frame_step,
                         fft_length=fft_length, pad_end=False)
   magnitude = tf.abs(stft)  # [frames, fft_length // 2 + 1]

@@ -10,7 +10,8 @@ from mmjax.models.conv import canonical_conv
 CASES = [  # (input shape, kernel shape, strides, padding, lhs_dilation, rhs_dilation, dn)
     ((2, 9, 9, 3), (3, 3, 3, 5), (1, 1), ((1, 1), (1, 1)), None, None, ("NHWC", "HWIO", "NHWC")),
     ((2, 10, 8, 2), (4, 4, 2, 3), (2, 2), ((1, 2), (0, 1)), None, None, ("NHWC", "HWIO", "NHWC")),
-    ((2, 11, 11, 3), (3, 2, 3, 4), (1, 2), ((0, 0), (1, 1)), None, (2, 1), ("NHWC", "HWIO", "NHWC")),
+    ((2, 11, 11, 3), (3, 2, 3, 4), (1, 2), ((0, 0), (1, 1)), None, (2, 1),
+     ("NHWC", "HWIO", "NHWC")),
     ((2, 3, 8, 8), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), None, None, ("NCHW", "OIHW", "NCHW")),
     ((3, 12, 2), (5, 2, 4), (3,), ((2, 2),), None, None, ("NWC", "WIO", "NWC")),
     ((2, 5, 5, 2), (3, 3, 2, 2), (1, 1), ((1, 1), (1, 1)), (2, 2), None, ("NHWC", "HWIO", "NHWC")),

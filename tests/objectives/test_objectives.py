@@ -132,7 +132,8 @@ def test_registry_names():
 
 
 def test_unknown_name_lists_choices():
-  with pytest.raises(ConfigError, match="Choose one of: captioning, clm, contrastive, mae, mlm, regression, simclr, sum"):
+  with pytest.raises(ConfigError, match="Choose one of: captioning, clm, contrastive, mae, "
+                                        "mlm, regression, simclr, sum"):
     make_objective({"name": "mea"}, LinearClassifier())
   with pytest.raises(ConfigError, match="name is missing"):
     make_objective({"label_smoothing": 0.1}, LinearClassifier())
