@@ -91,10 +91,21 @@ def color_jitter(image: jax.Array, key: jax.Array, strength: float) -> jax.Array
   return image
 
 
+def random_grayscale(image: jax.Array, key: jax.Array, prob: float) -> jax.Array:
+  """With probability `prob`, [H, W, C] -> its luma repeated over the C channels (as
+  torchvision's RandomGrayscale); otherwise the image unchanged (float32)."""
+  image = jnp.asarray(image, jnp.float32)
+  gray = jnp.broadcast_to(_grayscale(image), image.shape)
+  return jnp.where(jax.random.bernoulli(key, prob), gray, image)
+
+
 def simclr_augment(image: jax.Array, key: jax.Array, *,
                    crop_scale: Sequence[float] = (0.5, 1.0), flip: bool = True,
-                   jitter: float = 0.4) -> jax.Array:
-  """One random view of one image: resized crop, optional flip, colour jitter.
+                   jitter: float = 0.4, jitter_prob: float = 1.0,
+                   grayscale_prob: float = 0.0) -> jax.Array:
+  """One random view of one image: resized crop, optional flip, colour jitter (applied
+  with probability `jitter_prob`), then random grayscale with probability
+  `grayscale_prob` (SimCLR's colour distortion: 0.8 and 0.2).
 
   Args:
     image: [H, W, C] float in [0, 1].
@@ -105,13 +116,22 @@ def simclr_augment(image: jax.Array, key: jax.Array, *,
   view = random_resized_crop(image, k_crop, scale=crop_scale)
   if flip:
     view = random_flip(view, k_flip)
-  return color_jitter(view, k_jitter, jitter)
+  jittered = color_jitter(view, k_jitter, jitter)
+  # The probabilities are static: at their defaults no extra key is drawn, so the views
+  # are exactly those of the plain crop-flip-jitter pipeline.
+  if jitter_prob < 1.0:
+    apply = jax.random.bernoulli(jax.random.fold_in(key, 1), jitter_prob)
+    jittered = jnp.where(apply, jittered, jnp.asarray(view, jnp.float32))
+  if grayscale_prob > 0.0:
+    jittered = random_grayscale(jittered, jax.random.fold_in(key, 2), grayscale_prob)
+  return jittered
 
 
 def simclr_views(images: jax.Array, key: jax.Array, *,
                  crop_scale: Sequence[float] = (0.5, 1.0), flip: bool = True,
-                 jitter: float = 0.4) -> tuple[jax.Array, jax.Array]:
-  """Two independent random views of every image in a batch.
+                 jitter: float = 0.4, jitter_prob: float = 1.0,
+                 grayscale_prob: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """Two independent random views of every image in a batch (see `simclr_augment`).
 
   Args:
     images: [B, H, W, C] float in [0, 1].
@@ -120,16 +140,19 @@ def simclr_views(images: jax.Array, key: jax.Array, *,
     (view1, view2), each [B, H, W, C] float32 in [0, 1].
   """
   return _simclr_views(images, key, crop_scale=tuple(float(s) for s in crop_scale),
-                       flip=bool(flip), jitter=float(jitter))
+                       flip=bool(flip), jitter=float(jitter),
+                       jitter_prob=float(jitter_prob), grayscale_prob=float(grayscale_prob))
 
 
 # Jitted so that eager callers (tests, notebooks) do not pay op-by-op dispatch of the
 # vmapped resampling; inside a jitted train step it is simply inlined.
-@functools.partial(jax.jit, static_argnames=("crop_scale", "flip", "jitter"))
-def _simclr_views(images, key, *, crop_scale, flip, jitter):
+@functools.partial(jax.jit, static_argnames=("crop_scale", "flip", "jitter", "jitter_prob",
+                                             "grayscale_prob"))
+def _simclr_views(images, key, *, crop_scale, flip, jitter, jitter_prob, grayscale_prob):
   b = images.shape[0]
   k1, k2 = jax.random.split(key)
   augment = jax.vmap(lambda img, k: simclr_augment(
-      img, k, crop_scale=crop_scale, flip=flip, jitter=jitter))
+      img, k, crop_scale=crop_scale, flip=flip, jitter=jitter, jitter_prob=jitter_prob,
+      grayscale_prob=grayscale_prob))
   return (augment(images, jax.random.split(k1, b)),
           augment(images, jax.random.split(k2, b)))

@@ -194,6 +194,8 @@ class SimCLR(Objective):
   crop_scale: tuple[float, float] = (0.5, 1.0)
   flip: bool = True
   jitter: float = 0.4
+  jitter_prob: float = 1.0      # SimCLR: 0.8
+  grayscale_prob: float = 0.0   # SimCLR: 0.2
 
   def __post_init__(self):
     object.__setattr__(self, "crop_scale", tuple(float(s) for s in self.crop_scale))
@@ -205,12 +207,17 @@ class SimCLR(Objective):
                         f"{self.crop_scale}.")
     if not 0.0 <= self.jitter <= 1.0:
       raise ConfigError(f"objective.jitter must be in [0, 1], got {self.jitter}.")
+    for name in ("jitter_prob", "grayscale_prob"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ConfigError(f"objective.{name} must be a probability in [0, 1], got "
+                          f"{getattr(self, name)}.")
 
   def prepare(self, batch, rng):
     """-> {'image': [2B, H, W, C] (view 1 then view 2), 'mask': [B] if present}."""
     view1, view2 = augment.simclr_views(
         jnp.asarray(batch["image"]), stage_rngs(rng, PREPARE)["augment"],
-        crop_scale=self.crop_scale, flip=self.flip, jitter=self.jitter)
+        crop_scale=self.crop_scale, flip=self.flip, jitter=self.jitter,
+        jitter_prob=self.jitter_prob, grayscale_prob=self.grayscale_prob)
     prepared = {"image": jnp.concatenate([view1, view2], axis=0)}
     if "mask" in batch:
       prepared["mask"] = batch["mask"]

@@ -15,7 +15,7 @@ import optax
 from mmjax.errors import ConfigError
 from mmjax.tree import path_str
 
-OPTIMIZERS = ("adamw", "sgd", "lamb", "adafactor")
+OPTIMIZERS = ("adamw", "sgd", "lamb", "adafactor", "lars")
 SCHEDULES = ("cosine", "linear", "constant", "piecewise")
 
 
@@ -79,9 +79,10 @@ def make_optimizer(optim_config: Mapping[str, Any], *, total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """Builds (optimizer, schedule) from config.optim.
 
-  Keys: name (adamw|sgd|lamb|adafactor), learning_rate, schedule, warmup_steps,
+  Keys: name (adamw|sgd|lamb|adafactor|lars), learning_rate, schedule, warmup_steps,
   end_lr_factor, weight_decay, no_decay (regexes of parameter paths exempt from decay),
-  b1, b2, eps, momentum, nesterov, clip_norm (global-norm clipping; 0 disables).
+  b1, b2, eps, momentum, nesterov, clip_norm (global-norm clipping; 0 disables), and for
+  'lars' an optional trust_coefficient (default 0.001, You et al. 2017 / SimCLR).
   """
   name = optim_config.get("name", "adamw")
   schedule = make_schedule(optim_config, total_steps)
@@ -104,6 +105,8 @@ def make_optimizer(optim_config: Mapping[str, Any], *, total_steps: int
         optax.add_decayed_weights(wd, mask) if wd else optax.identity(),
         optax.sgd(schedule, momentum=momentum or None,
                   nesterov=bool(optim_config.get("nesterov", False))))
+  elif name == "lars":
+    tx = _lars(schedule, optim_config, wd, mask)
   elif name == "adafactor":
     tx = optax.adafactor(schedule, weight_decay_rate=wd or None, weight_decay_mask=mask)
   else:
@@ -114,3 +117,18 @@ def make_optimizer(optim_config: Mapping[str, Any], *, total_steps: int
   if clip > 0:
     tx = optax.chain(optax.clip_by_global_norm(clip), tx)
   return tx, schedule
+
+
+def _lars(schedule: optax.Schedule, optim_config: Mapping[str, Any], wd: float,
+          mask: Callable[[Any], Any] | None) -> optax.GradientTransformation:
+  """LARS (You et al. 2017) as SimCLR uses it: g + wd·w is scaled per parameter tensor
+  by trust_coefficient·‖w‖/‖g + wd·w‖, then SGD with momentum. Tensors that `no_decay`
+  exempts (biases, BatchNorm) get neither the decay nor the trust ratio, as in SimCLR's
+  `exclude_from_weight_decay` / `exclude_from_layer_adaptation`."""
+  trust = float(optim_config.get("trust_coefficient", 0.001))
+  if trust <= 0:
+    raise ConfigError(f"optim.trust_coefficient={trust} must be > 0 for optim.name='lars'.")
+  momentum = float(optim_config.get("momentum", 0.9))
+  return optax.lars(schedule, weight_decay=wd, weight_decay_mask=mask or True,
+                    trust_coefficient=trust, trust_ratio_mask=mask or True,
+                    momentum=momentum, nesterov=bool(optim_config.get("nesterov", False)))
