@@ -110,11 +110,11 @@ def default_config() -> ml_collections.ConfigDict:
   # A linear probe on `modality`'s frozen pooled features ('' = off; a single-modality
   # model's 'pooled'): trained on the first `train_examples` of the train split, tested
   # on `test_examples` eval examples; robust accuracy through encoder + probe when
-  # `attack` is set; the same probe on a randomly initialised encoder when
-  # `random_baseline`.
+  # `attack` is set (step `attack_step_size`; 0 = the attack's default, 2.5 eps / steps);
+  # the same probe on a randomly initialised encoder when `random_baseline`.
   c.evals.probe = dict(modality="", train_examples=2000, test_examples=500, steps=500,
                        learning_rate=0.05, l2=1e-4, attack="", eps=0.0, norm="linf",
-                       attack_steps=10, random_baseline=True)
+                       attack_steps=10, attack_step_size=0.0, random_baseline=True)
   # Captions decoded from model.caption_source for the first `num_examples` eval
   # examples (0 = off), greedy (beam_size 1) or beam search, BLEU against `text_key`.
   # A report per eval (mmjax/train/report_eval.py): kind '' (off) | 'classification' |

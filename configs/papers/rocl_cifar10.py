@@ -17,8 +17,8 @@ forward and backward passes per step, ~1.5e18 training FLOPs; an estimate, not m
 Eval: NT-Xent and contrastive accuracy (clean and under the training attack) on the test
 split, and RoCL's linear eval (`evals.probe`): logistic regression on the frozen pooled
 features of all 50,000 train images, tested on the 10,000 test images clean and under
-PGD-20 at eps 0.0314 through encoder + probe (RoCL: step 0.00314; mmjax's probe attack uses
-its default step 2.5 eps / steps), and the same probe on the initial encoder. RoCL trains
+PGD-20 at eps 0.0314, step 0.00314 (RoCL's), through encoder + probe, and the same probe
+on the initial encoder. RoCL trains
 its probe for 150 epochs of SGD; this one is full-batch logistic regression (500 steps).
 
 Deviations: the attack perturbs both views and maximises the batch NT-Xent between them
@@ -64,7 +64,8 @@ def get_config(arg=None):
   # Linear eval: a probe on the frozen pooled features of all 50,000 train images, clean
   # and under PGD-20 through encoder + probe.
   c.evals.probe.update(dict(modality="image", train_examples=50_000, test_examples=10_000,
-                            attack="pgd", eps=0.0314, attack_steps=20))
+                            attack="pgd", eps=0.0314, attack_steps=20,
+                            attack_step_size=0.00314))
   log = int(steps_per_epoch)
   if variant == "tiny":
     use_embedded_digits(c)

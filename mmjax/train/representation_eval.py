@@ -146,6 +146,9 @@ class ProbeEvaluator:
                         f"{', '.join(robustness.EVAL_ATTACKS)} (or '' for none).")
     if cfg.attack and cfg.eps <= 0:
       raise ConfigError("evals.probe.attack is set but evals.probe.eps is not positive.")
+    if cfg.attack_step_size < 0:
+      raise ConfigError(f"evals.probe.attack_step_size={cfg.attack_step_size} must be >= 0 "
+                        "(0 = the attack's default step, 2.5 eps / steps).")
     self.exp = exp
     self.model = exp.model_logits
     self.batch_size = exp.config.evals.batch_size // jax.process_count()
@@ -195,11 +198,14 @@ class ProbeEvaluator:
     probe, clean = self._fit(variables, x)
     metrics = {"probe/accuracy": clean}
     if cfg.attack:
-      specs = attack_specs(x, (INPUT_KEY[self.modality],), cfg.eps, None,
-                           config_key="evals.probe", norm=cfg.norm)
+      specs = attack_specs(x, (INPUT_KEY[self.modality],), cfg.eps,
+                           cfg.attack_step_size or None, config_key="evals.probe",
+                           norm=cfg.norm)
       metrics["probe/robust_accuracy"] = robustness.robust_accuracy(
           self.logits, x, self.test["label"], self.key, attack=cfg.attack,
-          eps=specs["eps"], norm=specs["norm"], steps=cfg.attack_steps, bounds=specs["bounds"],
+          eps=specs["eps"], norm=specs["norm"], steps=cfg.attack_steps,
+          step_size=specs["step_size"] if cfg.attack_step_size else None,
+          bounds=specs["bounds"],
           batch_size=self.batch_size, params={"model": variables, "probe": probe})
     if cfg.random_baseline:
       if self.random_init_accuracy is None:

@@ -58,6 +58,9 @@ MM = dict(name="multimodal", modalities=("image", "text"), width=32, depth=1, nu
      "Unknown evals.probe.attack"),
     (rep.ProbeEvaluator, MM, dict(probe=dict(modality="image", attack="pgd")),
      "eps is not positive"),
+    (rep.ProbeEvaluator, MM, dict(probe=dict(modality="image", attack="pgd", eps=0.1,
+                                             attack_step_size=-0.01)),
+     "attack_step_size=-0.01 must be >= 0"),
     (rep.CaptionEvaluator, MM, dict(caption=dict(num_examples=8)), "caption_depth > 0"),
     (rep.CaptionEvaluator, dict(MM, caption_depth=1), dict(caption=dict(num_examples=8,
                                                                         beam_size=0)),
@@ -93,6 +96,12 @@ def test_probe_on_a_single_modality_model_reads_its_pooled_features(model, tiny_
   # Random features of digits already separate them well above chance (10%).
   assert 0.3 < metrics["probe/accuracy"] <= 1.0
   assert 0.0 <= metrics["probe/robust_accuracy"] < metrics["probe/accuracy"]
+  if model["name"] == "mnist_cnn":
+    # A step too small to move far from the random start is a much weaker attack.
+    evaluator.cfg.attack_step_size = 1e-6
+    weak = evaluator(state.params, state.model_state, 0)
+    assert weak["probe/accuracy"] == metrics["probe/accuracy"]
+    assert weak["probe/robust_accuracy"] > metrics["probe/robust_accuracy"]
 
 
 def test_probe_modality_absent_from_a_single_modality_models_data(tiny_config):
