@@ -29,7 +29,7 @@ Expected hardware time of `:full`: 6 x params x tokens gives ~65 GFLOPs per pair
 about 3 days on 8 H100s (an estimate, not measured; the paper gives no time for B/32 and
 trained its largest ViT, L/14, in 12 days on 256 V100s).
 
-`:tiny` aligns images and captions of the embedded digits (use_multimodal_digits,
+`:tiny` aligns images and captions of the embedded digits (image_text_digits_tiny,
 byte captions of 32 tokens) with the same loss, temperature and AdamW betas/eps/decay, on
 a 2-layer width-64 two-tower model, 1,200 steps of batch 64; its eval is class-level
 image<->caption recall@K over 500 test digits (the caption of a digit names its class,
@@ -45,7 +45,7 @@ Commands:
 """
 import math
 
-from mmjax.config import config_variant, default_config, use_multimodal_digits
+from mmjax.config import config_variant, default_config, image_text_digits_tiny
 
 # CLIP's image normalisation (the WIT statistics its preprocessing uses).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -72,23 +72,7 @@ def get_config(arg=None):
   c.evals.retrieval.update(dict(pairs=(("image", "text"),), ks=(1, 5, 10),
                                 num_examples=5000, by_label=False))
   if variant == "tiny":
-    use_multimodal_digits(c)
-    c.data.train_split, c.data.eval_split = "train", "test"
-    max_len = 32
-    # Image + caption only: the audio ops of use_multimodal_digits would cost CPU for a
-    # modality this model does not have.
-    text = f"tokenize('caption', 'text', max_len={max_len})"
-    keep = "keep('image', 'text', 'text_mask', 'label')"
-    c.data.preprocess_train = f"to_float|random_crop(28, pad=2)|{text}|{keep}"
-    c.data.preprocess_eval = f"to_float|{text}|{keep}"
-    c.model.update(dict(width=64, depth=2, num_heads=4, mlp_dim=128, image_size=28,
-                        patch_size=7, channels=1, max_len=max_len, projection_dim=32,
-                        dtype="float32"))
-    c.optim.update(dict(learning_rate=3e-3, warmup_steps=30))
-    c.train.update(dict(total_steps=1200, batch_size=64, log_every=100, eval_every=600,
-                        checkpoint_every=600))
-    c.evals.update(dict(batch_size=250, max_batches=2))
-    c.evals.retrieval.update(dict(num_examples=500, by_label=True))
+    image_text_digits_tiny(c)
     return c
   c.model.update(dict(pixel_mean=CLIP_MEAN, pixel_std=CLIP_STD))
   text = f"tokenize('caption', 'text', max_len={max_len})"

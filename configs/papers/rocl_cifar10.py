@@ -39,47 +39,25 @@ Commands:
   tfds build cifar10 && python -m mmjax.main --config=configs/papers/rocl_cifar10.py \
       --workdir=/tmp/rocl_full
 """
-from mmjax.config import (config_variant, default_config, use_cifar10,
-                          use_embedded_digits)
+import os
+
+from mmjax.config import config_variant, load_config_file
 
 
 def get_config(arg=None):
   variant = config_variant(arg, "configs/papers/rocl_cifar10.py")
-  c = default_config()
-  use_cifar10(c)
-  # The views are made on the device by the objective; the pipeline only decodes.
-  c.data.preprocess_train = "to_float|keep('image', 'label')"
-  c.model = dict(name="preact_resnet18", num_classes=0, projection_dim=128)
-  c.objective = dict(name="simclr", temperature=0.5, crop_scale=(0.08, 1.0), flip=True,
-                     jitter=0.4, jitter_prob=0.8, grayscale_prob=0.2)
+  # SimCLR's data, model, views, schedule shape and linear eval (simclr_cifar10.py), plus
+  # the attack on the contrastive loss; RoCL's own optimiser settings and probe attack.
+  c = load_config_file(os.path.join(os.path.dirname(__file__), "simclr_cifar10.py"),
+                       variant)
   c.adversarial.update(dict(kind="combined", attack="pgd", eps=0.0314, step_size=0.007,
                             steps=7, lam=1.0, clean_weight=1.0, attack_loss="objective"))
-  batch, epochs = 512, 1000
-  steps_per_epoch = 50_000 / batch
   # torchlars applies decay and the trust ratio to every tensor: no exemptions.
-  c.optim.update(dict(name="lars", learning_rate=0.1 * 15, momentum=0.9, weight_decay=1e-6,
-                      no_decay=(), schedule="cosine",
-                      warmup_steps=int(10 * steps_per_epoch)))
-  c.evals.update(dict(batch_size=500, max_batches=0))
-  # Linear eval: a probe on the frozen pooled features of all 50,000 train images, clean
-  # and under PGD-20 through encoder + probe.
-  c.evals.probe.update(dict(modality="image", train_examples=50_000, test_examples=10_000,
-                            attack="pgd", eps=0.0314, attack_steps=20,
-                            attack_step_size=0.00314))
-  log = int(steps_per_epoch)
+  c.optim.update(dict(learning_rate=0.1 * 15, weight_decay=1e-6, no_decay=()))
+  c.evals.probe.update(dict(eps=0.0314, attack_step_size=0.00314))
   if variant == "tiny":
-    use_embedded_digits(c)
-    c.model = dict(name="wide_resnet", depth=10, widen_factor=1, num_classes=0,
-                   projection_dim=32)
-    c.objective.update(dict(crop_scale=(0.6, 1.0), flip=False))
     c.adversarial.update(dict(eps=0.1, step_size=0.04, steps=3))
-    batch, epochs, log = 64, 4, 25
     c.optim.update(dict(learning_rate=1.0, warmup_steps=20))
-    c.evals.update(dict(batch_size=250, max_batches=2))
-    c.evals.probe.update(dict(train_examples=2000, test_examples=500, eps=0.1,
-                              attack_steps=10))
-    steps_per_epoch = 50
-  total = int(epochs * steps_per_epoch)
-  c.train.update(dict(total_steps=total, batch_size=batch, log_every=log, eval_every=0,
-                      checkpoint_every=max(total // 10, 1)))
+    c.evals.probe.update(dict(eps=0.1, attack_step_size=0.0))
+    c.train.update(dict(total_steps=200, batch_size=64, log_every=25, checkpoint_every=20))
   return c

@@ -33,7 +33,7 @@ Expected hardware time of `:full`: ~130 GFLOPs per pair (6 x 86M x 196 image tok
 4.5 days on 8 H100s (an estimate, not measured; the Hugging Face model card of the
 released B/16 models says 16 TPUv4 chips for three days).
 
-`:tiny` aligns images and captions of the embedded digits (use_multimodal_digits,
+`:tiny` aligns images and captions of the embedded digits (image_text_digits_tiny,
 byte captions of 32 tokens) with the same sigmoid loss, init and AdamW betas, on a 2-layer
 width-64 two-tower model, 1,200 steps of batch 64; its eval is class-level image<->caption
 recall@K over 500 test digits (the caption names the digit, so image->text R@1 is a
@@ -49,7 +49,7 @@ Commands:
 """
 import math
 
-from mmjax.config import config_variant, default_config, use_multimodal_digits
+from mmjax.config import config_variant, default_config, image_text_digits_tiny
 
 
 def get_config(arg=None):
@@ -74,23 +74,8 @@ def get_config(arg=None):
   c.evals.retrieval.update(dict(pairs=(("image", "text"),), ks=(1, 5, 10),
                                 num_examples=5000, by_label=False))
   if variant == "tiny":
-    use_multimodal_digits(c)
-    c.data.train_split, c.data.eval_split = "train", "test"
-    max_len = 32
-    # Image + caption only: the audio ops of use_multimodal_digits would cost CPU for a
-    # modality this model does not have.
-    text = f"tokenize('caption', 'text', max_len={max_len})"
-    keep = "keep('image', 'text', 'text_mask', 'label')"
-    c.data.preprocess_train = f"to_float|random_crop(28, pad=2)|{text}|{keep}"
-    c.data.preprocess_eval = f"to_float|{text}|{keep}"
-    c.model.update(dict(width=64, depth=2, num_heads=4, mlp_dim=128, image_size=28,
-                        patch_size=7, channels=1, max_len=max_len, projection_dim=32,
-                        dtype="float32"))
-    c.optim.update(dict(learning_rate=3e-3, weight_decay=0.1, warmup_steps=30))
-    c.train.update(dict(total_steps=1200, batch_size=64, log_every=100, eval_every=600,
-                        checkpoint_every=600))
-    c.evals.update(dict(batch_size=250, max_batches=2))
-    c.evals.retrieval.update(dict(num_examples=500, by_label=True))
+    image_text_digits_tiny(c)
+    c.optim.weight_decay = 0.1
     return c
   # SigLIP resizes to 224 x 224 (no crop, no other augmentation).
   text = f"tokenize('caption', 'text', max_len={max_len})"
