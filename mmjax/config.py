@@ -43,6 +43,10 @@ def default_config() -> ml_collections.ConfigDict:
       # Train-split shards (0 = one per process); each process reads shards/processes of
       # them. The same value on 1 or N processes gives the same global batches.
       shards=0,
+      # Packing of the training stream into full blocks of `length` tokens (0 = off):
+      # each window of `documents` documents -> exactly `blocks` blocks, `eos_id` after
+      # every document (-1 = none), from `key`/`key`_mask (mmjax/data/packing.py).
+      pack=dict(length=0, documents=64, blocks=0, eos_id=-1, key="text"),
   )
   c.model = ml_collections.ConfigDict({"name": "vit"})
   c.objective = ml_collections.ConfigDict({"name": "supervised"})

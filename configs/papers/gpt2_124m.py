@@ -21,13 +21,14 @@ Deviations: (1) data: TFDS `c4/en` (web text, the closest catalogue dataset to
 OpenWebText; `tfds build c4/en`, hundreds of GB), not OpenWebText: `tfds.builder`
 resolves the community name `huggingface:openwebtext/plain_text` by asking the Hugging
 Face Hub (offline: ~20 s of retries, then an error), which neither offline clusters nor
-CI can do; val losses on C4 are not comparable with the OWT figures above. (2) No
-packing: each document is its own sequence, cut at 1,024 tokens and padded (the padding
-carries no loss; no EOS token between documents), where nanoGPT trains on random
-1,024-token windows of all documents concatenated with <|endoftext|>; the input pipeline
-maps examples one by one and has no packing step yet, so a step holds fewer real tokens
-than nanoGPT's (C4 documents average a few hundred tokens) and the tail of long
-documents is never seen. (3) The vocabulary is GPT-2's 50,257, not nanoGPT's 50,304
+CI can do; val losses on C4 are not comparable with the OWT figures above. (2) Packing
+(`data.pack`, mmjax/data/packing.py): nanoGPT cuts random 1,024-token windows from all
+documents concatenated with <|endoftext|>; here each window of 64 shuffled documents
+(each cut at 8,192 tokens) is concatenated with <|endoftext|> after each and cut into
+28 full blocks, so a few percent of tokens at a window's end are dropped or padded
+(that fixed count is what makes resuming exact), and the eval loss is per document (its
+first 1,024 tokens), not over packed windows. As in nanoGPT, attention crosses document
+boundaries inside a block. (3) The vocabulary is GPT-2's 50,257, not nanoGPT's 50,304
 padding (a speed trick).
 
 `:tiny` is a causal LM on the embedded digit captions (byte tokens, 2 layers of width 64,
@@ -61,8 +62,15 @@ def get_config(arg=None):
   c.data.update(dict(name="c4/en", train_split="train", eval_split="validation",
                      shuffle_buffer=100_000))
   path = os.path.expanduser(os.environ.get("MMJAX_GPT2_TOKENIZER", "~/models/gpt2"))
-  tokenize = (f"tokenize('text', 'text', max_len=1024, tokenizer='huggingface', "
-              f"tokenizer_path={path!r})")
+  bpe = f"tokenizer='huggingface', tokenizer_path={path!r}"
+  # Training packs documents (up to 8,192 tokens each) into full 1,024-token blocks with
+  # <|endoftext|> (50256) after each: 28 blocks per window of 64 documents, sized for
+  # C4's ~430 tokens per document (156B T5 tokens / 365M documents); measure yours with
+  # mmjax.data.packing.window_stats and adjust `blocks`. Eval reads one document per
+  # sequence (its first 1,024 tokens).
+  train_tokenize = f"tokenize('text', 'text', max_len=8192, {bpe})"
+  tokenize = f"tokenize('text', 'text', max_len=1024, {bpe})"
+  c.data.pack = dict(length=1024, documents=64, blocks=28, eos_id=50_256, key="text")
   if variant == "tiny":
     c.data.update(dict(name="mmjax_digits", train_split="train", eval_split="test",
                        shuffle_buffer=4000))
@@ -72,6 +80,10 @@ def get_config(arg=None):
     c.train.update(dict(total_steps=300, batch_size=64, log_every=50, eval_every=150,
                         checkpoint_every=150))
     c.evals.update(dict(batch_size=250, max_batches=2))
-    tokenize = "tokenize('caption', 'text', max_len=48)"
-  c.data.preprocess_train = c.data.preprocess_eval = f"{tokenize}|keep('text', 'text_mask')"
+    tokenize = train_tokenize = "tokenize('caption', 'text', max_len=48)"
+    # Byte captions are framed with BOS/EOS already; 16 of ~27 tokens fill 9 blocks of
+    # 48 (window_stats on the train split: fill 0.97, 1.9% of tokens dropped).
+    c.data.pack = dict(length=48, documents=16, blocks=9, eos_id=-1, key="text")
+  c.data.preprocess_train = f"{train_tokenize}|keep('text', 'text_mask')"
+  c.data.preprocess_eval = f"{tokenize}|keep('text', 'text_mask')"
   return c

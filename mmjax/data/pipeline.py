@@ -13,6 +13,10 @@ the skip, and no preprocessing runs for skipped elements). Because the stream is
 by shards, not processes, a run on one process with `data.shards=2` sees exactly the
 global batches of a 2-process run: multi-host runs can be reproduced on one host.
 
+With `data.pack` (mmjax/data/packing.py) the preprocessed documents of each shard are
+packed into full token blocks before batching, a fixed number per window of documents, so
+`start_batch=k` still skips whole windows before decoding and re-packs only one.
+
 Eval, per host: one pass over the host's shard in file order, `mask` = 1 for real
 examples, then zero-filled examples with `mask` = 0 up to a batch count that is the same
 on every host (hosts stay in lockstep even when the shards differ by one example).
@@ -31,13 +35,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mmjax.data import ops
+from mmjax.data import ops, packing
 from mmjax.errors import ConfigError, DataError
 
 EMBEDDED = ("mmjax_digits",)
 _DEFAULTS = dict(name="mmjax_digits", data_dir=None, train_split="train", eval_split="test",
                  download=False, shuffle_buffer=10_000, preprocess_train=None,
-                 preprocess_eval=None, prefetch=2, shards=0)
+                 preprocess_eval=None, prefetch=2, shards=0, pack=None)
 Batch = dict[str, np.ndarray]
 
 
@@ -225,8 +229,9 @@ def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
   """
   if batch_size <= 0 or start_batch < 0:
     raise ConfigError(f"Need batch_size > 0 and start_batch >= 0, got {batch_size}, {start_batch}.")
-  # The spec is checked before the dataset is touched (or prepared).
+  # The specs are checked before the dataset is touched (or prepared).
   preprocess = ops.build_preprocess_fn(_get(data_config, "preprocess_train"))
+  pack = packing.pack_spec(data_config)
   num_shards, shards = process_shards(data_config, batch_size)
   builder = get_builder(data_config)
   split = _get(data_config, "train_split")
@@ -238,12 +243,11 @@ def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
     raise ConfigError(f"The per-shard train batch {shard_batch} is larger than a shard of "
                       f"{split!r} ({shard_n} examples in each of {num_shards}); lower the "
                       "batch size or data.shards.")
-  datasets = [
-      _dataset(builder, shard_splits[i], preprocess, seed=int(seed), shuffle=True,
-               shuffle_buffer=int(_get(data_config, "shuffle_buffer")),
-               skip=int(start_batch) * shard_batch, shard=i
-               ).batch(shard_batch, drop_remainder=True)
-      for i in shards]
+  datasets = [_shard_stream(builder, shard_splits[i], preprocess, pack, seed=int(seed),
+                            shuffle_buffer=int(_get(data_config, "shuffle_buffer")),
+                            start=int(start_batch) * shard_batch, shard=i
+                            ).batch(shard_batch, drop_remainder=True)
+              for i in shards]
   if len(datasets) == 1:
     ds = datasets[0]
   else:
@@ -251,6 +255,20 @@ def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
         lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
   ds = ds.prefetch(int(_get(data_config, "prefetch")))
   return ds.as_numpy_iterator()
+
+
+def _shard_stream(builder, split, preprocess, pack, *, seed: int, shuffle_buffer: int,
+                  start: int, shard: int) -> tf.data.Dataset:
+  """One shard's endless training examples from example `start` on: preprocessed
+  documents, or with `pack` the packed blocks (skipping whole windows before decoding,
+  then the blocks of the window `start` falls in)."""
+  if pack is None:
+    return _dataset(builder, split, preprocess, seed=seed, shuffle=True,
+                    shuffle_buffer=shuffle_buffer, skip=start, shard=shard)
+  documents, blocks = pack.window_and_offset(start)
+  ds = _dataset(builder, split, preprocess, seed=seed, shuffle=True,
+                shuffle_buffer=shuffle_buffer, skip=documents, shard=shard)
+  return packing.pack_dataset(ds, pack).skip(blocks)
 
 
 class SizedIterator:
@@ -326,6 +344,9 @@ def dataset_info(data_config: Any) -> dict[str, Any]:
   eval_examples = _num_examples(builder, eval_split, "eval_split")
   label = info.features["label"] if "label" in info.features.keys() else None
   train_ds = _dataset(builder, train_split, preprocess_train, seed=0, shuffle=False)
+  pack = packing.pack_spec(data_config)
+  if pack is not None:
+    train_ds = packing.pack_dataset(train_ds, pack)
   eval_ds = _dataset(builder, eval_split, preprocess_eval, seed=0, shuffle=False)
   return {
       "name": info.full_name,
