@@ -32,8 +32,9 @@ boundaries inside a block. (3) The vocabulary is GPT-2's 50,257, not nanoGPT's 5
 padding (a speed trick).
 
 `:tiny` is a causal LM on the embedded digit captions (byte tokens, 2 layers of width 64,
-as configs/captions_lm.py), with the same optimizer shape, 300 steps of 64. Measured
-(2026-11-25, 2 shared CPU cores): eval perplexity 1.24, next-token accuracy 0.919 in 66 s.
+as configs/captions_lm.py), with the same optimizer shape, 300 steps of 64 packed blocks
+of 48 tokens. Measured (2026-11-25, 2 CPU cores): eval perplexity 1.27, next-token
+accuracy 0.920 on 500 test captions, in 26 s.
 
 Commands:
   python -m mmjax.main --config=configs/papers/gpt2_124m.py:tiny --workdir=/tmp/gpt2_tiny
