@@ -111,6 +111,11 @@ def default_config() -> ml_collections.ConfigDict:
   # Cross-modal recall@K between `pairs` of modalities (e.g. (('image', 'text'),)),
   # class-level when `by_label`.
   c.evals.retrieval = dict(pairs=(), ks=(1, 5, 10), num_examples=500, by_label=True)
+  # CLIP-style zero-shot classification of `num_examples` eval images by prompts:
+  # `templates` filled with `class_names` (in label order; () = off), tokenized by the
+  # `tokenize` spec from the key 'prompt'.
+  c.evals.zero_shot = dict(class_names=(), templates=("a photo of a {}.",), tokenize="",
+                           num_examples=500)
   # A linear probe on `modality`'s frozen pooled features ('' = off; a single-modality
   # model's 'pooled'): trained on the first `train_examples` of the train split, tested
   # on `test_examples` eval examples; robust accuracy through encoder + probe when
@@ -353,7 +358,7 @@ def image_text_digits_tiny(c: ml_collections.ConfigDict, *, max_len: int = 32) -
   """The `:tiny` run of an image-text contrastive paper config (CLIP, SigLIP): image +
   caption of the embedded digits, the config's two-tower model at 2 layers of width 64
   (7 x 7 patches, float32), lr 3e-3 with 30 warmup steps, 1,200 steps of 64, and
-  class-level image<->caption recall@K on 500 test digits."""
+  class-level image<->caption recall@K and zero-shot accuracy on 500 test digits."""
   use_multimodal_digits(c, max_len=max_len, audio=False)
   c.data.train_split, c.data.eval_split = "train", "test"
   c.model.update(dict(width=64, depth=2, num_heads=4, mlp_dim=128, image_size=28,
@@ -364,3 +369,10 @@ def image_text_digits_tiny(c: ml_collections.ConfigDict, *, max_len: int = 32) -
                       checkpoint_every=600))
   c.evals.update(dict(batch_size=250, max_batches=2))
   c.evals.retrieval.update(dict(num_examples=500, by_label=True))
+  # Zero-shot classification by prompts naming each digit (CLIP's published metric, at
+  # digit scale).
+  c.evals.zero_shot.update(dict(
+      class_names=("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                   "nine"),
+      templates=("a handwritten {}", "the digit {}"),
+      tokenize=f"tokenize('prompt', 'text', max_len={max_len})", num_examples=500))

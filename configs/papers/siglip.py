@@ -14,8 +14,8 @@ choice); 9B examples seen = 274,658 steps. Published: the released SigLIP B/16 (
 256 px) scores 76.2% zero-shot ImageNet (as tabulated in SigLIP 2, Tschannen et al. 2025,
 Table 1); the SigLIP paper's own B/16 figure at 224 px and its examples-seen count could
 not be re-read offline, so check them there before quoting a comparison at 224 px.
-Eval here: held-out image<->text recall@1/5/10 over 5,000 pairs (`evals.retrieval`; mmjax
-has no zero-shot ImageNet eval yet).
+Eval here: held-out image<->text recall@1/5/10 over 5,000 pairs (`evals.retrieval`; for
+zero-shot classification see configs/papers/clip_vit_b32.py).
 
 Dataset: WebLI is not public; `:full` reads TFDS `laion400m/images` (400M web image-alt-
 text pairs, a manual download with img2dataset, see the TFDS page), the last 10,000 held
@@ -36,11 +36,11 @@ released B/16 models says 16 TPUv4 chips for three days).
 `:tiny` aligns images and captions of the embedded digits (image_text_digits_tiny,
 byte captions of 32 tokens) with the same sigmoid loss, init and AdamW betas, on a 2-layer
 width-64 two-tower model, 1,200 steps of batch 64; its eval is class-level image<->caption
-recall@K over 500 test digits (the caption names the digit, so image->text R@1 is a
-zero-shot classification accuracy with captions as prompts); lr 3e-3 with 30 warmup
-steps. Measured (2026-11-25, 2 shared CPU cores, 2 min 49 s with compilation and evals):
-R@1 image->text 0.840, text->image 0.978 (0.644 / 0.778 at step 600; chance ~0.10); t
-stays near 10. It trails :tiny CLIP (0.930) at this size; a likely cause is that the
+recall@K over 500 test digits and zero-shot classification by prompts naming the digits,
+as in clip_vit_b32.py:tiny; lr 3e-3 with 30 warmup steps. Measured (2026-11-25, 2 CPU
+cores, 57 s with compilation and evals): zero-shot accuracy 0.844 (0.588 at step 600;
+chance 0.10), R@1 image->text 0.840, text->image 0.978 (0.644 / 0.778 at step 600); t
+stays near 10. It trails :tiny CLIP (0.898 zero-shot) at this size; a likely cause is that the
 same-digit captions in a batch are negatives, each a separate term of the sigmoid loss.
 
 Commands:

@@ -49,6 +49,18 @@ def _check_modalities(model, names, config_key: str) -> None:
     raise ConfigError(f"{config_key}: {bad} are not modalities of the model {tuple(have)}.")
 
 
+def embeddings(model, variables, examples: dict, modalities, batch_size: int
+               ) -> dict[str, np.ndarray]:
+  """{modality: [N, P]} of numpy `examples` ([N, ...] per key), each modality encoded
+  alone: its `{m}_projection` (or `{m}_pooled` without projection heads)."""
+  x = model.inputs(variables, examples, batch_size)
+  out = {}
+  for m in modalities:
+    enc = model.outputs(variables, modality_inputs(x, m), batch_size)
+    out[m] = enc.get(f"{m}_projection", enc[f"{m}_pooled"])
+  return out
+
+
 class RetrievalEvaluator:
   """'retrieval/{a}_to_{b}/R@K' for every pair, both directions, on `{m}_projection`
   (or `{m}_pooled` without projection heads)."""
@@ -68,24 +80,63 @@ class RetrievalEvaluator:
     labels = self.examples.pop("label", None)
     self.labels = labels if cfg.by_label else None
 
-  def embeddings(self, variables, modalities) -> dict[str, np.ndarray]:
-    x = self.model.inputs(variables, self.examples, self.batch_size)
-    out = {}
-    for m in modalities:
-      enc = self.model.outputs(variables, modality_inputs(x, m), self.batch_size)
-      out[m] = enc.get(f"{m}_projection", enc[f"{m}_pooled"])
-    return out
-
   def __call__(self, params, model_state, step: int) -> dict[str, float]:
     del step
-    z = self.embeddings(model_variables(params, model_state),
-                        {m for p in self.pairs for m in p})
+    z = embeddings(self.model, model_variables(params, model_state), self.examples,
+                   {m for p in self.pairs for m in p}, self.batch_size)
     metrics = {}
     for a, b in self.pairs:
       r = retrieval.retrieval_metrics(z[a], z[b], names=(a, b), ks=self.ks,
                                       labels=self.labels)
       metrics.update({f"retrieval/{k}": v for k, v in r.items()})
     return metrics
+
+
+# -------------------------------------------------------------------- zero-shot
+class ZeroShotEvaluator:
+  """'zero_shot/accuracy': CLIP's zero-shot classification. Each class's text embedding
+  is the normalised mean of its prompts' (`templates` filled with `class_names`,
+  tokenized by the `tokenize` spec from key 'prompt'); an eval image is assigned the
+  class of highest cosine similarity; labels index `class_names`."""
+
+  def __init__(self, exp):
+    cfg = exp.config.evals.zero_shot
+    _check_modalities(exp.model, ("image", "text"), "evals.zero_shot")
+    names, templates = tuple(cfg.class_names), tuple(cfg.templates)
+    if not templates or any("{}" not in t for t in templates):
+      raise ConfigError(f"evals.zero_shot.templates={templates!r} must be prompts with "
+                        "'{}' where the class name goes, e.g. ('a photo of a {}.',).")
+    if not cfg.tokenize:
+      raise ConfigError("evals.zero_shot.tokenize must say how prompts become tokens, from "
+                        "the key 'prompt', as the data's captions do, e.g. "
+                        "\"tokenize('prompt', 'text', max_len=77)\".")
+    from mmjax.data import ops   # pylint: disable=g-import-not-at-top  # TF, evals only
+    import tensorflow as tf      # pylint: disable=g-import-not-at-top
+    fn = ops.build_preprocess_fn(cfg.tokenize)
+    prompts = [fn({"prompt": tf.constant(t.format(n))}, tf.constant([0, 0], tf.int64))
+               for n in names for t in templates]
+    self.prompts = {k: np.stack([np.asarray(p[k]) for p in prompts])
+                    for k in ("text", "text_mask")}
+    self.num_templates = len(templates)
+    self.model = exp.model_logits
+    self.batch_size = exp.config.evals.batch_size // jax.process_count()
+    examples = eval_examples(exp.config.data, cfg.num_examples, self.batch_size)
+    self.images, self.labels = {"image": examples["image"]}, examples["label"]
+    if self.labels.max() >= len(names):
+      raise ConfigError(f"evals.zero_shot.class_names has {len(names)} names but the eval "
+                        f"labels go up to {int(self.labels.max())}; name every class in "
+                        "label order.")
+
+  def __call__(self, params, model_state, step: int) -> dict[str, float]:
+    del step
+    variables = model_variables(params, model_state)
+    text = embeddings(self.model, variables, self.prompts, ("text",), self.batch_size)["text"]
+    image = embeddings(self.model, variables, self.images, ("image",),
+                       self.batch_size)["image"]
+    unit = lambda z: z / np.linalg.norm(z, axis=-1, keepdims=True)
+    classes = unit(unit(text).reshape(-1, self.num_templates, text.shape[-1]).mean(1))
+    pred = np.argmax(unit(image) @ classes.T, axis=-1)
+    return {"zero_shot/accuracy": float(np.mean(pred == self.labels))}
 
 
 # ------------------------------------------------------------------------ probe
@@ -295,6 +346,8 @@ def make_evaluators(exp) -> list:
   out = []
   if ev.retrieval.pairs:
     out.append(RetrievalEvaluator(exp))
+  if ev.zero_shot.class_names:
+    out.append(ZeroShotEvaluator(exp))
   if ev.probe.modality:
     out.append(ProbeEvaluator(exp))
   if ev.caption.num_examples:

@@ -1,8 +1,6 @@
 """Representation evals: the linear probe's fit, modality selection, config errors."""
 import types
 
-import jax
-import ml_collections
 import numpy as np
 import pytest
 
@@ -61,6 +59,14 @@ MM = dict(name="multimodal", modalities=("image", "text"), width=32, depth=1, nu
     (rep.ProbeEvaluator, MM, dict(probe=dict(modality="image", attack="pgd", eps=0.1,
                                              attack_step_size=-0.01)),
      "attack_step_size=-0.01 must be >= 0"),
+    (rep.ZeroShotEvaluator, MM, dict(zero_shot=dict(class_names=("a", "b"),
+                                                     templates=("a photo",),
+                                                     tokenize="tokenize('prompt', 'text')")),
+     "must be prompts with '{}'"),
+    (rep.ZeroShotEvaluator, MM, dict(zero_shot=dict(class_names=("a", "b"))),
+     "zero_shot.tokenize must say how prompts become tokens"),
+    (rep.ZeroShotEvaluator, dict(name="vit"), dict(zero_shot=dict(class_names=("a",))),
+     "needs the multimodal model"),
     (rep.CaptionEvaluator, MM, dict(caption=dict(num_examples=8)), "caption_depth > 0"),
     (rep.CaptionEvaluator, dict(MM, caption_depth=1), dict(caption=dict(num_examples=8,
                                                                         beam_size=0)),
@@ -113,3 +119,48 @@ def test_probe_modality_absent_from_a_single_modality_models_data(tiny_config):
   config.evals.probe.modality = "smell"
   with pytest.raises(ConfigError, match="choose one of"):
     rep.ProbeEvaluator(loop.build_experiment(config, "/nonexistent"))
+
+
+def _zero_shot_experiment(digits_data_dir, names):
+  from mmjax.config import use_multimodal_digits
+  from mmjax.train import loop
+  config = default_config()
+  use_multimodal_digits(config, audio=False)
+  config.data.data_dir = digits_data_dir
+  config.model = dict(MM, image_size=28, patch_size=7, channels=1, vocab_size=260,
+                      max_len=32, projection_dim=8)
+  config.objective = dict(name="contrastive")
+  config.evals.batch_size = 100
+  config.evals.zero_shot.update(dict(class_names=names, templates=("a {}", "the {} digit"),
+                                     tokenize="tokenize('prompt', 'text', max_len=32)",
+                                     num_examples=100))
+  return loop.build_experiment(config, "/nonexistent")
+
+
+def test_zero_shot_averages_each_classs_prompts_and_picks_the_closest(digits_data_dir,
+                                                                      monkeypatch):
+  """With embeddings stood in: an image of class c points along axis c; class c's first
+  prompt points along axis c + 10 and its second along axis c, so only the per-class mean
+  of the normalised prompts classifies every image right."""
+  names = tuple(str(i) for i in range(10))
+  exp = _zero_shot_experiment(digits_data_dir, names)
+  evaluator = rep.ZeroShotEvaluator(exp)
+  assert evaluator.prompts["text"].shape == (20, 32)   # 10 classes x 2 templates
+  labels = evaluator.labels
+  eye = np.eye(20)
+
+  def fake_embeddings(model, variables, examples, modalities, batch_size):
+    (m,) = modalities
+    if m == "image":
+      return {"image": 3.0 * eye[labels] + 0.1}
+    prompts = [eye[c + 10] * 5.0 if t == 0 else eye[c] for c in range(10) for t in (0, 1)]
+    return {"text": np.stack(prompts)}
+
+  monkeypatch.setattr(rep, "embeddings", fake_embeddings)
+  state = exp.init_state()
+  assert evaluator(state.params, state.model_state, 0) == {"zero_shot/accuracy": 1.0}
+
+
+def test_zero_shot_needs_a_name_for_every_label(digits_data_dir):
+  with pytest.raises(ConfigError, match="has 3 names but the eval labels go up to 9"):
+    rep.ZeroShotEvaluator(_zero_shot_experiment(digits_data_dir, ("0", "1", "2")))
