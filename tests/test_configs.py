@@ -35,12 +35,14 @@ CONFIGS += [(p, "tiny") for p in FINETUNE]
 
 
 def shrink_representation_evals(config):
-  """Retrieval, probe and caption evals (when a config has them) at test size."""
+  """Retrieval, probe, zero-shot and caption evals (when a config has them) at test
+  size."""
   config.evals.retrieval.num_examples = 16
   config.evals.probe.update(dict(train_examples=32, test_examples=16, steps=10,
                                  attack_steps=1))
   if config.evals.caption.num_examples:
     config.evals.caption.num_examples = 16
+  config.evals.zero_shot.num_examples = 16
 
 
 @pytest.mark.parametrize("path, arg", CONFIGS, ids=[f"{p}:{a}" if a else p for p, a in CONFIGS])
