@@ -331,6 +331,18 @@ def use_cifar10(c: ml_collections.ConfigDict) -> None:
   c.data.shuffle_buffer = 50_000
 
 
+def use_imagenet(c: ml_collections.ConfigDict, *, area_min: float = 0.08) -> None:
+  """TFDS `imagenet2012` (a manual download) at 224 px: inception crop (`area_min` to 100%
+  of the area) + horizontal flip for training; shorter side 256 and a centre crop for
+  eval; pixels in [0, 1]."""
+  c.data.update(dict(
+      name="imagenet2012", train_split="train", eval_split="validation",
+      shuffle_buffer=250_000,
+      preprocess_train=(f"inception_crop(224, area_min={area_min})|flip_lr|to_float|"
+                        "keep('image', 'label')"),
+      preprocess_eval="resize_small(256)|center_crop(224)|to_float|keep('image', 'label')"))
+
+
 def use_multimodal_digits(c: ml_collections.ConfigDict, *, max_len: int = 32,
                           audio: bool = True) -> None:
   """`mmjax_digits` as image + caption + DTMF audio: images randomly cropped (pad 2),

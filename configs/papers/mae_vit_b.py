@@ -34,7 +34,8 @@ Commands:
   python -m mmjax.main --config=configs/papers/mae_vit_b.py:tiny --workdir=/tmp/mae_vit_b
   python -m mmjax.main --config=configs/papers/mae_vit_b.py --workdir=/tmp/mae_in1k
 """
-from mmjax.config import config_variant, default_config, use_embedded_digits
+from mmjax.config import (config_variant, default_config, use_embedded_digits,
+                          use_imagenet)
 
 TRAIN_IMAGES = 1_281_167
 
@@ -42,12 +43,7 @@ TRAIN_IMAGES = 1_281_167
 def get_config(arg=None):
   variant = config_variant(arg, "configs/papers/mae_vit_b.py")
   c = default_config()
-  c.data.update(dict(
-      name="imagenet2012", train_split="train", eval_split="validation",
-      shuffle_buffer=250_000,
-      preprocess_train=("inception_crop(224, area_min=0.2)|flip_lr|to_float|"
-                        "keep('image', 'label')"),
-      preprocess_eval="resize_small(256)|center_crop(224)|to_float|keep('image', 'label')"))
+  use_imagenet(c, area_min=0.2)
   c.model = dict(name="vit", image_size=224, patch_size=16, channels=3, width=768,
                  depth=12, num_heads=12, mlp_dim=3072, num_classes=0, pool="cls",
                  activation="gelu", pixel_mean=(0.485, 0.456, 0.406),

@@ -34,7 +34,8 @@ Commands:
   python -m mmjax.main --config=configs/papers/vit_b16_imagenet.py:tiny --workdir=/tmp/vit_b16
   python -m mmjax.main --config=configs/papers/vit_b16_imagenet.py --workdir=/tmp/vit_b16_in1k
 """
-from mmjax.config import config_variant, default_config, use_embedded_digits
+from mmjax.config import (config_variant, default_config, use_embedded_digits,
+                          use_imagenet)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,12 +45,7 @@ TRAIN_IMAGES = 1_281_167
 def get_config(arg=None):
   variant = config_variant(arg, "configs/papers/vit_b16_imagenet.py")
   c = default_config()
-  c.data.update(dict(
-      name="imagenet2012", train_split="train", eval_split="validation",
-      shuffle_buffer=250_000,
-      preprocess_train=("inception_crop(224, area_min=0.08)|flip_lr|to_float|"
-                        "keep('image', 'label')"),
-      preprocess_eval="resize_small(256)|center_crop(224)|to_float|keep('image', 'label')"))
+  use_imagenet(c, area_min=0.08)
   c.model = dict(name="vit", image_size=224, patch_size=16, channels=3, width=768,
                  depth=12, num_heads=12, mlp_dim=3072, num_classes=1000, pool="cls",
                  dropout=0.0, activation="gelu", pixel_mean=IMAGENET_MEAN,

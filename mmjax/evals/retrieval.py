@@ -13,6 +13,15 @@ def _normalize(x: np.ndarray) -> np.ndarray:
   return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def zero_shot_predictions(images, prompts, num_templates: int) -> np.ndarray:
+  """CLIP's zero-shot classification. images [N, D], prompts [C * T, D] (class-major: the
+  T template embeddings of class 0, then class 1, ...) -> predicted class [N]: the class
+  whose normalised mean of normalised prompt embeddings is closest by cosine."""
+  prompts = _normalize(prompts)
+  classes = _normalize(prompts.reshape(-1, num_templates, prompts.shape[-1]).mean(1))
+  return np.argmax(_normalize(images) @ classes.T, axis=-1)
+
+
 def recall_at_k(queries, gallery, *, ks: Sequence[int] = (1, 5, 10), query_labels=None,
                 gallery_labels=None, chunk: int = 1024) -> dict[str, float]:
   """Fraction of queries with a correct item among their K nearest gallery items.

@@ -133,9 +133,7 @@ class ZeroShotEvaluator:
     text = embeddings(self.model, variables, self.prompts, ("text",), self.batch_size)["text"]
     image = embeddings(self.model, variables, self.images, ("image",),
                        self.batch_size)["image"]
-    unit = lambda z: z / np.linalg.norm(z, axis=-1, keepdims=True)
-    classes = unit(unit(text).reshape(-1, self.num_templates, text.shape[-1]).mean(1))
-    pred = np.argmax(unit(image) @ classes.T, axis=-1)
+    pred = retrieval.zero_shot_predictions(image, text, self.num_templates)
     return {"zero_shot/accuracy": float(np.mean(pred == self.labels))}
 
 

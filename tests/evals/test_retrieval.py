@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mmjax.errors import ConfigError
-from mmjax.evals.retrieval import recall_at_k, retrieval_metrics
+from mmjax.evals.retrieval import recall_at_k, retrieval_metrics, zero_shot_predictions
 
 
 def _ranked_case():
@@ -50,3 +50,13 @@ def test_bad_inputs_are_named():
     recall_at_k(np.ones((3, 2)), np.ones((3, 2)), query_labels=[0, 1, 2])
   with pytest.raises(ConfigError, match=r"\[N,P\]"):
     recall_at_k(np.ones((3, 2)), np.ones((3, 5)))
+
+
+def test_zero_shot_predictions_group_prompts_by_class():
+  """Class c's prompts (class-major): one on a decoy axis, one on axis c; every image on
+  axis c goes to class c, which a template-major grouping would not give."""
+  eye = np.eye(6)
+  prompts = np.stack([v for c in range(3) for v in (10.0 * eye[c + 3], eye[c])])
+  images = eye[[0, 1, 2, 1]] + 0.01
+  np.testing.assert_array_equal(zero_shot_predictions(images, prompts, 2),
+                                [0, 1, 2, 1])
