@@ -13,6 +13,22 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import pytest  # noqa: E402
 
+# The longest single tests (30-90 s each on 2 cores), run first: xdist deals tests to its
+# two workers in collection order, and one of these at the end of the queue left a worker
+# alone on it while the other sat idle. Tests sharing a module-scoped fixture stay where
+# they are: dealt out early they would be split across workers and run the fixture twice.
+RUN_FIRST = ("tests/test_quickstart.py::",
+             "tests/test_main.py::test_sigkill",
+             "tests/test_configs.py::test_config_runs_three_steps",
+             "tests/train/test_adversarial_training.py::")
+
+
+def pytest_collection_modifyitems(items):
+  """Longest-first: the RUN_FIRST tests in front, everything else in collection order."""
+  rank = lambda item: next((i for i, p in enumerate(RUN_FIRST) if item.nodeid.startswith(p)),
+                           len(RUN_FIRST))
+  items.sort(key=rank)
+
 
 @pytest.fixture(scope="session")
 def digits_data_dir(tmp_path_factory):

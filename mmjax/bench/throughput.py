@@ -197,13 +197,17 @@ def _bare_step_time(exp, batch: dict, b) -> dict[str, float]:
 
 
 def _pipeline_time(exp, compiled, carry, b) -> dict[str, float]:
-  """The compiled step fed by the real input pipeline and the trainer's device prefetch."""
+  """The compiled step fed by the real input pipeline (host and device preprocessing) and
+  the trainer's device prefetch."""
   from mmjax import data, parallel  # pylint: disable=g-import-not-at-top  # TensorFlow
+  from mmjax.data import device_ops  # pylint: disable=g-import-not-at-top
   t = exp.config.train
   batches = data.make_train_iterator(exp.config.data, batch_size=exp.per_process_batch,
                                      seed=t.seed)
-  device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch,
-                                             exp.batch_sharding)
+  device_batches = parallel.prefetch_to_mesh(
+      batches, exp.mesh, t.device_prefetch, exp.batch_sharding,
+      transform=device_ops.train_transform(exp.config.data, seed=t.seed,
+                                           sharding=exp.batch_sharding))
 
   def step(carry, batch):
     return compiled(carry[0], batch, carry[1])

@@ -1,12 +1,10 @@
-"""Preprocessing ops: a registry and a parser for spec strings.
+"""Host preprocessing ops (TensorFlow, per example, inside tf.data): a registry of them.
 
-A spec is a `|`-separated chain of op calls whose arguments are Python literals:
-
-    "to_float|random_crop(28, pad=2)|flip_lr|keep('image', 'label')"
-
-Each registered op is a factory: called once with the spec's arguments, it returns
-`op(example, seed) -> example`, where `example` is a dict of per-example tensors (no batch
-dimension) and `seed` an int64 [2] stateless seed. Random ops draw only from `seed`
+Specs ("to_float|random_crop(28, pad=2)|keep('image', 'label')") are parsed by
+`mmjax.data.spec`; batched JAX ops that run on the devices are in `device_ops.py`. Each
+registered op is a factory: called once with the spec's arguments, it returns
+`op(example, seed) -> example`, where `example` is a dict of per-example tensors (no
+batch dimension) and `seed` an int64 [2] stateless seed. Random ops draw only from `seed`
 (`tf.random.stateless_*`), so an augmented example is a pure function of
 (pipeline seed, element index) - the property that makes resuming exact and makes
 parallel `map` deterministic.
@@ -16,12 +14,12 @@ below (generic ones).
 """
 from __future__ import annotations
 
-import ast
-import inspect
 from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from mmjax.data import spec as spec_lib
+from mmjax.data.spec import parse_spec
 from mmjax.errors import ConfigError
 from mmjax.registry import Registry
 
@@ -31,72 +29,9 @@ Op = Callable[[Example, tf.Tensor], Example]
 OPS = Registry("preprocessing op")
 
 
-def _split_top_level(spec: str) -> list[str]:
-  """Splits on '|' outside brackets and string literals."""
-  parts, depth, quote, start = [], 0, None, 0
-  for i, ch in enumerate(spec):
-    if quote:
-      if ch == quote and spec[i - 1] != "\\":
-        quote = None
-    elif ch in "'\"":
-      quote = ch
-    elif ch in "([{":
-      depth += 1
-    elif ch in ")]}":
-      depth -= 1
-    elif ch == "|" and depth == 0:
-      parts.append(spec[start:i])
-      start = i + 1
-  parts.append(spec[start:])
-  return [p.strip() for p in parts if p.strip()]
-
-
-def parse_spec(spec: str | Sequence[str] | None) -> list[tuple[str, tuple, dict]]:
-  """"a|b(1, k=2)" -> [('a', (), {}), ('b', (1,), {'k': 2})]; raises ConfigError."""
-  if not spec:
-    return []
-  items = _split_top_level(spec) if isinstance(spec, str) else [
-      p for s in spec for p in _split_top_level(s)]
-  parsed = []
-  for item in items:
-    try:
-      node = ast.parse(item, mode="eval").body
-    except SyntaxError as e:
-      raise ConfigError(f"Cannot parse preprocessing op {item!r}: {e.msg}.") from None
-    if isinstance(node, ast.Name):
-      parsed.append((node.id, (), {}))
-      continue
-    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
-      raise ConfigError(f"Preprocessing op {item!r} must look like name or name(args).")
-    name = node.func.id
-    try:
-      args = tuple(ast.literal_eval(a) for a in node.args)
-      kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    except ValueError:
-      raise ConfigError(f"Arguments of preprocessing op {name!r} in {item!r} must be "
-                        "Python literals (numbers, strings, tuples, lists, None).") from None
-    if None in kwargs:
-      raise ConfigError(f"Preprocessing op {name!r}: **kwargs are not allowed in a spec.")
-    parsed.append((name, args, kwargs))
-  return parsed
-
-
 def build_op(name: str, args: tuple = (), kwargs: dict | None = None) -> Op:
   """Looks up op `name` and builds it from its spec arguments (ConfigError if bad)."""
-  kwargs = kwargs or {}
-  factory = OPS.get(name, config_key="data.preprocess_*")
-  call = f"{name}({', '.join([*map(repr, args), *(f'{k}={v!r}' for k, v in kwargs.items())])})"
-  try:
-    inspect.signature(factory).bind(*args, **kwargs)
-  except TypeError as e:
-    raise ConfigError(f"Bad arguments for preprocessing op {name!r} in {call}: {e}. "
-                      f"Signature: {name}{inspect.signature(factory)}.") from None
-  try:
-    return factory(*args, **kwargs)
-  except ConfigError:
-    raise
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"Bad arguments for preprocessing op {name!r} in {call}: {e}") from None
+  return spec_lib.build_op(OPS, name, args, kwargs)
 
 
 def build_preprocess_fn(spec: str | Sequence[str] | None

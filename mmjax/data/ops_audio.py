@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mmjax.data import op_common
 from mmjax.data.ops import OPS
 from mmjax.errors import ConfigError
 
@@ -73,13 +74,9 @@ def log_mel(key: str = "audio", out: str = "spectrogram", sample_rate: int = 800
 
   For the embedded digits (S = 2000) and the defaults, frames = 28.
   """
-  upper_hz = sample_rate / 2 if upper_hz is None else upper_hz
-  if not 0 <= lower_hz < upper_hz <= sample_rate / 2:
-    raise ConfigError(f"Preprocessing op 'log_mel': need 0 <= lower_hz < upper_hz <= "
-                      f"sample_rate/2, got lower_hz={lower_hz}, upper_hz={upper_hz}, "
-                      f"sample_rate={sample_rate}.")
-  if fft_length < frame_length:
-    raise ConfigError("Preprocessing op 'log_mel': fft_length must be >= frame_length.")
+  upper_hz = op_common.upper_edge(sample_rate, upper_hz)
+  op_common.check_log_mel(sample_rate=sample_rate, frame_length=frame_length,
+                             fft_length=fft_length, lower_hz=lower_hz, upper_hz=upper_hz)
 
   def op(example, seed):
     del seed
@@ -104,9 +101,7 @@ def _seeds(seed: tf.Tensor, n: int) -> tf.Tensor:
 def audio_gain(min_db: float = -6.0, max_db: float = 6.0, key: str = "audio"):
   """Waveform [S] -> float32 [S] scaled by 10^(g/20), g ~ U[min_db, max_db] (int PCM is
   converted to [-1, 1] first)."""
-  if not min_db <= max_db:
-    raise ConfigError(f"Preprocessing op 'audio_gain': need min_db <= max_db, got "
-                      f"{min_db} > {max_db}.")
+  op_common.check_gain(min_db, max_db)
 
   def op(example, seed):
     gain_db = tf.random.stateless_uniform([], seed=seed, minval=float(min_db),
@@ -119,8 +114,7 @@ def audio_gain(min_db: float = -6.0, max_db: float = 6.0, key: str = "audio"):
 @OPS.register("audio_noise")
 def audio_noise(max_std: float = 0.01, key: str = "audio"):
   """Waveform [S] -> float32 [S] plus white Gaussian noise of std ~ U[0, max_std]."""
-  if not max_std >= 0:
-    raise ConfigError(f"Preprocessing op 'audio_noise': max_std must be >= 0, got {max_std}.")
+  op_common.check_noise(max_std)
 
   def op(example, seed):
     s_std, s_noise = tf.unstack(_seeds(seed, 2))
@@ -152,18 +146,13 @@ def spec_augment(freq_masks: int = 2, freq_width: int = 8, time_masks: int = 2,
   """SpecAugment masking of a spectrogram [F, T]: `freq_masks` bands of up to
   `freq_width` mel bins and `time_masks` bands of up to `time_width` frames are set to
   the spectrogram's mean (its zero after AST-style normalisation)."""
-  for name, v in dict(freq_masks=freq_masks, freq_width=freq_width, time_masks=time_masks,
-                      time_width=time_width).items():
-    if not isinstance(v, int) or v < 0:
-      raise ConfigError(f"Preprocessing op 'spec_augment': {name} must be an int >= 0, "
-                        f"got {v!r}.")
+  op_common.check_spec_augment(freq_masks=freq_masks, freq_width=freq_width,
+                                  time_masks=time_masks, time_width=time_width)
 
   def op(example, seed):
     spec = tf.convert_to_tensor(example[key])
     f, t = spec.shape[0], spec.shape[1]
-    if freq_width > f or time_width > t:
-      raise ConfigError(f"Preprocessing op 'spec_augment': mask widths ({freq_width}, "
-                        f"{time_width}) exceed the spectrogram [{f}, {t}] of {key!r}.")
+    op_common.check_spec_augment_fits(freq_width, time_width, (f, t), key)
     s_f, s_t = tf.unstack(_seeds(seed, 2))
     masked = (_band_mask(f, freq_masks, freq_width, _seeds(s_f, max(freq_masks, 1)))[:, None]
               | _band_mask(t, time_masks, time_width, _seeds(s_t, max(time_masks, 1)))[None])

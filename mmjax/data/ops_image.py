@@ -9,17 +9,9 @@ import math
 
 import tensorflow as tf
 
+from mmjax.data import op_common
 from mmjax.data.ops import OPS
 from mmjax.errors import ConfigError
-
-
-def _hw(size, op: str) -> tuple[int, int]:
-  """size int or (h, w) -> (h, w) positive ints."""
-  hw = (size, size) if isinstance(size, int) else tuple(size)
-  if len(hw) != 2 or not all(isinstance(s, int) and s > 0 for s in hw):
-    raise ConfigError(f"Preprocessing op {op!r}: size must be a positive int or (h, w), "
-                      f"got {size!r}.")
-  return hw
 
 
 def _like(x: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
@@ -49,7 +41,7 @@ def to_float(key: str = "image"):
 @OPS.register("resize")
 def resize(size, key: str = "image", method: str = "bilinear", antialias: bool = True):
   """[H, W, C] -> [h, w, C] (tf.image.resize; dtype kept)."""
-  h, w = _hw(size, "resize")
+  h, w = op_common.image_size(size, "resize")
 
   def fn(img, seed):
     del seed
@@ -63,9 +55,8 @@ def random_crop(size, pad: int = 0, key: str = "image"):
 
   With size == input size and pad > 0 this is the classic CIFAR/MNIST random shift.
   """
-  h, w = _hw(size, "random_crop")
-  if not isinstance(pad, int) or pad < 0:
-    raise ConfigError(f"Preprocessing op 'random_crop': pad must be an int >= 0, got {pad!r}.")
+  h, w = op_common.image_size(size, "random_crop")
+  op_common.check_pad(pad)
 
   def fn(img, seed):
     if pad:
@@ -79,7 +70,7 @@ def random_crop(size, pad: int = 0, key: str = "image"):
 @OPS.register("center_crop")
 def center_crop(size, key: str = "image"):
   """[H, W, C] -> the central [h, w, C] (h <= H, w <= W)."""
-  h, w = _hw(size, "center_crop")
+  h, w = op_common.image_size(size, "center_crop")
 
   def fn(img, seed):
     del seed
@@ -112,7 +103,7 @@ def inception_crop(size, area_min: float = 0.05, area_max: float = 1.0,
   """Random-resized crop (Szegedy et al. 2015; the ImageNet training crop of ResNet and
   ViT): a window covering [area_min, area_max] of the image with aspect ratio in
   [3/4, 4/3], resized to [h, w]."""
-  h, w = _hw(size, "inception_crop")
+  h, w = op_common.image_size(size, "inception_crop")
   if not 0 < area_min <= area_max <= 1:
     raise ConfigError(f"Preprocessing op 'inception_crop': need 0 < area_min <= area_max "
                       f"<= 1, got {area_min}, {area_max}.")
@@ -131,8 +122,7 @@ def inception_crop(size, area_min: float = 0.05, area_max: float = 1.0,
 @OPS.register("flip_lr")
 def flip_lr(p: float = 0.5, key: str = "image"):
   """Mirrors left-right with probability p."""
-  if not 0.0 <= float(p) <= 1.0:
-    raise ConfigError(f"Preprocessing op 'flip_lr': p must be in [0, 1], got {p!r}.")
+  op_common.check_probability(p, "flip_lr")
 
   def fn(img, seed):
     flip = tf.random.stateless_uniform([], seed=seed) < p

@@ -5,7 +5,8 @@ per process) and each process reads only its own, shards/processes of them:
   read the shard -> shuffle (seeded, reshuffled each epoch) -> repeat -> enumerate
   -> skip(start_batch * shard_batch) -> decode images + preprocess with a stateless seed
   fold_in((seed, shard), element index) -> batch(drop_remainder); a process's batch is
-  its shards' batches concatenated in shard order -> prefetch -> numpy.
+  its shards' batches concatenated in shard order -> prefetch -> numpy (then, on the
+  devices, `data.device_preprocess_train`: mmjax/data/device_ops.py).
 Everything before the map is a pure function of `seed`, and the map is a pure function of
 (seed, shard, index, example), so `start_batch=k` yields exactly batches k, k+1, ... of a
 fresh iterator, while skipping costs only reading and shuffling (images are decoded after
@@ -35,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mmjax.data import ops, packing
+from mmjax.data import device_ops, ops, packing
 from mmjax.errors import ConfigError, DataError
 
 EMBEDDED = ("mmjax_digits",)
@@ -301,12 +302,14 @@ def make_eval_iterator(data_config: Any, *, batch_size: int) -> SizedIterator:
   """One pass over this host's shard of `eval_split`, batches of exactly `batch_size`.
 
   Each batch has `mask` float32 [batch_size]: 1 for real examples, 0 for the zero-filled
-  padding that completes the last batch. Every host yields the same number of batches,
-  `len(iterator)` = ceil(ceil(split_size / hosts) / batch_size).
+  padding that completes the last batch. `data.device_preprocess_eval`, if set, has been
+  applied (on the default device; the batches are numpy). Every host yields the same
+  number of batches, `len(iterator)` = ceil(ceil(split_size / hosts) / batch_size).
   """
   if batch_size <= 0:
     raise ConfigError(f"Eval batch size must be > 0, got {batch_size}.")
   preprocess = ops.build_preprocess_fn(_get(data_config, "preprocess_eval"))
+  transform = device_ops.eval_transform(data_config)
   builder = get_builder(data_config)
   split = _get(data_config, "eval_split")
   host_split, _, total = _host_split(builder, split, drop_remainder=False, what="eval_split")
@@ -318,7 +321,9 @@ def make_eval_iterator(data_config: Any, *, batch_size: int) -> SizedIterator:
   ds = ds.concatenate(padding.map(lambda ex: {**ex, "mask": tf.constant(0.0)}))
   ds = ds.take(num_batches * batch_size).batch(batch_size)
   ds = ds.prefetch(int(_get(data_config, "prefetch")))
-  return SizedIterator(ds.as_numpy_iterator(), num_batches)
+  batches = ds.as_numpy_iterator()
+  return SizedIterator(batches if transform is None else map(transform, batches),
+                       num_batches)
 
 
 def _spec_dict(element_spec: dict) -> dict[str, dict[str, Any]]:
@@ -333,10 +338,13 @@ def dataset_info(data_config: Any) -> dict[str, Any]:
   ({split: num_examples}), `train_examples` / `eval_examples` (sizes of the configured
   splits, all hosts), `num_classes` (if there is a ClassLabel 'label'), `features`
   (stored features {key: {'shape', 'dtype'}}) and `train_element` / `eval_element`
-  (one example after preprocessing, without the batch dimension; no data is read).
+  (one example after the host and device preprocessing, without the batch dimension; no
+  data is read).
   """
   preprocess_train = ops.build_preprocess_fn(_get(data_config, "preprocess_train"))
   preprocess_eval = ops.build_preprocess_fn(_get(data_config, "preprocess_eval"))
+  for split in ("train", "eval"):
+    device_ops.device_fn(data_config, split)
   builder = get_builder(data_config)
   info = builder.info
   train_split, eval_split = _get(data_config, "train_split"), _get(data_config, "eval_split")
@@ -357,8 +365,10 @@ def dataset_info(data_config: Any) -> dict[str, Any]:
       "num_classes": label.num_classes if isinstance(label, tfds.features.ClassLabel) else None,
       "features": {k: {"shape": tuple(t.shape), "dtype": t.tf_dtype.name}
                    for k, t in info.features.get_tensor_info().items()},
-      "train_element": _spec_dict(train_ds.element_spec),
-      "eval_element": {**_spec_dict(eval_ds.element_spec),
+      "train_element": device_ops.element_after(data_config, "train",
+                                                _spec_dict(train_ds.element_spec)),
+      "eval_element": {**device_ops.element_after(data_config, "eval",
+                                                  _spec_dict(eval_ds.element_spec)),
                        "mask": {"shape": (), "dtype": "float32"}},
   }
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
+from mmjax.models import attention as attention_lib
 from mmjax.parallel.rules import constrain
 
 Dtype = Any
@@ -108,7 +109,9 @@ def dense(features: int, names: tuple[str | None, str | None], dtype: Dtype,
 
 @dataclasses.dataclass(frozen=True)
 class Tuning:
-  """Parameter-efficient fine-tuning hooks of a transformer block (hashable: a module field).
+  """What a model sets in every transformer block (hashable: a module field): its
+  attention kernel (`attention`: 'auto' | 'cudnn' | 'xla', mmjax/models/attention.py) and
+  its parameter-efficient fine-tuning hooks.
 
   lora_rank > 0 adds a LoRA update (alpha / rank) * x A B to each projection named in
   `lora_targets` (A [in, rank] Kaiming-uniform as in Hugging Face PEFT, B [rank, out]
@@ -120,8 +123,10 @@ class Tuning:
   lora_alpha: float = 16.0
   lora_targets: tuple[str, ...] = ("query", "value")
   adapter_dim: int = 0
+  attention: str = "auto"
 
   def __post_init__(self):
+    check_choice(self.attention, attention_lib.CHOICES, "attention")
     if self.lora_rank < 0 or self.adapter_dim < 0:
       raise ConfigError(f"config.model.lora_rank={self.lora_rank} and adapter_dim="
                         f"{self.adapter_dim} must be >= 0 (0 = off).")
@@ -135,10 +140,10 @@ class Tuning:
 
 
 def tuning_of(module: nn.Module) -> Tuning:
-  """The `Tuning` of a model with the fields lora_rank, lora_alpha, lora_targets and
-  adapter_dim (config.model keys of every transformer model)."""
+  """The `Tuning` of a model with the fields lora_rank, lora_alpha, lora_targets,
+  adapter_dim and attention (config.model keys of every transformer model)."""
   return Tuning(module.lora_rank, float(module.lora_alpha), tuple(module.lora_targets),
-                module.adapter_dim)
+                module.adapter_dim, module.attention)
 
 
 class LoRA(nn.Module):
@@ -197,7 +202,8 @@ class Adapter(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-  """Self-attention through `jax.nn.dot_product_attention` ([B,T,N,H] layout).
+  """Self-attention through `jax.nn.dot_product_attention` ([B,T,N,H] layout), by the
+  implementation `tuning.attention` selects (cuDNN flash attention on GPUs under 'auto').
 
   Dropout is applied by the block on the residual branch; attention probabilities are not
   dropped because `dot_product_attention` (whose implementations include cuDNN flash
@@ -234,7 +240,8 @@ class MultiHeadAttention(nn.Module):
     q, k, v = qkv
     # Boolean mask broadcastable to [B,N,T,S]: True = may attend to that key.
     attn_mask = None if mask is None else mask[:, None, None, :].astype(bool)
-    out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=self.causal)
+    out = attention_lib.attend(q, k, v, attn_mask, causal=self.causal,
+                               choice=self.tuning.attention)
     out = constrain(out, heads)
     y = nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, name="out",

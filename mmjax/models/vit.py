@@ -58,6 +58,7 @@ class ViT(nn.Module):
   lora_alpha: float = 16.0
   lora_targets: tuple[str, ...] = ("query", "value")
   adapter_dim: int = 0
+  attention: str = "auto"   # the attention kernel: 'auto' | 'cudnn' | 'xla' (attention.py)
 
   @property
   def has_decoder(self) -> bool:

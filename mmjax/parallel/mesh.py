@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -104,15 +104,19 @@ def to_global_batch(batch: Mapping[str, np.ndarray], mesh: Mesh,
 
 
 def prefetch_to_mesh(batches: Iterator[Mapping[str, np.ndarray]], mesh: Mesh,
-                     size: int = 2, sharding: NamedSharding | None = None
+                     size: int = 2, sharding: NamedSharding | None = None,
+                     transform: Callable[[dict, int], dict] | None = None
                      ) -> Iterator[dict[str, jax.Array]]:
   """Keeps `size` batches in flight on the devices ahead of the consumer.
 
   Transfers are asynchronous, so the next steps' inputs copy while the current step runs.
+  `transform(batch, i)`, applied to the i-th global batch when it is enqueued, runs on
+  the devices ahead of the step too (the data.device_preprocess_train ops).
   """
   queue: collections.deque = collections.deque()
-  for batch in batches:
-    queue.append(to_global_batch(batch, mesh, sharding))
+  for i, batch in enumerate(batches):
+    device_batch = to_global_batch(batch, mesh, sharding)
+    queue.append(device_batch if transform is None else transform(device_batch, i))
     if len(queue) > size:
       yield queue.popleft()
   while queue:

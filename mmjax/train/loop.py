@@ -21,6 +21,7 @@ from absl import logging
 
 from mmjax import config as config_lib
 from mmjax import models, objectives, parallel
+from mmjax.data import device_ops   # JAX only; TensorFlow enters with mmjax.data's iterators
 from mmjax.errors import CheckpointError, ConfigError, NonFiniteLossError
 from mmjax.objectives import adversarial
 from mmjax.train import checkpoint as checkpoint_lib
@@ -302,8 +303,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   evaluators = make_evaluators(exp)
   batches: Iterator = data.make_train_iterator(
       config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
-  device_batches = parallel.prefetch_to_mesh(batches, exp.mesh, t.device_prefetch,
-                                             exp.batch_sharding)
+  device_batches = parallel.prefetch_to_mesh(
+      batches, exp.mesh, t.device_prefetch, exp.batch_sharding,
+      transform=device_ops.train_transform(config.data, seed=t.seed, start_batch=consumed,
+                                           sharding=exp.batch_sharding))
   train_step, eval_step = compile_steps(exp)
   guard = _make_guard(exp, start)
   good_state = _copy(state) if guard is not None else None
@@ -382,6 +385,9 @@ def _make_guard(exp: Experiment, start_step: int):
   held = next(data.make_train_iterator(
       exp.config.data, batch_size=exp.per_process_batch, seed=exp.config.train.seed,
       start_batch=0))
+  transform = device_ops.train_transform(exp.config.data, seed=exp.config.train.seed)
+  if transform is not None:   # the held batch is training batch 0 as the step saw it
+    held = jax.device_get(transform(held, 0))
   return robust_eval.OverfittingGuard(exp, held, start_step)
 
 

@@ -1,0 +1,69 @@
+"""The attention kernel choice: 'auto' is XLA off CUDA and cuDNN on it where it applies,
+'cudnn' fails clearly where it cannot run, and a refused cuDNN call falls back to XLA."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mmjax import models
+from mmjax.errors import ConfigError
+from mmjax.models import attention
+
+
+def qkv(dtype=jnp.float32, t=6, s=6, heads=2, head_dim=8):
+  rng = np.random.default_rng(0)
+  make = lambda n: jnp.asarray(rng.standard_normal((2, n, heads, head_dim)), dtype)
+  return make(t), make(s), make(s)
+
+
+@pytest.fixture
+def on_cuda(monkeypatch):
+  """Pretends the default backend is a CUDA GPU (the cuDNN call itself then fails on
+  this CPU, which is what the fallback test needs)."""
+  monkeypatch.setattr(attention, "cuda_available", lambda: True)
+
+
+def test_auto_is_xla_off_cuda():
+  assert attention.implementation("auto", jnp.bfloat16, 64) == "xla"
+  q, k, v = qkv()
+  mask = jnp.asarray([[1, 1, 1, 0, 0, 0], [1] * 6], bool)[:, None, None, :]
+  for causal in (False, True):
+    want = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
+    for choice in ("auto", "xla"):
+      np.testing.assert_array_equal(
+          attention.attend(q, k, v, mask, causal=causal, choice=choice), want)
+
+
+def test_cudnn_is_refused_with_the_reason_and_the_fix():
+  with pytest.raises(ConfigError, match="not a CUDA GPU.*Use 'auto'"):
+    attention.implementation("cudnn", jnp.bfloat16, 64)
+  with pytest.raises(ConfigError, match="Invalid value 'flash'.*'auto', 'cudnn', 'xla'"):
+    attention.implementation("flash", jnp.bfloat16, 64)
+  model = models.build_model(dict(name="vit", attention="flash", width=16, depth=1,
+                                  num_heads=2, mlp_dim=16))
+  with pytest.raises(ConfigError, match="config.model.attention"):
+    models.abstract_variables(model, {"image": jnp.zeros((1, 28, 28, 1))})
+
+
+def test_auto_picks_cudnn_only_where_it_applies(on_cuda):
+  del on_cuda
+  assert attention.implementation("auto", jnp.bfloat16, 64) == "cudnn"
+  assert attention.implementation("auto", jnp.float16, 128) == "cudnn"
+  assert attention.implementation("auto", jnp.float32, 64) == "xla"
+  assert attention.implementation("auto", jnp.bfloat16, 160) == "xla"
+  assert attention.implementation("auto", jnp.bfloat16, 12) == "xla"
+  with pytest.raises(ConfigError, match="bfloat16 or float16.*model.dtype='bfloat16'"):
+    attention.implementation("cudnn", jnp.float32, 64)
+  with pytest.raises(ConfigError, match="multiple of 8 and at most 128, not 12"):
+    attention.implementation("cudnn", jnp.bfloat16, 12)
+
+
+def test_a_refused_cudnn_call_falls_back_to_xla_under_auto_only(on_cuda):
+  del on_cuda
+  q, k, v = qkv(jnp.bfloat16)
+  mask = jnp.ones((2, 1, 1, 6), bool)
+  out = attention.attend(q, k, v, mask, causal=True, choice="auto")   # cuDNN: no GPU
+  want = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True)
+  np.testing.assert_array_equal(out, want)
+  with pytest.raises(ConfigError, match="'cudnn' was refused.*Use 'auto'"):
+    attention.attend(q, k, v, mask, causal=True, choice="cudnn")
