@@ -4,13 +4,14 @@ A three-tower multimodal transformer (`model.name='multimodal'`, CLIP-style towe
 InfoNCE between image and text and between image and audio, plus a supervised head on the
 fused features. `:siglip` uses the sigmoid loss (SigLIP init: scale 10, bias -10);
 `:concat` and `:bottleneck` swap the fusion. Audio is augmented (gain, noise,
-SpecAugment) before the log-mel spectrogram is patched AST-style.
+SpecAugment) before the log-mel spectrogram is patched AST-style, batched on the devices.
 
 Reproduces: nothing published; it is the multimodal path end to end on CPU.
-Measured (2026-11-25, 300 steps, 2 shared CPU cores, 155 s): eval contrastive loss 4.20
-(4.57 at step 150), in-batch image->text top-1 0.039 among 250 examples. Only instance-level
-matches count, and with ~25 examples per digit in a batch and templated captions and tones,
-0.04 is what a perfect class-level alignment scores. The supervised head on the fused
+Measured (2026-11-25, 300 steps, 2 shared CPU cores, 77 s; pixel and audio ops on the
+devices): eval contrastive loss 4.16 (4.51 at step 150), in-batch image->text top-1 0.045
+among 250 examples. Only instance-level matches count, and with ~25 examples per digit in
+a batch and templated captions and tones, 0.04 is what a perfect class-level alignment
+scores. The supervised head on the fused
 features reaches 1.0, because the caption and the tone give the label away. Class-level
 retrieval recall and an image-only linear probe come with the issue-5 quickstart.
 

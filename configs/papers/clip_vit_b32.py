@@ -36,9 +36,10 @@ byte captions of 32 tokens) with the same loss, temperature and AdamW betas/eps/
 a 2-layer width-64 two-tower model, 1,200 steps of batch 64; its eval is class-level
 image<->caption recall@K over 500 test digits and zero-shot classification of them by
 the prompts "a handwritten {}" and "the digit {}" ("zero" ... "nine", `evals.zero_shot`);
-lr 3e-3 with 30 warmup steps. Measured (2026-11-25, 2 CPU cores, 58 s with compilation
-and evals): zero-shot accuracy 0.898 (0.750 at step 600; chance 0.10), R@1 image->text
-0.930, text->image 0.994 (0.812 / 0.938 at step 600); in-batch instance top-1 0.083
+lr 3e-3 with 30 warmup steps. Measured (2026-11-25, 2 CPU cores, 67 s with compilation
+and evals, cores shared; crops on the devices): zero-shot accuracy 0.896 (0.696 at step
+600; chance 0.10), R@1 image->text 0.910, text->image 1.000 (0.722 / 0.880 at step 600);
+in-batch instance top-1 0.089
 among 250 (templated captions: see configs/multimodal_digits.py); the temperature stays
 near 0.07.
 

@@ -38,9 +38,10 @@ byte captions of 32 tokens) with the same sigmoid loss, init and AdamW betas, on
 width-64 two-tower model, 1,200 steps of batch 64; its eval is class-level image<->caption
 recall@K over 500 test digits and zero-shot classification by prompts naming the digits,
 as in clip_vit_b32.py:tiny; lr 3e-3 with 30 warmup steps. Measured (2026-11-25, 2 CPU
-cores, 57 s with compilation and evals): zero-shot accuracy 0.844 (0.588 at step 600;
-chance 0.10), R@1 image->text 0.840, text->image 0.978 (0.644 / 0.778 at step 600); t
-stays near 10. It trails :tiny CLIP (0.898 zero-shot) at this size; a likely cause is that the
+cores, 98 s with compilation and evals, cores shared; crops on the devices): zero-shot
+accuracy 0.822 (0.574 at step 600; chance 0.10), R@1 image->text 0.858, text->image
+0.964 (0.592 / 0.672 at step 600); t stays near 10. It trails :tiny CLIP (0.896
+zero-shot) at this size; a likely cause is that the
 same-digit captions in a batch are negatives, each a separate term of the sigmoid loss.
 
 Commands:

@@ -51,39 +51,14 @@ RANDOM_OPS = frozenset({"random_crop", "flip_lr", "audio_gain", "audio_noise",
 DATA_STREAM = 0x6D6A64
 
 
-def _require(batch: Batch, *keys: str) -> None:
-  for key in keys:
-    if key not in batch:
-      raise KeyError(key)
-
-
 def _per_example(values: jax.Array, like: jax.Array) -> jax.Array:
   """[B] -> [B, 1, ...] broadcastable against `like` [B, ...]."""
   return values.reshape(values.shape + (1,) * (like.ndim - 1))
 
 
 # ---------------------------------------------------------------------------- generic ops
-@DEVICE_OPS.register("keep")
-def keep(*keys: str) -> DeviceOp:
-  """Keeps only `keys` (all must exist)."""
-  if not keys:
-    raise ConfigError("Device preprocessing op 'keep' needs at least one key, e.g. "
-                      "keep('image').")
-
-  def op(batch, key):
-    del key
-    _require(batch, *keys)
-    return {k: batch[k] for k in keys}
-  return op
-
-
-@DEVICE_OPS.register("drop")
-def drop(*keys: str) -> DeviceOp:
-  """Removes `keys` (missing keys are ignored)."""
-  def op(batch, key):
-    del key
-    return {k: v for k, v in batch.items() if k not in keys}
-  return op
+DEVICE_OPS.register("keep")(op_common.keep)
+DEVICE_OPS.register("drop")(op_common.drop)
 
 
 # ------------------------------------------------------------------------------ image ops

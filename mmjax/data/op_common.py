@@ -13,6 +13,34 @@ import numpy as np
 from mmjax.errors import ConfigError
 
 
+# ----------------------------------------------------- generic ops, the same on both sides
+def require(example: dict, *keys: str) -> None:
+  """KeyError (which the spec runners turn into a ConfigError) for a missing key."""
+  for key in keys:
+    if key not in example:
+      raise KeyError(key)
+
+
+def keep(*keys: str):
+  """Keeps only `keys` (all must exist): a per-example host op and a batched device op."""
+  if not keys:
+    raise ConfigError("Preprocessing op 'keep' needs at least one key, e.g. keep('image').")
+
+  def op(example, seed):
+    del seed
+    require(example, *keys)
+    return {k: example[k] for k in keys}
+  return op
+
+
+def drop(*keys: str):
+  """Removes `keys` (missing keys are ignored): a host op and a device op."""
+  def op(example, seed):
+    del seed
+    return {k: v for k, v in example.items() if k not in keys}
+  return op
+
+
 # ------------------------------------------------------------------------------- images
 def image_size(size, op: str) -> tuple[int, int]:
   """size int or (h, w) -> (h, w) positive ints (ConfigError naming `op` otherwise)."""

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from mmjax.data import spec as spec_lib
+from mmjax.data import op_common, spec as spec_lib
 from mmjax.data.spec import parse_spec
 from mmjax.errors import ConfigError
 from mmjax.registry import Registry
@@ -58,33 +58,9 @@ def build_preprocess_fn(spec: str | Sequence[str] | None
   return preprocess
 
 
-def _require(example: Example, *keys: str) -> None:
-  for key in keys:
-    if key not in example:
-      raise KeyError(key)
-
-
-# ----------------------------------------------------------------------------- generic ops
-@OPS.register("keep")
-def keep(*keys: str) -> Op:
-  """Keeps only `keys` (all must exist)."""
-  if not keys:
-    raise ConfigError("Preprocessing op 'keep' needs at least one key, e.g. keep('image').")
-
-  def op(example, seed):
-    del seed
-    _require(example, *keys)
-    return {k: example[k] for k in keys}
-  return op
-
-
-@OPS.register("drop")
-def drop(*keys: str) -> Op:
-  """Removes `keys` (missing keys are ignored)."""
-  def op(example, seed):
-    del seed
-    return {k: v for k, v in example.items() if k not in keys}
-  return op
+# keep and drop are plain dict ops, shared with the device ops (mmjax/data/device_ops.py).
+OPS.register("keep")(op_common.keep)
+OPS.register("drop")(op_common.drop)
 
 
 @OPS.register("rename")
@@ -92,7 +68,7 @@ def rename(**new_to_old: str) -> Op:
   """rename(text='caption') moves example['caption'] to example['text']."""
   def op(example, seed):
     del seed
-    _require(example, *new_to_old.values())
+    op_common.require(example, *new_to_old.values())
     out = {k: v for k, v in example.items() if k not in new_to_old.values()}
     out.update({new: example[old] for new, old in new_to_old.items()})
     return out
@@ -106,7 +82,7 @@ def to_int32(*keys: str) -> Op:
 
   def op(example, seed):
     del seed
-    _require(example, *keys)
+    op_common.require(example, *keys)
     return {**example, **{k: tf.cast(example[k], tf.int32) for k in keys}}
   return op
 
