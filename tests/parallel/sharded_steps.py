@@ -108,7 +108,31 @@ def main():
           "loss": loss, "loss_diff": abs(loss - reference[0]), "max_param_diff": diff,
           "param_specs": specs, "opt_state_specs": sorted(set(mu_specs)),
           "param_bytes_per_device_fraction": fraction}
+  results["device_preprocess"] = device_preprocess_diff()
   print("RESULTS " + json.dumps(results))
+
+
+def device_preprocess_diff():
+  """The quickstart's train-time device ops on a 16-example batch split over 8 devices
+  against the same batch on one device: every random draw must not depend on the
+  sharding. -> {'max_diff', 'output_spec', 'keys'}."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  from mmjax.config import use_multimodal_digits
+  from mmjax.data import device_ops
+  c = default_config()
+  use_multimodal_digits(c)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (16, 28, 28, 1), dtype=np.uint8),
+           "audio": rng.integers(-3000, 3000, (16, 2000), dtype=np.int16),
+           "label": np.arange(16, dtype=np.int32)}
+  sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+  one = device_ops.train_transform(c.data, seed=0)(batch, 3)
+  split = device_ops.train_transform(c.data, seed=0, sharding=sharding)(
+      {k: jax.device_put(v, sharding) for k, v in batch.items()}, 3)
+  return {"max_diff": max(float(np.max(np.abs(np.asarray(one[k]) - np.asarray(split[k]))))
+                          for k in one),
+          "output_spec": str(split["spectrogram"].sharding.spec),
+          "keys": sorted(split)}
 
 
 if __name__ == "__main__":

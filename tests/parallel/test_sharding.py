@@ -62,6 +62,14 @@ def test_strategies_place_parameters_as_the_rules_say(sharded_results):
   assert sharded_results["gpt_sgd/dp"]["param_bytes_per_device_fraction"] == 1.0
 
 
+def test_device_preprocessing_is_the_same_on_one_or_eight_devices(sharded_results):
+  r = sharded_results["device_preprocess"]
+  # The same draws per example (another draw would differ by O(1)); float rounding only.
+  assert r["max_diff"] < 1e-5
+  assert r["output_spec"] == "P('data',)"   # left split over the batch, like the step's
+  assert r["keys"] == ["image", "label", "spectrogram"]
+
+
 def test_fsdp_shards_the_optimizer_state(sharded_results):
   r = sharded_results["gpt_adamw/fsdp"]
   assert r["loss_diff"] < 1e-5
