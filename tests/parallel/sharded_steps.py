@@ -2,7 +2,6 @@
 batch under several meshes; prints JSON {mesh name: {loss, max_param_diff, ...}} where
 diffs are against the 1-device run. Used by tests/parallel/test_sharding.py."""
 import json
-import os
 import tempfile
 
 import jax

@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from mmjax import parallel
 from mmjax.errors import ConfigError
