@@ -30,6 +30,7 @@ deterministic: random ops are refused there.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -175,7 +176,7 @@ def log_mel(key: str = "audio", out: str = "spectrogram", sample_rate: int = 800
   [B, num_mel_bins, frames] log-mel; the host op `log_mel`'s defaults and maths."""
   upper_hz = op_common.upper_edge(sample_rate, upper_hz)
   op_common.check_log_mel(sample_rate=sample_rate, frame_length=frame_length,
-                             fft_length=fft_length, lower_hz=lower_hz, upper_hz=upper_hz)
+                          fft_length=fft_length, lower_hz=lower_hz, upper_hz=upper_hz)
 
   def op(batch, rng):
     del rng
@@ -210,7 +211,7 @@ def spec_augment(freq_masks: int = 2, freq_width: int = 8, time_masks: int = 2,
   `freq_width` mel bins and `time_masks` bands of up to `time_width` frames are set to
   that spectrogram's mean (the host op, batched)."""
   op_common.check_spec_augment(freq_masks=freq_masks, freq_width=freq_width,
-                                  time_masks=time_masks, time_width=time_width)
+                               time_masks=time_masks, time_width=time_width)
 
   def op(batch, rng):
     spec = batch[key]
@@ -255,12 +256,22 @@ def build_device_fn(spec: str | Sequence[str] | None, *, config_key: str,
   return preprocess
 
 
+def _spec(data_config: Any, split: str) -> str | tuple[str, ...] | None:
+  """data.device_preprocess_{split} of `data_config` (hashable: lists become tuples)."""
+  spec = data_config.get(f"device_preprocess_{split}") if hasattr(data_config, "get") else None
+  return spec if spec is None or isinstance(spec, str) else tuple(spec)
+
+
+@functools.lru_cache(maxsize=16)
+def _built(spec: str | tuple[str, ...] | None, split: str):
+  return build_device_fn(spec, config_key=f"data.device_preprocess_{split}",
+                         deterministic=split == "eval")
+
+
 def device_fn(data_config: Any, split: str):
   """`split`'s ('train' or 'eval') built data.device_preprocess_* of `data_config`, or
   None; raises ConfigError for a bad spec."""
-  key = f"device_preprocess_{split}"
-  spec = data_config.get(key) if hasattr(data_config, "get") else None
-  return build_device_fn(spec, config_key=f"data.{key}", deterministic=split == "eval")
+  return _built(_spec(data_config, split), split)
 
 
 def stream_key(seed: int) -> jax.Array:
@@ -284,17 +295,28 @@ def train_transform(data_config: Any, *, seed: int, start_batch: int = 0, shardi
 
 def eval_transform(data_config: Any) -> Callable[[dict], dict] | None:
   """`transform(numpy batch) -> numpy batch`: data.device_preprocess_eval, jitted and
-  applied on the default device ('mask' passes through untouched); None when empty."""
-  fn = device_fn(data_config, "eval")
-  if fn is None:
+  applied on the default device ('mask' passes through untouched); None when empty.
+  One jitted function per spec, so every eval pass reuses its compilation."""
+  apply = _jitted_eval(_spec(data_config, "eval"))
+  if apply is None:
     return None
-  apply = jax.jit(lambda batch: fn(batch, jax.random.key(0)))
 
   def transform(batch: dict) -> dict:
-    mask = {k: batch[k] for k in ("mask",) if k in batch}
-    out = apply({k: v for k, v in batch.items() if k != "mask"})
-    return {**jax.device_get(out), **mask}
+    rest, mask = _split_mask(batch)
+    return {**jax.device_get(apply(rest)), **mask}
   return transform
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_eval(spec: str | tuple[str, ...] | None):
+  fn = _built(spec, "eval")
+  return None if fn is None else jax.jit(lambda batch: fn(batch, jax.random.key(0)))
+
+
+def _split_mask(batch: dict) -> tuple[dict, dict]:
+  """(batch without 'mask', {'mask': ...} or {}): eval padding flags bypass the ops."""
+  return ({k: v for k, v in batch.items() if k != "mask"},
+          {k: v for k, v in batch.items() if k == "mask"})
 
 
 def element_after(data_config: Any, split: str, element: dict[str, dict]
@@ -304,9 +326,8 @@ def element_after(data_config: Any, split: str, element: dict[str, dict]
   fn = device_fn(data_config, split)
   if fn is None:
     return element
-  mask = {k: element[k] for k in ("mask",) if k in element}
-  abstract = {k: jax.ShapeDtypeStruct((1, *s["shape"]), s["dtype"])
-              for k, s in element.items() if k != "mask"}
+  rest, mask = _split_mask(element)
+  abstract = {k: jax.ShapeDtypeStruct((1, *s["shape"]), s["dtype"]) for k, s in rest.items()}
   out = jax.eval_shape(fn, abstract, jax.random.key(0))
   return {k: {"shape": tuple(v.shape[1:]), "dtype": np.dtype(v.dtype).name}
           for k, v in out.items()} | mask

@@ -76,7 +76,7 @@ def log_mel(key: str = "audio", out: str = "spectrogram", sample_rate: int = 800
   """
   upper_hz = op_common.upper_edge(sample_rate, upper_hz)
   op_common.check_log_mel(sample_rate=sample_rate, frame_length=frame_length,
-                             fft_length=fft_length, lower_hz=lower_hz, upper_hz=upper_hz)
+                          fft_length=fft_length, lower_hz=lower_hz, upper_hz=upper_hz)
 
   def op(example, seed):
     del seed
@@ -147,7 +147,7 @@ def spec_augment(freq_masks: int = 2, freq_width: int = 8, time_masks: int = 2,
   `freq_width` mel bins and `time_masks` bands of up to `time_width` frames are set to
   the spectrogram's mean (its zero after AST-style normalisation)."""
   op_common.check_spec_augment(freq_masks=freq_masks, freq_width=freq_width,
-                                  time_masks=time_masks, time_width=time_width)
+                               time_masks=time_masks, time_width=time_width)
 
   def op(example, seed):
     spec = tf.convert_to_tensor(example[key])
