@@ -72,20 +72,44 @@ def _stats(times: list[float]) -> dict[str, float]:
   return {"p10_s": float(q[0]), "median_s": float(q[1]), "p90_s": float(q[2])}
 
 
-def _time_steps(step, carry, batch_fn, steps: int) -> tuple[Any, list[float], float]:
-  """Runs `steps` steps twice: each timed to completion (latency), then back to back
-  with one synchronisation at the end (throughput). -> (carry, times, pipelined mean)."""
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    carry = step(carry, batch_fn())
+def _time_contenders(contenders: dict[str, tuple[Any, Any, str]], carries: dict[str, Any],
+                     b) -> dict[str, dict[str, Any]]:
+  """Times each contender {name: (step, batch_fn, carry key)}: `warmup` steps, then `steps`
+  steps each timed to completion (latency), then `rounds` rounds in which every contender
+  in turn runs `steps` steps back to back with one synchronisation at the end
+  (throughput). Contenders sharing a carry key thread one carry (state) between them.
+  Alternating the blocks puts each comparison next to mmjax's step in time, so the
+  machine's slow drift (±4% on the 2-core CPU) shows in no ratio of one round.
+  -> {name: {'times': [steps] latencies, 'blocks': [rounds] mean step times}}."""
+  out = {name: {"times": [], "blocks": []} for name in contenders}
+
+  def run(name, count, sync_each):
+    step, batch_fn, key = contenders[name]
+    carry = carries[key]
+    for _ in range(count):
+      start = time.perf_counter()
+      carry = step(carry, batch_fn())
+      if sync_each:
+        jax.block_until_ready(carry)
+        out[name]["times"].append(time.perf_counter() - start)
     jax.block_until_ready(carry)
-    times.append(time.perf_counter() - start)
-  start = time.perf_counter()
-  for _ in range(steps):
-    carry = step(carry, batch_fn())
-  jax.block_until_ready(carry)
-  return carry, times, (time.perf_counter() - start) / steps
+    carries[key] = carry
+
+  for name in contenders:
+    run(name, b.warmup, sync_each=False)
+    run(name, b.steps, sync_each=True)
+  for _ in range(b.rounds):
+    for name in contenders:
+      start = time.perf_counter()
+      run(name, b.steps, sync_each=False)
+      out[name]["blocks"].append((time.perf_counter() - start) / b.steps)
+  return out
+
+
+def _ratio(timed: dict, name: str) -> float:
+  """Median over rounds of (contender `name`'s step / mmjax's step in the same round)."""
+  return statistics.median(x / m for x, m in zip(timed[name]["blocks"],
+                                                 timed["mmjax"]["blocks"]))
 
 
 def _peak_memory(device, compiled) -> tuple[int | None, str]:
@@ -104,10 +128,10 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   from mmjax.train import loop  # pylint: disable=g-import-not-at-top
   b = config.bench
   unknown = sorted(set(b.compare) - set(COMPARISONS))
-  if unknown or b.steps < 1 or b.warmup < 1:
-    raise ConfigError(f"bench.steps and bench.warmup must be >= 1 and bench.compare a subset "
-                      f"of {COMPARISONS}; got steps={b.steps}, warmup={b.warmup}, "
-                      f"compare={tuple(b.compare)}.")
+  if unknown or b.steps < 1 or b.warmup < 1 or b.rounds < 1:
+    raise ConfigError(f"bench.steps, bench.warmup and bench.rounds must be >= 1 and "
+                      f"bench.compare a subset of {COMPARISONS}; got steps={b.steps}, "
+                      f"warmup={b.warmup}, rounds={b.rounds}, compare={tuple(b.compare)}.")
   element = plan_lib.example_element(config)
   exp = loop.build_experiment(config, workdir, "bench", element=element)
   m = config.model
@@ -128,11 +152,19 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   def mmjax_step(carry, batch):
     return compiled(carry[0], batch, carry[1])
 
-  carry = (state, acc)
-  for _ in range(b.warmup):
-    carry = mmjax_step(carry, batch)
-  jax.block_until_ready(carry)
-  carry, times, pipelined = _time_steps(mmjax_step, carry, lambda: batch, b.steps)
+  contenders = {"mmjax": (mmjax_step, lambda: batch, "mmjax")}
+  carries = {"mmjax": (state, acc)}
+  if "bare" in b.compare:
+    bare_step, carries["bare"] = _bare_step(exp)
+    contenders["bare"] = (bare_step, lambda: batch, "bare")
+  if "pipeline" in b.compare:
+    device_batches = _pipeline_batches(exp)
+    contenders["pipeline"] = (mmjax_step, lambda: next(device_batches), "mmjax")
+  timed = _time_contenders(contenders, carries, b)
+  if "pipeline" in b.compare:
+    device_batches.close()
+  times = timed["mmjax"]["times"]
+  pipelined = statistics.median(timed["mmjax"]["blocks"])
 
   device = exp.mesh.devices.flat[0]
   n_dev = exp.mesh.devices.size
@@ -149,7 +181,9 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
       "devices": n_dev, "platform": device.platform, "jax": jax.__version__,
       "date": time.strftime("%Y-%m-%d"), "mesh": dict(exp.mesh.shape),
       "global_batch": global_batch, "dtype": dtype, "remat": m.get("remat", "none"),
-      "steps": b.steps, "warmup": b.warmup, **stats, "pipelined_mean_s": pipelined,
+      "steps": b.steps, "warmup": b.warmup, "rounds": b.rounds, **stats,
+      "pipelined_mean_s": pipelined,
+      "round_means_s": {name: t["blocks"] for name, t in timed.items()},
       "examples_per_s": global_batch / pipelined,
       "tokens_per_s": tokens / pipelined if tokens else None,
       "model_flops_per_step": model_flops, "hardware_flops_per_step": hardware_flops,
@@ -158,13 +192,13 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
       "mfu": model_flops / (pipelined * n_dev * peak),
       "compile_s": compile_s, "peak_memory_bytes": memory, "memory_source": memory_source,
   }
-  state, acc = carry
-  if "bare" in b.compare:
-    report["bare"] = _bare_step_time(exp, batch, b)
-    report["overhead_vs_bare"] = pipelined / report["bare"]["pipelined_mean_s"] - 1.0
-  if "pipeline" in b.compare:
-    report["pipeline"] = _pipeline_time(exp, compiled, (state, acc), b)
-    report["pipeline_slowdown"] = report["pipeline"]["pipelined_mean_s"] / pipelined - 1.0
+  for name, key in (("bare", "overhead_vs_bare"), ("pipeline", "pipeline_slowdown")):
+    if name in timed:
+      report[name] = {**_stats(timed[name]["times"]),
+                      "pipelined_mean_s": statistics.median(timed[name]["blocks"])}
+      # The bare step is the reference for the overhead; mmjax's step for the pipeline.
+      report[key] = 1.0 / _ratio(timed, name) - 1.0 if name == "bare" else (
+          _ratio(timed, name) - 1.0)
   if jax.process_index() == 0:
     with open(os.path.join(exp.workdir, "bench.json"), "w") as f:
       json.dump(report, f, indent=2)
@@ -172,9 +206,10 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   return report
 
 
-def _bare_step_time(exp, batch: dict, b) -> dict[str, float]:
+def _bare_step(exp) -> tuple[Any, tuple]:
   """The same model and loss in a minimal hand-written jitted step: value_and_grad of the
-  objective, an optax update, donated buffers; no metrics, shardings or checks."""
+  objective, an optax update, donated buffers; no metrics, shardings or checks.
+  -> (step(carry, batch) -> carry, initial carry)."""
   loss_fn, tx = exp.loss_fn, exp.tx
   init = exp.init_state()
   params, opt_state, model_state = init.params, init.opt_state, init.model_state
@@ -187,37 +222,21 @@ def _bare_step_time(exp, batch: dict, b) -> dict[str, float]:
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  bare = jax.jit(bare_step, donate_argnums=(0,))
-  carry = (params, opt_state)
-  for _ in range(b.warmup):
-    carry = bare(carry, batch)
-  jax.block_until_ready(carry)
-  _, times, pipelined = _time_steps(bare, carry, lambda: batch, b.steps)
-  return {**_stats(times), "pipelined_mean_s": pipelined}
+  return jax.jit(bare_step, donate_argnums=(0,)), (params, opt_state)
 
 
-def _pipeline_time(exp, compiled, carry, b) -> dict[str, float]:
-  """The compiled step fed by the real input pipeline (host and device preprocessing) and
-  the trainer's device prefetch."""
+def _pipeline_batches(exp):
+  """The config's real input pipeline (host and device preprocessing) through the
+  trainer's device prefetch: an iterator of device batches."""
   from mmjax import data, parallel  # pylint: disable=g-import-not-at-top  # TensorFlow
   from mmjax.data import device_ops  # pylint: disable=g-import-not-at-top
   t = exp.config.train
   batches = data.make_train_iterator(exp.config.data, batch_size=exp.per_process_batch,
                                      seed=t.seed)
-  device_batches = parallel.prefetch_to_mesh(
+  return parallel.prefetch_to_mesh(
       batches, exp.mesh, t.device_prefetch, exp.batch_sharding,
       transform=device_ops.train_transform(exp.config.data, seed=t.seed,
                                            sharding=exp.batch_sharding))
-
-  def step(carry, batch):
-    return compiled(carry[0], batch, carry[1])
-
-  for _ in range(b.warmup):
-    carry = step(carry, next(device_batches))
-  jax.block_until_ready(carry)
-  _, times, pipelined = _time_steps(step, carry, lambda: next(device_batches), b.steps)
-  device_batches.close()
-  return {**_stats(times), "pipelined_mean_s": pipelined}
 
 
 def format_report(r: dict) -> str:

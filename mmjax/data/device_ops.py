@@ -46,8 +46,6 @@ Batch = dict[str, jax.Array]
 DeviceOp = Callable[[Batch, jax.Array], Batch]
 
 DEVICE_OPS = Registry("device preprocessing op")
-RANDOM_OPS = frozenset({"random_crop", "flip_lr", "audio_gain", "audio_noise",
-                        "spec_augment"})
 # Folded into the run's seed so the data stream's keys differ from the model's.
 DATA_STREAM = 0x6D6A64
 
@@ -235,7 +233,7 @@ def build_device_fn(spec: str | Sequence[str] | None, *, config_key: str,
   ops = []
   for name, args, kwargs in parse_spec(spec):
     ops.append((name, build_op(DEVICE_OPS, name, args, kwargs, config_key=config_key)))
-    if deterministic and name in RANDOM_OPS:
+    if deterministic and name in op_common.RANDOM_OPS:
       raise ConfigError(f"{config_key}: {name!r} is random; eval preprocessing must be "
                         "deterministic. Leave it out of the eval spec (augment in "
                         "data.device_preprocess_train only).")

@@ -36,13 +36,13 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mmjax.data import device_ops, ops, packing
+from mmjax.data import device_ops, in_memory, ops, packing
 from mmjax.errors import ConfigError, DataError
 
 EMBEDDED = ("mmjax_digits",)
 _DEFAULTS = dict(name="mmjax_digits", data_dir=None, train_split="train", eval_split="test",
                  download=False, shuffle_buffer=10_000, preprocess_train=None,
-                 preprocess_eval=None, prefetch=2, shards=0, pack=None)
+                 preprocess_eval=None, prefetch=2, shards=0, pack=None, in_memory=False)
 Batch = dict[str, np.ndarray]
 
 
@@ -233,6 +233,9 @@ def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
   # The specs are checked before the dataset is touched (or prepared).
   preprocess = ops.build_preprocess_fn(_get(data_config, "preprocess_train"))
   pack = packing.pack_spec(data_config)
+  held = bool(_get(data_config, "in_memory"))
+  if held:
+    in_memory.check_config(data_config)
   num_shards, shards = process_shards(data_config, batch_size)
   builder = get_builder(data_config)
   split = _get(data_config, "train_split")
@@ -244,6 +247,12 @@ def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
     raise ConfigError(f"The per-shard train batch {shard_batch} is larger than a shard of "
                       f"{split!r} ({shard_n} examples in each of {num_shards}); lower the "
                       "batch size or data.shards.")
+  if held:
+    arrays = [(i, _held_split(builder, shard_splits[i], preprocess,
+                              f"train shard {i} of {split!r}", "preprocess_train"))
+              for i in shards]
+    return in_memory.train_batches(arrays, shard_batch=shard_batch, seed=int(seed),
+                                   start_batch=int(start_batch))
   datasets = [_shard_stream(builder, shard_splits[i], preprocess, pack, seed=int(seed),
                             shuffle_buffer=int(_get(data_config, "shuffle_buffer")),
                             start=int(start_batch) * shard_batch, shard=i
@@ -288,14 +297,46 @@ class SizedIterator:
     return self._len
 
 
-def _pad_example(spec: dict[str, tf.TensorSpec], split: str) -> dict[str, tf.Tensor]:
-  """A zero example (empty strings, mask 0) matching `spec`."""
+def _require_fixed_shapes(spec: dict[str, tf.TensorSpec], what: str, config_key: str) -> None:
   for k, s in spec.items():
     if not s.shape.is_fully_defined():
-      raise DataError(f"Eval examples of {split!r} have key {k!r} with variable shape "
-                      f"{s.shape}; add ops to preprocess_eval that fix it (e.g. resize, "
+      raise DataError(f"Examples of {what} have key {k!r} with variable shape {s.shape}; "
+                      f"add ops to data.{config_key} that fix it (e.g. resize, "
                       f"center_crop, tokenize) or drop the key with keep(...).")
+
+
+def _pad_example(spec: dict[str, tf.TensorSpec], split: str) -> dict[str, tf.Tensor]:
+  """A zero example (empty strings, mask 0) matching `spec`."""
+  _require_fixed_shapes(spec, f"eval split {split!r}", "preprocess_eval")
   return {k: tf.zeros(s.shape, s.dtype) for k, s in spec.items()}
+
+
+_STRING_BYTES = 64  # A guess for the memory check: tf.string has no fixed size.
+_HELD: dict[tuple, in_memory.Arrays] = {}  # Eval splits held by this process, by source.
+_HELD_EVAL_SPLITS = 2
+
+
+def _held_split(builder, split, preprocess, what: str, config_key: str) -> in_memory.Arrays:
+  """`split` of `builder`, preprocessed (deterministically), as numpy arrays [N, ...]."""
+  ds = _dataset(builder, split, preprocess, seed=0, shuffle=False)
+  _require_fixed_shapes(ds.element_spec, what, config_key)
+  n = _num_examples(builder, split, what)
+  in_memory.check_fits(n, {k: (tuple(s.shape.as_list()),
+                               _STRING_BYTES if s.dtype == tf.string else s.dtype.size)
+                           for k, s in ds.element_spec.items()}, what)
+  batches = ds.batch(in_memory.LOAD_CHUNK).prefetch(1).as_numpy_iterator()
+  return in_memory.load(batches, n, what)
+
+
+def _held_eval_split(data_config, builder, split, preprocess, what: str) -> in_memory.Arrays:
+  """`_held_split` for eval, read once per process and (split, spec) and then reused."""
+  key = (builder.info.full_name, str(builder.data_dir), str(split),
+         str(_get(data_config, "preprocess_eval")))
+  if key not in _HELD:
+    while len(_HELD) >= _HELD_EVAL_SPLITS:
+      _HELD.pop(next(iter(_HELD)))
+    _HELD[key] = _held_split(builder, split, preprocess, what, "preprocess_eval")
+  return _HELD[key]
 
 
 def make_eval_iterator(data_config: Any, *, batch_size: int) -> SizedIterator:
@@ -315,13 +356,17 @@ def make_eval_iterator(data_config: Any, *, batch_size: int) -> SizedIterator:
   host_split, _, total = _host_split(builder, split, drop_remainder=False, what="eval_split")
   _, count = process_index_and_count()
   num_batches = math.ceil(math.ceil(total / count) / batch_size)
-  ds = _dataset(builder, host_split, preprocess, seed=0, shuffle=False)
-  ds = ds.map(lambda ex: {**ex, "mask": tf.constant(1.0)})
-  padding = tf.data.Dataset.from_tensors(_pad_example(ds.element_spec, split)).repeat()
-  ds = ds.concatenate(padding.map(lambda ex: {**ex, "mask": tf.constant(0.0)}))
-  ds = ds.take(num_batches * batch_size).batch(batch_size)
-  ds = ds.prefetch(int(_get(data_config, "prefetch")))
-  batches = ds.as_numpy_iterator()
+  if _get(data_config, "in_memory"):
+    arrays = _held_eval_split(data_config, builder, host_split, preprocess,
+                              f"eval split {split!r}")
+    batches = in_memory.eval_batches(arrays, batch_size=batch_size, num_batches=num_batches)
+  else:
+    ds = _dataset(builder, host_split, preprocess, seed=0, shuffle=False)
+    ds = ds.map(lambda ex: {**ex, "mask": tf.constant(1.0)})
+    padding = tf.data.Dataset.from_tensors(_pad_example(ds.element_spec, split)).repeat()
+    ds = ds.concatenate(padding.map(lambda ex: {**ex, "mask": tf.constant(0.0)}))
+    ds = ds.take(num_batches * batch_size).batch(batch_size)
+    batches = ds.prefetch(int(_get(data_config, "prefetch"))).as_numpy_iterator()
   return SizedIterator(batches if transform is None else map(transform, batches),
                        num_batches)
 
