@@ -40,7 +40,8 @@ setup(
         # seqeval: tests compare mmjax.evals.report's entity-level F1 with it live.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "sacrebleu>=2.3",
                  "seqeval>=1.2"],
-        # The PyTorch side of the throughput comparison (benchmarks/torch_gpt.py) only.
+        # The PyTorch side of the throughput comparison (mmjax/bench/torch_gpt.py,
+        # bench.compare 'torch_eager'/'torch_compile') only.
         "bench": ["torch>=2.3"],
     },
 )

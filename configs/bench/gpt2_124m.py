@@ -11,7 +11,8 @@ Variants (`--config=configs/bench/gpt2_124m.py:VARIANT`):
 Command (synthetic data, no TensorFlow needed; results in docs/benchmarks.md):
   python -m mmjax.main --config=configs/bench/gpt2_124m.py --workdir=/tmp/bench_gpt2 \
       --mode=bench '--config.bench.compare=("bare",)'
-The PyTorch reference of the same model: benchmarks/torch_gpt.py.
+Side by side with the same model in PyTorch (pip install -e '.[bench]'), in one run:
+  ... '--config.bench.compare=("bare", "torch_eager", "torch_compile")'
 """
 from mmjax.config import bench_variant, config_variant, default_config
 

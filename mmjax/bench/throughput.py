@@ -16,10 +16,16 @@ throughput of a large jitted matmul in that dtype, measured in the same run.
   'bare'      the same model and loss in a bare hand-written `jax.jit` step (value_and_grad
               + optax, donated), the overhead ratio of mmjax's step against it;
   'pipeline'  the config's real input pipeline (TFDS, needs TensorFlow) feeding the same
-              compiled step through the trainer's device prefetch, against synthetic data.
+              compiled step through the trainer's device prefetch, against synthetic data;
+  'torch_eager', 'torch_compile'
+              the same causal GPT in PyTorch, eager and torch.compile, in a child process
+              that runs its blocks while this one waits (CPU; mmjax/bench/torch_compare.py).
+Each of `bench.rounds` rounds runs every contender for `bench.steps` steps in turn, and
+each ratio is the median over rounds of the two steps' times in the same round.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -36,6 +42,7 @@ from absl import logging
 from mmjax.bench import flops as flops_lib
 from mmjax.bench import plan as plan_lib
 from mmjax.bench import synthetic
+from mmjax.bench import torch_compare
 from mmjax.errors import ConfigError
 
 # Dense peak FLOP/s per device by compute dtype, from the vendors' data sheets (no
@@ -51,7 +58,7 @@ PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("TPU v5", {"bfloat16": 459e12, "float32": 459e12}),
     ("TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
 )
-COMPARISONS = ("bare", "pipeline")
+COMPARISONS = ("bare", "pipeline", "torch_eager", "torch_compile")
 
 
 def device_peak(device, dtype: str) -> tuple[float, str]:
@@ -72,44 +79,65 @@ def _stats(times: list[float]) -> dict[str, float]:
   return {"p10_s": float(q[0]), "median_s": float(q[1]), "p90_s": float(q[2])}
 
 
-def _time_contenders(contenders: dict[str, tuple[Any, Any, str]], carries: dict[str, Any],
-                     b) -> dict[str, dict[str, Any]]:
-  """Times each contender {name: (step, batch_fn, carry key)}: `warmup` steps, then `steps`
-  steps each timed to completion (latency), then `rounds` rounds in which every contender
-  in turn runs `steps` steps back to back with one synchronisation at the end
-  (throughput). Contenders sharing a carry key thread one carry (state) between them.
+class _LocalStep:
+  """A jitted step run in this process. Contenders with the same `key` thread one carry
+  (state) through `carries` between them."""
+
+  def __init__(self, step, batch_fn, carries: dict[str, Any], key: str):
+    self._step, self._batch_fn, self._carries, self._key = step, batch_fn, carries, key
+
+  def _run(self, count: int, sync_each: bool) -> list[float]:
+    carry, times = self._carries[self._key], []
+    for _ in range(count):
+      start = time.perf_counter()
+      carry = self._step(carry, self._batch_fn())
+      if sync_each:
+        jax.block_until_ready(carry)
+        times.append(time.perf_counter() - start)
+    jax.block_until_ready(carry)
+    self._carries[self._key] = carry
+    return times
+
+  def latencies(self, count: int) -> list[float]:
+    """[count] seconds, each step timed to completion."""
+    return self._run(count, sync_each=True)
+
+  def block(self, count: int) -> float:
+    """Mean seconds per step of `count` steps back to back, one synchronisation."""
+    start = time.perf_counter()
+    self._run(count, sync_each=False)
+    return (time.perf_counter() - start) / count
+
+
+def _time_contenders(contenders: dict[str, Any], b) -> dict[str, dict[str, Any]]:
+  """Times each contender (`latencies(n)`, `block(n)`: a _LocalStep or the PyTorch
+  child's torch_compare.RemoteStep): `warmup` steps, then `steps` steps each timed to
+  completion (latency), then `rounds` rounds in which every contender in turn runs
+  `steps` steps back to back with one synchronisation at the end (throughput).
   Alternating the blocks puts each comparison next to mmjax's step in time, so the
   machine's slow drift (±4% on the 2-core CPU) shows in no ratio of one round.
   -> {name: {'times': [steps] latencies, 'blocks': [rounds] mean step times}}."""
-  out = {name: {"times": [], "blocks": []} for name in contenders}
-
-  def run(name, count, sync_each):
-    step, batch_fn, key = contenders[name]
-    carry = carries[key]
-    for _ in range(count):
-      start = time.perf_counter()
-      carry = step(carry, batch_fn())
-      if sync_each:
-        jax.block_until_ready(carry)
-        out[name]["times"].append(time.perf_counter() - start)
-    jax.block_until_ready(carry)
-    carries[key] = carry
-
-  for name in contenders:
-    run(name, b.warmup, sync_each=False)
-    run(name, b.steps, sync_each=True)
+  out = {}
+  for name, contender in contenders.items():
+    contender.block(b.warmup)
+    out[name] = {"times": contender.latencies(b.steps), "blocks": []}
   for _ in range(b.rounds):
-    for name in contenders:
-      start = time.perf_counter()
-      run(name, b.steps, sync_each=False)
-      out[name]["blocks"].append((time.perf_counter() - start) / b.steps)
+    for name, contender in contenders.items():
+      out[name]["blocks"].append(contender.block(b.steps))
   return out
 
 
-def _ratio(timed: dict, name: str) -> float:
-  """Median over rounds of (contender `name`'s step / mmjax's step in the same round)."""
-  return statistics.median(x / m for x, m in zip(timed[name]["blocks"],
-                                                 timed["mmjax"]["blocks"]))
+def _ratio(timed: dict, numerator: str, denominator: str) -> float:
+  """Median over rounds of (one contender's step / another's in the same round)."""
+  return statistics.median(x / y for x, y in zip(timed[numerator]["blocks"],
+                                                 timed[denominator]["blocks"]))
+
+
+# Each comparison's headline: (report key, numerator, denominator, minus one?).
+_RATIOS = {"bare": ("overhead_vs_bare", "mmjax", "bare", True),
+           "pipeline": ("pipeline_slowdown", "pipeline", "mmjax", True),
+           "torch_eager": ("speedup_vs_torch_eager", "torch_eager", "mmjax", False),
+           "torch_compile": ("speedup_vs_torch_compile", "torch_compile", "mmjax", False)}
 
 
 def _peak_memory(device, compiled) -> tuple[int | None, str]:
@@ -133,6 +161,12 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
                       f"bench.compare a subset of {COMPARISONS}; got steps={b.steps}, "
                       f"warmup={b.warmup}, rounds={b.rounds}, compare={tuple(b.compare)}.")
   element = plan_lib.example_element(config)
+  torch_modes = [torch_compare.MODES[c] for c in b.compare if c in torch_compare.MODES]
+  if torch_modes:   # Refused here, before anything compiles.
+    torch_args = torch_compare.reference_args(
+        config, batch=config.train.batch_size,
+        seq=element["text"]["shape"][0] if "text" in element else 0,
+        platform=jax.devices()[0].platform, processes=jax.process_count())
   exp = loop.build_experiment(config, workdir, "bench", element=element)
   m = config.model
   host = synthetic.synthetic_batch(element, exp.per_process_batch,
@@ -152,17 +186,33 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   def mmjax_step(carry, batch):
     return compiled(carry[0], batch, carry[1])
 
-  contenders = {"mmjax": (mmjax_step, lambda: batch, "mmjax")}
   carries = {"mmjax": (state, acc)}
+  contenders = {"mmjax": _LocalStep(mmjax_step, lambda: batch, carries, "mmjax")}
   if "bare" in b.compare:
     bare_step, carries["bare"] = _bare_step(exp)
-    contenders["bare"] = (bare_step, lambda: batch, "bare")
-  if "pipeline" in b.compare:
-    device_batches = _pipeline_batches(exp)
-    contenders["pipeline"] = (mmjax_step, lambda: next(device_batches), "mmjax")
-  timed = _time_contenders(contenders, carries, b)
-  if "pipeline" in b.compare:
-    device_batches.close()
+    contenders["bare"] = _LocalStep(bare_step, lambda: batch, carries, "bare")
+  with contextlib.ExitStack() as stack:
+    if "pipeline" in b.compare:
+      device_batches = _pipeline_batches(exp)
+      stack.callback(device_batches.close)
+      contenders["pipeline"] = _LocalStep(mmjax_step, lambda: next(device_batches),
+                                          carries, "mmjax")
+    torch_info = {}
+    if torch_modes:   # Started after mmjax's compile, so that the two never overlap.
+      server = stack.enter_context(torch_compare.TorchServer(
+          torch_compare.server_command(torch_args, torch_modes, b.warmup)))
+      torch_info = {"torch": server.info["torch"], "threads": server.info["threads"]}
+      for name, mode in torch_compare.MODES.items():
+        if mode in torch_modes:
+          ready = server.info["modes"][mode]
+          if "error" in ready:
+            logging.warning("PyTorch %s failed, left out of the comparison: %s", mode,
+                            ready["error"])
+            torch_info[name] = ready
+          else:
+            contenders[name] = torch_compare.RemoteStep(server, mode)
+            torch_info[name] = {"first_step_s": ready["first_step_s"]}
+    timed = _time_contenders(contenders, b)
   times = timed["mmjax"]["times"]
   pipelined = statistics.median(timed["mmjax"]["blocks"])
 
@@ -192,13 +242,15 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
       "mfu": model_flops / (pipelined * n_dev * peak),
       "compile_s": compile_s, "peak_memory_bytes": memory, "memory_source": memory_source,
   }
-  for name, key in (("bare", "overhead_vs_bare"), ("pipeline", "pipeline_slowdown")):
+  for name, (key, numerator, denominator, minus_one) in _RATIOS.items():
     if name in timed:
-      report[name] = {**_stats(timed[name]["times"]),
+      report[name] = {**_stats(timed[name]["times"]), **torch_info.get(name, {}),
                       "pipelined_mean_s": statistics.median(timed[name]["blocks"])}
-      # The bare step is the reference for the overhead; mmjax's step for the pipeline.
-      report[key] = 1.0 / _ratio(timed, name) - 1.0 if name == "bare" else (
-          _ratio(timed, name) - 1.0)
+      report[key] = _ratio(timed, numerator, denominator) - (1.0 if minus_one else 0.0)
+    elif name in torch_info:   # A PyTorch mode that failed to build: its error.
+      report[name] = torch_info[name]
+  if torch_info:
+    report["torch"] = {"version": torch_info["torch"], "threads": torch_info["threads"]}
   if jax.process_index() == 0:
     with open(os.path.join(exp.workdir, "bench.json"), "w") as f:
       json.dump(report, f, indent=2)
@@ -259,4 +311,13 @@ def format_report(r: dict) -> str:
   if "pipeline" in r:
     lines.append(f"  real input pipeline {r['pipeline']['pipelined_mean_s'] * 1e3:.1f} ms: "
                  f"{100 * r['pipeline_slowdown']:+.1f}% vs synthetic")
+  for name, label in (("torch_eager", "eager"), ("torch_compile", "torch.compile")):
+    if "error" in r.get(name, {}):
+      lines.append(f"  PyTorch {label}: failed ({r[name]['error'].splitlines()[0][:120]})")
+    elif name in r:
+      speedup = r[f"speedup_vs_{name}"]
+      lines.append(f"  PyTorch {r['torch']['version']} {label} "
+                   f"({r['torch']['threads']} threads) {r[name]['pipelined_mean_s'] * 1e3:.1f}"
+                   f" ms: mmjax {max(speedup, 1 / speedup):.2f}x "
+                   f"{'faster' if speedup >= 1 else 'slower'}")
   return "\n".join(lines)

@@ -1,9 +1,10 @@
-"""The PyTorch reference (benchmarks/torch_gpt.py) is mmjax's causal text_transformer: the
-same parameter count, and with mmjax's weights copied in, the same logits and clm loss.
+"""The PyTorch reference (mmjax/bench/torch_gpt.py) is mmjax's causal text_transformer: the
+same parameter count, and with mmjax's weights copied in, the same logits and clm loss;
+its --serve protocol answers as mmjax/bench/torch_compare.py expects.
 Run by tests/bench/test_torch_reference.py in a process of its own: importing PyTorch
 into a process that has loaded TensorFlow aborts (their bundled libraries clash)."""
-import importlib.util
-import pathlib
+import io
+import json
 
 import jax
 import numpy as np
@@ -12,13 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from mmjax import models  # noqa: E402
+from mmjax.bench import torch_gpt  # noqa: E402
 from mmjax.objectives import make_objective  # noqa: E402
-
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "torch_gpt.py"
-# benchmarks/ is not a package: load the script as a module.
-_spec = importlib.util.spec_from_file_location("torch_gpt", _PATH)
-torch_gpt = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(torch_gpt)
 
 V, MAX_LEN, D, DEPTH, N, F = 64, 16, 32, 2, 4, 64
 T = 12  # shorter than max_len: the position table is sliced, as in mmjax
@@ -75,3 +71,20 @@ def test_same_weights_give_same_logits_and_loss():
   # only ~5e-5, which a 1e-4 tolerance on the loss alone would let through.
   np.testing.assert_allclose(torch_logits.numpy(), np.asarray(logits), atol=1e-5, rtol=1e-5)
   assert float(torch_loss) == pytest.approx(float(loss), abs=1e-5)
+
+
+def test_serve_answers_the_protocol():
+  args = torch_gpt.parse_args([f"--vocab={V}", f"--max_len={MAX_LEN}", f"--width={D}",
+                               f"--depth={DEPTH}", f"--heads={N}", f"--mlp={F}",
+                               "--batch=2", f"--seq={T}", "--warmup=1"])
+  requests = io.StringIO('{"mode": "eager", "steps": 2, "each": true}\n'
+                         '{"mode": "eager", "steps": 3, "each": false}\n')
+  replies = io.StringIO()
+  torch_gpt.serve(args, ("eager",), requests=requests, replies=replies)
+  ready, latencies, block = (json.loads(line) for line in replies.getvalue().splitlines())
+  assert ready["torch"] == torch.__version__ and ready["threads"] >= 1
+  assert ready["modes"]["eager"]["params"] == _torch_count(
+      torch_gpt.GPT(V, MAX_LEN, D, DEPTH, N, F))
+  assert ready["modes"]["eager"]["first_step_s"] > 0
+  assert len(latencies["times"]) == 2 and min(latencies["times"]) > 0
+  assert block["mean_s"] > 0
