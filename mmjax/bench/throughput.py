@@ -197,22 +197,24 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
       stack.callback(device_batches.close)
       contenders["pipeline"] = _LocalStep(mmjax_step, lambda: next(device_batches),
                                           carries, "mmjax")
-    torch_info = {}
+    extra = {}   # Per comparison, what its entry in the report adds to the timings.
     if torch_modes:   # Started after mmjax's compile, so that the two never overlap.
       server = stack.enter_context(torch_compare.TorchServer(
           torch_compare.server_command(torch_args, torch_modes, b.warmup)))
-      torch_info = {"torch": server.info["torch"], "threads": server.info["threads"]}
+      torch_meta = {"version": server.info["torch"], "threads": server.info["threads"]}
       for name, mode in torch_compare.MODES.items():
         if mode in torch_modes:
           ready = server.info["modes"][mode]
           if "error" in ready:
             logging.warning("PyTorch %s failed, left out of the comparison: %s", mode,
                             ready["error"])
-            torch_info[name] = ready
+            extra[name] = ready
           else:
             contenders[name] = torch_compare.RemoteStep(server, mode)
-            torch_info[name] = {"first_step_s": ready["first_step_s"]}
+            extra[name] = {"first_step_s": ready["first_step_s"]}
     timed = _time_contenders(contenders, b)
+    if "pipeline" in b.compare:
+      extra["pipeline"] = _pipeline_alone(device_batches, max(b.steps * b.rounds, 20))
   times = timed["mmjax"]["times"]
   pipelined = statistics.median(timed["mmjax"]["blocks"])
 
@@ -244,13 +246,13 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   }
   for name, (key, numerator, denominator, minus_one) in _RATIOS.items():
     if name in timed:
-      report[name] = {**_stats(timed[name]["times"]), **torch_info.get(name, {}),
+      report[name] = {**_stats(timed[name]["times"]), **extra.get(name, {}),
                       "pipelined_mean_s": statistics.median(timed[name]["blocks"])}
       report[key] = _ratio(timed, numerator, denominator) - (1.0 if minus_one else 0.0)
-    elif name in torch_info:   # A PyTorch mode that failed to build: its error.
-      report[name] = torch_info[name]
-  if torch_info:
-    report["torch"] = {"version": torch_info["torch"], "threads": torch_info["threads"]}
+    elif name in extra:   # A PyTorch mode that failed to build: its error.
+      report[name] = extra[name]
+  if torch_modes:
+    report["torch"] = torch_meta
   if jax.process_index() == 0:
     with open(os.path.join(exp.workdir, "bench.json"), "w") as f:
       json.dump(report, f, indent=2)
@@ -275,6 +277,17 @@ def _bare_step(exp) -> tuple[Any, tuple]:
     return optax.apply_updates(params, updates), opt_state
 
   return jax.jit(bare_step, donate_argnums=(0,)), (params, opt_state)
+
+
+def _pipeline_alone(device_batches, count: int) -> dict[str, float]:
+  """The pipeline by itself, each batch made ready before the next: wall and process CPU
+  seconds per batch over `count` batches (CPU of every thread: tf.data's and XLA's). On
+  a machine whose host shares the step's cores, its CPU is what the step loses."""
+  wall, cpu = time.perf_counter(), time.process_time()
+  for _ in range(count):
+    jax.block_until_ready(next(device_batches))
+  return {"alone_s": (time.perf_counter() - wall) / count,
+          "alone_cpu_s": (time.process_time() - cpu) / count}
 
 
 def _pipeline_batches(exp):
@@ -310,7 +323,9 @@ def format_report(r: dict) -> str:
                  f"overhead {100 * r['overhead_vs_bare']:+.1f}%")
   if "pipeline" in r:
     lines.append(f"  real input pipeline {r['pipeline']['pipelined_mean_s'] * 1e3:.1f} ms: "
-                 f"{100 * r['pipeline_slowdown']:+.1f}% vs synthetic")
+                 f"{100 * r['pipeline_slowdown']:+.1f}% vs synthetic; alone "
+                 f"{r['pipeline']['alone_s'] * 1e3:.2f} ms per batch "
+                 f"({r['pipeline']['alone_cpu_s'] * 1e3:.2f} ms CPU)")
   for name, label in (("torch_eager", "eager"), ("torch_compile", "torch.compile")):
     if "error" in r.get(name, {}):
       lines.append(f"  PyTorch {label}: failed ({r[name]['error'].splitlines()[0][:120]})")

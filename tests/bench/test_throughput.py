@@ -54,6 +54,8 @@ def test_real_pipeline_comparison(digits_data_dir, tmp_path):
   c.bench.update(dict(steps=2, warmup=1, compare=("pipeline",)))
   r = throughput.run_bench(c, str(tmp_path))
   assert r["pipeline"]["pipelined_mean_s"] > 0
+  assert r["pipeline"]["alone_s"] > 0 and r["pipeline"]["alone_cpu_s"] > 0
+  assert "vs synthetic; alone" in throughput.format_report(r)
   assert r["tokens_per_s"] is None               # an image model
 
 
