@@ -1,15 +1,15 @@
 """data.in_memory: held splits served by gathers - coverage, resume, shards, eval equality
 with the tf.data iterator, and the errors that refuse it before any data is read."""
-import itertools
-
 import ml_collections
 import numpy as np
 import pytest
 
 import mmjax.data as data
 from mmjax import config as config_lib
-from mmjax.data import in_memory, pipeline
+from mmjax.data import in_memory
 from mmjax.errors import ConfigError, DataError
+from tests.data.test_pipeline import (assert_batches_equal, assert_resumes_exactly,
+                                      assert_shards_match_processes, take)
 
 HOST = "tokenize('caption', 'text', max_len=16)|keep('image', 'text', 'audio', 'label', 'id')"
 
@@ -18,16 +18,6 @@ HOST = "tokenize('caption', 'text', max_len=16)|keep('image', 'text', 'audio', '
 def cfg(digits_dir):
   return dict(name="mmjax_digits", data_dir=digits_dir, preprocess_train=HOST,
               preprocess_eval=HOST, in_memory=True)
-
-
-def take(it, n):
-  return list(itertools.islice(it, n))
-
-
-def assert_batches_equal(a, b):
-  assert a.keys() == b.keys()
-  for k in a:
-    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 # ------------------------------------------------------------------ the stream, in numpy
@@ -103,23 +93,12 @@ def test_train_batches_hold_the_tfdata_examples(cfg):
 
 @pytest.mark.parametrize("start_batch", [2, 49])
 def test_start_batch_resumes_exactly(cfg, start_batch):
-  fresh = take(data.make_train_iterator(cfg, batch_size=80, seed=5), start_batch + 2)
-  resumed = take(data.make_train_iterator(cfg, batch_size=80, seed=5,
-                                          start_batch=start_batch), 2)
-  for a, b in zip(fresh[start_batch:], resumed):
-    assert_batches_equal(a, b)
+  # 50 batches of 80 per epoch: start_batch=49 resumes across the epoch boundary.
+  assert_resumes_exactly(cfg, batch_size=80, start_batch=start_batch, count=2)
 
 
 def test_shards_on_one_process_match_two_processes(cfg, monkeypatch):
-  one = take(data.make_train_iterator({**cfg, "shards": 2}, batch_size=8, seed=3), 3)
-  parts = []
-  for index in range(2):
-    monkeypatch.setattr(pipeline, "process_index_and_count", lambda i=index: (i, 2))
-    parts.append(take(data.make_train_iterator(cfg, batch_size=4, seed=3), 3))
-  for step in range(3):
-    np.testing.assert_array_equal(
-        one[step]["id"], np.concatenate([parts[0][step]["id"], parts[1][step]["id"]]))
-  assert not set(parts[0][0]["id"].tolist()) & set(parts[1][0]["id"].tolist())
+  assert_shards_match_processes(cfg, monkeypatch)
 
 
 @pytest.mark.parametrize("batch_size", [300, 1000, 4096])

@@ -64,14 +64,20 @@ def test_same_examples_get_different_augmentation_under_other_seed(cfg):
   assert not np.array_equal(a["image"], b["image"])
 
 
+def assert_resumes_exactly(cfg, *, batch_size: int, start_batch: int, count: int):
+  """Batches start_batch.. of a fresh iterator equal those of one started there."""
+  fresh = take(data.make_train_iterator(cfg, batch_size=batch_size, seed=5),
+               start_batch + count)
+  resumed = take(data.make_train_iterator(cfg, batch_size=batch_size, seed=5,
+                                          start_batch=start_batch), count)
+  for x, y in zip(fresh[start_batch:], resumed):
+    assert_batches_equal(x, y)
+
+
 @pytest.mark.parametrize("start_batch", [3, 14])
 def test_start_batch_resumes_exactly(cfg, start_batch):
   # 4000 / 256 = 15.6 batches per epoch: start_batch=14 resumes across the epoch boundary.
-  fresh = take(data.make_train_iterator(cfg, batch_size=256, seed=5), start_batch + 3)
-  resumed = take(data.make_train_iterator(cfg, batch_size=256, seed=5,
-                                          start_batch=start_batch), 3)
-  for x, y in zip(fresh[start_batch:], resumed):
-    assert_batches_equal(x, y)
+  assert_resumes_exactly(cfg, batch_size=256, start_batch=start_batch, count=3)
 
 
 def test_epochs_cover_the_split_and_reshuffle(cfg):
@@ -121,19 +127,27 @@ def test_per_host_shards(cfg, monkeypatch):
   assert len(eval_ids_) == len(set(eval_ids_)) == 1000
 
 
+def assert_shards_match_processes(cfg, monkeypatch, keys=("id",), steps=3):
+  """data.shards=2 on one process (batch 8) yields the batches of two processes (batch
+  4 each) side by side, and the two read different examples. -> the one-process batches."""
+  one = take(data.make_train_iterator({**cfg, "shards": 2}, batch_size=8, seed=3), steps)
+  parts = []
+  for index in range(2):
+    monkeypatch.setattr(pipeline, "process_index_and_count", lambda i=index: (i, 2))
+    parts.append(take(data.make_train_iterator(cfg, batch_size=4, seed=3), steps))
+  for step in range(steps):
+    for key in keys:
+      np.testing.assert_array_equal(
+          one[step][key], np.concatenate([parts[0][step][key], parts[1][step][key]]))
+  assert not set(parts[0][0]["id"].tolist()) & set(parts[1][0]["id"].tolist())
+  return one
+
+
 def test_shards_make_one_process_see_the_batches_of_several(cfg, monkeypatch):
   """data.shards=2 on 1 process yields exactly the global batches of 2 processes (one
   shard each), resumes exactly, and must divide into processes and the batch."""
   cfg = {**cfg, "preprocess_train": "random_crop(28, pad=2)|keep('id', 'image')"}
-  one = take(data.make_train_iterator({**cfg, "shards": 2}, batch_size=8, seed=3), 3)
-  parts = []
-  for index in range(2):
-    monkeypatch.setattr(pipeline, "process_index_and_count", lambda i=index: (i, 2))
-    parts.append(take(data.make_train_iterator(cfg, batch_size=4, seed=3), 3))
-  for step in range(3):
-    for key in ("id", "image"):
-      np.testing.assert_array_equal(
-          one[step][key], np.concatenate([parts[0][step][key], parts[1][step][key]]))
+  one = assert_shards_match_processes(cfg, monkeypatch, keys=("id", "image"))
   monkeypatch.setattr(pipeline, "process_index_and_count", lambda: (0, 1))
   (resumed,) = take(data.make_train_iterator({**cfg, "shards": 2}, batch_size=8, seed=3,
                                              start_batch=2), 1)
