@@ -121,7 +121,8 @@ def load_mmjax_params(model: GPT, params) -> None:
 def model_flops(args, tokens: int) -> float:
   """mmjax's count (tests/bench/test_flops.py) for `tokens` = B*T (logits at every
   position): forward matmuls x3 for forward + backward; attention counts the full [T, T]
-  scores, as XLA's causal attention computes them."""
+  scores (mmjax's own count is lower where its CPU attention skips the masked chunks:
+  mmjax/models/attention.py)."""
   d, f, t = args.width, args.mlp, args.seq
   return 3.0 * tokens * (args.depth * (8 * d * d + 4 * d * f + 4 * t * d) + 2 * d * args.vocab)
 

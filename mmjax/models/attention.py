@@ -11,7 +11,8 @@ used only when asked for by name. `config.model.attention` chooses:
   'xla'    XLA everywhere (the reference; what CPUs and TPUs run under 'auto' too).
 
 cuDNN takes the padding mask as an additive bias of shape [B, 1, T, S], so a key mask
-[B, 1, 1, S] is broadcast over the queries first.
+[B, 1, 1, S] is broadcast over the queries first. On CPUs, XLA's causal self-attention
+runs in query chunks (`causal_in_chunks`), which skips most of the masked scores.
 """
 from __future__ import annotations
 
