@@ -199,8 +199,10 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
                                           carries, "mmjax")
     extra = {}   # Per comparison, what its entry in the report adds to the timings.
     if torch_modes:   # Started after mmjax's compile, so that the two never overlap.
+      # The child runs only the first (compiling) step; `_time_contenders` then warms
+      # every contender up alike.
       server = stack.enter_context(torch_compare.TorchServer(
-          torch_compare.server_command(torch_args, torch_modes, b.warmup)))
+          torch_compare.server_command(torch_args, torch_modes, warmup=1)))
       torch_meta = {"version": server.info["torch"], "threads": server.info["threads"]}
       for name, mode in torch_compare.MODES.items():
         if mode in torch_modes:

@@ -30,7 +30,6 @@ _REFERENCE_MODEL = dict(
     norm_position="pre", layer_norm_eps=1e-6, activation="gelu_tanh", type_vocab_size=0,
     embed_norm=False, pooler=False, lm_transform=False, token_classes=0, lora_rank=0,
     adapter_dim=0, dropout=0.0, dtype="float32")
-_READY_TIMEOUT_S = 900   # building, compiling (inductor: ~20 s for GPT-2) and warming up
 
 
 def torch_installed() -> bool:
@@ -47,17 +46,17 @@ def reference_args(config: ml_collections.ConfigDict, *, batch: int, seq: int,
   if not torch_installed():
     raise ConfigError("bench.compare 'torch_eager'/'torch_compile' need PyTorch: "
                       "pip install -e '.[bench]' (or drop them from bench.compare).")
-  m = config.model
   problems = []
   if platform != "cpu" or processes != 1:
     problems.append(f"a CPU run on one process (this one: {platform}, {processes} "
                     "processes)")
-  if m.get("name") != "text_transformer":
-    problems.append(f"model.name='text_transformer' (got {m.get('name')!r})")
+  if config.model.get("name") != "text_transformer":
+    problems.append(f"model.name='text_transformer' (got {config.model.get('name')!r})")
   else:
-    fields = models.config_with_defaults(m)
-    problems += [f"model.{k}={v!r} (got {fields[k]!r})" for k, v in _REFERENCE_MODEL.items()
-                 if fields[k] != v]
+    # Every field, the ones the config leaves at the model's defaults too.
+    m = models.config_with_defaults(config.model)
+    problems += [f"model.{k}={v!r} (got {m[k]!r})" for k, v in _REFERENCE_MODEL.items()
+                 if m[k] != v]
   o = config.optim
   for key, want, got in (("objective.name", "clm", config.objective.get("name")),
                          ("optim.name", "adamw", o.name),
@@ -71,8 +70,8 @@ def reference_args(config: ml_collections.ConfigDict, *, batch: int, seq: int,
                       "a causal GPT (mmjax/bench/torch_gpt.py), which needs "
                       + "; ".join(problems) + ". Use configs/bench/gpt2_124m.py or drop "
                       "them from bench.compare.")
-  return [f"--vocab={m.vocab_size}", f"--max_len={m.max_len}", f"--width={m.width}",
-          f"--depth={m.depth}", f"--heads={m.num_heads}", f"--mlp={m.mlp_dim}",
+  return [f"--vocab={m['vocab_size']}", f"--max_len={m['max_len']}", f"--width={m['width']}",
+          f"--depth={m['depth']}", f"--heads={m['num_heads']}", f"--mlp={m['mlp_dim']}",
           f"--batch={batch}", f"--seq={seq}", f"--lr={float(o.learning_rate)}",
           f"--b1={o.b1}", f"--b2={o.b2}", f"--eps={o.eps}",
           f"--weight_decay={o.weight_decay}", f"--clip_norm={o.clip_norm}"]
@@ -86,8 +85,9 @@ def server_command(args: list[str], modes: list[str], warmup: int) -> list[str]:
 
 
 class TorchServer:
-  """The child process: `start` waits until every mode is warm; `latencies` and `block`
-  run steps there while this process waits. Use as a context manager."""
+  """The child process: construction waits until every mode is built and warm (`info`
+  holds its first reply); `latencies` and `block` run steps there while this process
+  waits. Use as a context manager."""
 
   def __init__(self, command: list[str]):
     self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -97,7 +97,7 @@ class TorchServer:
   def _receive(self) -> dict[str, Any]:
     line = self._proc.stdout.readline()
     if not line:
-      code = self._proc.wait(timeout=_READY_TIMEOUT_S)
+      code = self._proc.wait(timeout=60)   # Its stdout closed: it is exiting.
       raise RuntimeError(f"The PyTorch reference process exited (status {code}) without "
                          "answering; its error is printed above.")
     return json.loads(line)

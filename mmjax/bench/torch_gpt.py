@@ -163,17 +163,23 @@ def warm_up(step, warmup: int) -> float:
   return first
 
 
+def time_each(step, steps: int) -> tuple[list[float], list[float]]:
+  """Runs `steps` steps, each timed to completion: -> (seconds, losses), [steps] each."""
+  times, losses = [], []
+  for _ in range(steps):
+    start = time.perf_counter()
+    losses.append(step())
+    times.append(time.perf_counter() - start)
+  return times, losses
+
+
 def bench(args, mode: str) -> dict:
   """Times `args.steps` train steps after `args.warmup` (compilation included) in `mode`."""
   step, params = make_step(args, mode)
   out = {"mode": mode, "params": params}
   try:
     out["first_step_s"] = warm_up(step, args.warmup)
-    times, losses = [], []
-    for _ in range(args.steps):
-      start = time.perf_counter()
-      losses.append(step())
-      times.append(time.perf_counter() - start)
+    times, losses = time_each(step, args.steps)
   except Exception as e:  # noqa: BLE001 -- e.g. inductor without a C++ compiler: record it
     return out | {"error": f"{type(e).__name__}: {e}".strip()[:2000]}
   med = statistics.median(times)
@@ -209,12 +215,7 @@ def serve(args, modes: tuple[str, ...], requests=sys.stdin, replies=sys.stdout) 
     request = json.loads(line)
     step, n = steps[request["mode"]], int(request["steps"])
     if request.get("each"):
-      times = []
-      for _ in range(n):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-      reply({"times": times})
+      reply({"times": time_each(step, n)[0]})
     else:
       start = time.perf_counter()
       for _ in range(n):

@@ -106,3 +106,14 @@ def test_other_models_and_missing_torch_are_refused(tmp_path, monkeypatch):
   c.bench.compare = ("torch_eager",)
   with pytest.raises(ConfigError, match=r"need PyTorch: pip install -e '.\[bench\]'"):
     throughput.run_bench(c, str(tmp_path))
+
+
+def test_reference_args_fill_in_the_model_defaults(monkeypatch):
+  """A config that leaves model fields at their defaults gets the defaults' values."""
+  from mmjax import models
+  monkeypatch.setattr(torch_compare, "torch_installed", lambda: True)
+  c = tiny_gpt()
+  del c.model["mlp_dim"], c.model["num_heads"]
+  defaults = models.config_with_defaults({"name": "text_transformer"})
+  args = torch_compare.reference_args(c, batch=8, seq=32, platform="cpu", processes=1)
+  assert f"--mlp={defaults['mlp_dim']}" in args and f"--heads={defaults['num_heads']}" in args
