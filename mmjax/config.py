@@ -16,7 +16,7 @@ import jax
 import ml_collections
 from ml_collections import config_dict
 
-from mmjax.errors import ConfigError
+from mmjax.errors import ConfigError, MmjaxError
 
 MODES = ("train", "eval", "plan", "bench")
 
@@ -162,11 +162,23 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
   return module.get_config(arg) if arg is not None else module.get_config()
 
 
+def model_fields(model_config: ml_collections.ConfigDict) -> set[str]:
+  """The fields of config.model's model class (every key the model takes), or none when
+  the name is unknown (that error comes later, with its own message)."""
+  from mmjax.models import config_with_defaults  # pylint: disable=g-import-not-at-top
+  try:
+    return set(config_with_defaults(model_config))
+  except (MmjaxError, KeyError):
+    return set()
+
+
 def check_override_keys(argv: Sequence[str]) -> None:
   """Raises a ConfigError for any --config.KEY=VALUE whose KEY the config lacks.
 
   ml_collections' flag parser reports an unknown key as a bare AttributeError traceback;
-  checking first gives one clear sentence instead, before anything runs.
+  checking first gives one clear sentence instead, before anything runs. A field of the
+  model class that the config file leaves at its default (e.g. `model.attention`,
+  `model.lora_rank`) is a valid key too: `mmjax.main` lets such overrides add it.
   """
   config = None
   for arg in argv:
@@ -175,19 +187,29 @@ def check_override_keys(argv: Sequence[str]) -> None:
       config = load_config_file(m["path"], m["arg"])
   if config is None:
     return
+  fields = None
   for arg in argv:
     m = _OVERRIDE_FLAG.match(arg)
     if not m:
       continue
     node, walked = config, []
     for part in m["key"].split("."):
-      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-        keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        where = ".".join(walked) or "the config"
-        raise ConfigError(
-            f"Unknown config key {m['key']!r} in {arg.split('=')[0]}: {where} has no key "
-            f"{part!r}. Valid keys there: {', '.join(keys)}.")
-      node, walked = node[part], walked + [part]
+      if isinstance(node, ml_collections.ConfigDict) and part in node:
+        node, walked = node[part], walked + [part]
+        continue
+      keys = set(node.keys()) if isinstance(node, ml_collections.ConfigDict) else set()
+      if walked == ["model"] and "model" in config:
+        fields = model_fields(config.model) if fields is None else fields
+        if part in fields:
+          if m["key"] == f"model.{part}":
+            break   # a model field at its class default
+          node, walked = None, walked + [part]   # a value: nothing below it
+          continue
+        keys |= fields
+      where = ".".join(walked) or "the config"
+      raise ConfigError(
+          f"Unknown config key {m['key']!r} in {arg.split('=')[0]}: {where} has no key "
+          f"{part!r}. Valid keys there: {', '.join(sorted(keys))}.")
 
 
 def validate(config: ml_collections.ConfigDict, mode: str = "train",

@@ -23,9 +23,13 @@ from ml_collections import config_flags
 from mmjax import config as config_lib
 from mmjax.errors import MmjaxError
 
+# accept_new_attributes: an override may add a model field that the config file leaves
+# at the model class's default (--config.model.attention=xla); every other unknown key is
+# refused first by config_lib.check_override_keys, with the valid keys named. ml_collections
+# allows that only on an unlocked config, so _main locks it once the flags are applied.
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (python, defining get_config(arg)); PATH[:ARG].",
-    lock_config=True)
+    lock_config=False, accept_new_attributes=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "train: train (resuming from the workdir); eval: evaluate the "
@@ -60,6 +64,7 @@ def _fail(message: str) -> None:
 def _main(argv) -> None:
   if len(argv) > 1:
     _fail(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
+  _CONFIG.value.lock()
   logging.set_verbosity(logging.INFO)
   if not _LIBRARY_LOGS.value:
     logging.get_absl_handler().addFilter(_OnlyMmjaxInfo())

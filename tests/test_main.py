@@ -40,6 +40,9 @@ def trained_workdir(digits_data_dir, tmp_path_factory):
 
 BAD_INPUTS = {
     "unknown_key": (["--config.train.foo=1"], r"Unknown config key 'train.foo'"),
+    # The MNIST CNN's own fields are listed; a transformer's `attention` is not one of them.
+    "unknown_model_field": (["--config.model.attention=xla"],
+                            r"model has no key 'attention'. Valid keys there: .*num_classes"),
     "wrong_type": (["--config.train.batch_size=abc"], r"batch_size=abc.*invalid literal"),
     "unknown_model": (["--config.model.name=vitt"], r"Unknown model 'vitt'.*vit"),
     "unknown_objective": (["--config.objective.name=mle"], r"Unknown objective 'mle'"),
@@ -67,6 +70,18 @@ def test_bad_input_one_clear_error_nothing_damaged(case, trained_workdir, digits
   assert re.search(message, proc.stderr, re.S), proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert files_snapshot(trained_workdir) == before
+
+
+def test_overrides_may_set_model_fields_left_at_their_defaults():
+  from mmjax.config import check_override_keys
+  from mmjax.errors import ConfigError
+  config = "--config=" + os.path.join(REPO, "configs/bench/gpt2_124m.py") + ":tiny"
+  # Neither key is in the config file: both are TextTransformer fields with defaults.
+  check_override_keys([config, "--config.model.attention=xla", "--config.model.lora_rank=2"])
+  for bad, missing in (("model.atention", "'atention'"), ("model.attention.x", "'x'"),
+                       ("modle.attention", "'modle'")):
+    with pytest.raises(ConfigError, match=f"Unknown config key '{bad}'.*no key {missing}"):
+      check_override_keys([config, f"--config.{bad}=1"])
 
 
 def test_unwritable_workdir(digits_data_dir, tmp_path):
