@@ -273,20 +273,44 @@ def count_flops(fn: Callable, *args, **kwargs) -> dict:
   return jaxpr_flops(jax.make_jaxpr(fn)(*args, **kwargs))
 
 
+class MatmulTimer:
+  """A jitted [n, n] @ [n, n] matmul of random `dtype` operands on the default device,
+  compiled on construction: the MFU reference of a CPU. `flops` per run; as a bench
+  contender (mmjax.bench.throughput), `latencies(count)` times single runs and
+  `block(count)` the mean run of at least `count` runs lasting at least `min_seconds`."""
+
+  def __init__(self, n: int = 2048, dtype=jnp.float32, min_seconds: float = 0.0):
+    key_a, key_b = jax.random.split(jax.random.key(0))
+    self._a = jax.random.normal(key_a, (n, n), dtype)
+    self._b = jax.random.normal(key_b, (n, n), dtype)
+    self._matmul = jax.jit(jnp.matmul)
+    self._matmul(self._a, self._b).block_until_ready()
+    self.n, self.flops, self.min_seconds = n, 2.0 * n**3, min_seconds
+
+  def latencies(self, count: int) -> list[float]:
+    """[count] seconds, one run each."""
+    times = []
+    for _ in range(count):
+      start = time.perf_counter()
+      self._matmul(self._a, self._b).block_until_ready()
+      times.append(time.perf_counter() - start)
+    return times
+
+  def block(self, count: int) -> float:
+    """Mean seconds per run over at least `count` runs and `min_seconds`."""
+    runs, start = 0, time.perf_counter()
+    while runs < count or time.perf_counter() - start < self.min_seconds:
+      self._matmul(self._a, self._b).block_until_ready()
+      runs += 1
+    return (time.perf_counter() - start) / runs
+
+
 def dense_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> float:
   """FLOP/s of a jitted [n,n] @ [n,n] matmul on the default device: the 'peak' for MFU.
 
   Warms up (compiles) once, then returns 2 n^3 / the median of `repeats` timed runs. The
-  default n takes about 0.1 s a run on 2 CPU cores.
+  default n takes about 0.05-0.1 s a run on 2 CPU cores. (`--mode=bench` times the same
+  matmul in every round beside the steps instead: `MatmulTimer`.)
   """
-  key_a, key_b = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(key_a, (n, n), dtype)
-  b = jax.random.normal(key_b, (n, n), dtype)
-  matmul = jax.jit(jnp.matmul)
-  matmul(a, b).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a, b).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2.0 * n**3 / statistics.median(times)
+  timer = MatmulTimer(n, dtype)
+  return timer.flops / statistics.median(timer.latencies(repeats))

@@ -10,7 +10,8 @@ from the model config: `mmjax.bench.synthetic`), placed on the devices once.
 MFU = model FLOPs per step (matmuls counted from the jaxpr, remat's recompute excluded)
 / (step time x devices x peak FLOP/s per device). Peaks are the vendors' dense numbers
 for the compute dtype (`PEAK_FLOPS`); on a CPU the peak is this machine's measured
-throughput of a large jitted matmul in that dtype, measured in the same run.
+throughput of a large jitted matmul in that dtype, timed in every round beside the steps
+(the median over rounds), so that a shared machine's drift moves step and peak alike.
 
 `bench.compare` adds, in the same run and on the same batch:
   'bare'      the same model and loss in a bare hand-written `jax.jit` step (value_and_grad
@@ -28,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import statistics
 import time
 from typing import Any
@@ -61,17 +63,31 @@ PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
 COMPARISONS = ("bare", "pipeline", "torch_eager", "torch_compile")
 
 
-def device_peak(device, dtype: str) -> tuple[float, str]:
-  """(peak FLOP/s, where it came from) for one device and compute dtype."""
-  if device.platform == "cpu":
-    n = 2048
-    measured = flops_lib.dense_matmul_peak(n=n, dtype=jnp.dtype(dtype))
-    return measured, f"measured: jitted {n}x{n} {dtype} matmul on this CPU"
+# The CPU's MFU reference: a jitted matmul of this size in the compute dtype, timed for at
+# least this long in every round beside the steps (`flops.MatmulTimer`).
+CPU_PEAK_MATMUL_N = 2048
+CPU_PEAK_MIN_SECONDS = 0.5
+
+
+def datasheet_peak(device, dtype: str) -> tuple[float, str]:
+  """(peak FLOP/s, where it came from) for one accelerator and compute dtype."""
   for kind, peaks in PEAK_FLOPS:
     if kind in device.device_kind:
       return peaks[dtype], f"data sheet: {kind} dense {dtype}"
   raise ConfigError(f"No peak FLOP/s known for device {device.device_kind!r}; add it to "
                     "mmjax.bench.throughput.PEAK_FLOPS.")
+
+
+def host_description() -> dict[str, Any]:
+  """The host's CPU model and core count, and the XLA_FLAGS in force: what a CPU row
+  needs to be compared with another machine's (every CPU device is 'cpu')."""
+  model = platform.processor() or platform.machine()
+  with contextlib.suppress(OSError):
+    with open("/proc/cpuinfo") as f:
+      model = next((line.split(":", 1)[1].strip() for line in f
+                    if line.startswith("model name")), model)
+  return {"cpu_model": model, "cpu_count": os.cpu_count(),
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def _stats(times: list[float]) -> dict[str, float]:
@@ -110,8 +126,8 @@ class _LocalStep:
 
 
 def _time_contenders(contenders: dict[str, Any], b) -> dict[str, dict[str, Any]]:
-  """Times each contender (`latencies(n)`, `block(n)`: a _LocalStep or the PyTorch
-  child's torch_compare.RemoteStep): `warmup` steps, then `steps` steps each timed to
+  """Times each contender (`latencies(n)`, `block(n)`: a _LocalStep, the PyTorch
+  child's torch_compare.RemoteStep, or the CPU's reference flops.MatmulTimer): `warmup` steps, then `steps` steps each timed to
   completion (latency), then `rounds` rounds in which every contender in turn runs
   `steps` steps back to back with one synchronisation at the end (throughput).
   Alternating the blocks puts each comparison next to mmjax's step in time, so the
@@ -186,6 +202,11 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   def mmjax_step(carry, batch):
     return compiled(carry[0], batch, carry[1])
 
+  device = exp.mesh.devices.flat[0]
+  dtype = str(m.get("dtype", "float32"))
+  if device.platform != "cpu":   # Refused before any step runs if the chip is unknown.
+    peak, peak_source = datasheet_peak(device, dtype)
+
   carries = {"mmjax": (state, acc)}
   contenders = {"mmjax": _LocalStep(mmjax_step, lambda: batch, carries, "mmjax")}
   if "bare" in b.compare:
@@ -214,16 +235,21 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
           else:
             contenders[name] = torch_compare.RemoteStep(server, mode)
             extra[name] = {"first_step_s": ready["first_step_s"]}
+    if device.platform == "cpu":   # Last in each round, beside the steps.
+      contenders["matmul_peak"] = flops_lib.MatmulTimer(
+          CPU_PEAK_MATMUL_N, jnp.dtype(dtype), min_seconds=CPU_PEAK_MIN_SECONDS)
     timed = _time_contenders(contenders, b)
     if "pipeline" in b.compare:
       extra["pipeline"] = _pipeline_alone(device_batches, max(b.steps * b.rounds, 20))
   times = timed["mmjax"]["times"]
   pipelined = statistics.median(timed["mmjax"]["blocks"])
 
-  device = exp.mesh.devices.flat[0]
   n_dev = exp.mesh.devices.size
-  dtype = str(m.get("dtype", "float32"))
-  peak, peak_source = device_peak(device, dtype)
+  if "matmul_peak" in timed:
+    matmul = contenders["matmul_peak"]
+    peak = matmul.flops / statistics.median(timed["matmul_peak"]["blocks"])
+    peak_source = (f"measured: jitted {matmul.n}x{matmul.n} {dtype} matmul on this CPU, "
+                   f"in each of the {b.rounds} rounds beside the steps (median)")
   stats = _stats(times)
   memory, memory_source = _peak_memory(device, compiled)
   global_batch = config.train.batch_size
@@ -233,6 +259,7 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
       "config_model": m.name, "objective": config.objective.name,
       "adversarial": config.adversarial.kind, "device": device.device_kind,
       "devices": n_dev, "platform": device.platform, "jax": jax.__version__,
+      "host": host_description(),
       "date": time.strftime("%Y-%m-%d"), "mesh": dict(exp.mesh.shape),
       "global_batch": global_batch, "dtype": dtype, "remat": m.get("remat", "none"),
       "steps": b.steps, "warmup": b.warmup, "rounds": b.rounds, **stats,

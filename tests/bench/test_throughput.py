@@ -43,6 +43,11 @@ def test_report_is_consistent(tmp_path):
   assert r["overhead_vs_bare"] == pytest.approx(statistics.median(
       m / b for m, b in zip(rounds["mmjax"], rounds["bare"])) - 1)
   assert r["pipelined_mean_s"] == pytest.approx(statistics.median(rounds["mmjax"]))
+  # The CPU's peak: the reference matmul timed in the same rounds, beside the steps.
+  assert len(rounds["matmul_peak"]) == 3
+  assert r["peak_flops_per_device"] == pytest.approx(
+      2 * 2048**3 / statistics.median(rounds["matmul_peak"]))
+  assert "overhead_vs_matmul_peak" not in r and "matmul_peak" not in r
   assert r["compile_s"] > 0 and r["peak_memory_bytes"] > 0
   assert not (tmp_path / "checkpoints").exists()
 
@@ -93,14 +98,14 @@ def test_bad_bench_settings_are_refused(tmp_path):
 def test_peak_table_covers_the_lent_gpus():
   from mmjax.bench import throughput
   fake = type("Device", (), {"platform": "gpu", "device_kind": "NVIDIA H100 80GB HBM3"})
-  assert throughput.device_peak(fake, "bfloat16")[0] == 989e12
+  assert throughput.datasheet_peak(fake, "bfloat16")[0] == 989e12
   fake.device_kind = "NVIDIA H200"
-  assert throughput.device_peak(fake, "bfloat16")[0] == 989e12
+  assert throughput.datasheet_peak(fake, "bfloat16")[0] == 989e12
   fake.device_kind = "NVIDIA H100 PCIe"
-  assert throughput.device_peak(fake, "bfloat16")[0] == 756e12
+  assert throughput.datasheet_peak(fake, "bfloat16")[0] == 756e12
   fake.device_kind = "Mystery GPU"
   with pytest.raises(ConfigError, match="PEAK_FLOPS"):
-    throughput.device_peak(fake, "bfloat16")
+    throughput.datasheet_peak(fake, "bfloat16")
 
 
 BENCH_CONFIGS = ("gpt2_124m", "bert_base", "vit_b16")   # :tiny of gpt2 and vit run above
