@@ -277,15 +277,21 @@ class MatmulTimer:
   """A jitted [n, n] @ [n, n] matmul of random `dtype` operands on the default device,
   compiled on construction: the MFU reference of a CPU. `flops` per run; as a bench
   contender (mmjax.bench.throughput), `latencies(count)` times single runs and
-  `block(count)` the mean run of at least `count` runs lasting at least `min_seconds`."""
+  `block(count)` the mean run of at least `count` runs lasting at least `min_seconds`,
+  after `settle_seconds` of untimed runs. The settling is needed right after a large
+  step in the same process: on 2 cores, the first half second of matmuls after a
+  ViT-B/16 step ran 12-16% slower than the next (0.37-0.39 against 0.43-0.45 TFLOP/s,
+  2026-12-06), which would have inflated MFU by as much."""
 
-  def __init__(self, n: int = 2048, dtype=jnp.float32, min_seconds: float = 0.0):
+  def __init__(self, n: int = 2048, dtype=jnp.float32, min_seconds: float = 0.0,
+               settle_seconds: float = 0.0):
     key_a, key_b = jax.random.split(jax.random.key(0))
     self._a = jax.random.normal(key_a, (n, n), dtype)
     self._b = jax.random.normal(key_b, (n, n), dtype)
     self._matmul = jax.jit(jnp.matmul)
     self._matmul(self._a, self._b).block_until_ready()
-    self.n, self.flops, self.min_seconds = n, 2.0 * n**3, min_seconds
+    self.n, self.flops = n, 2.0 * n**3
+    self.min_seconds, self.settle_seconds = min_seconds, settle_seconds
 
   def latencies(self, count: int) -> list[float]:
     """[count] seconds, one run each."""
@@ -297,7 +303,11 @@ class MatmulTimer:
     return times
 
   def block(self, count: int) -> float:
-    """Mean seconds per run over at least `count` runs and `min_seconds`."""
+    """Mean seconds per run over at least `count` runs and `min_seconds`, timed after
+    `settle_seconds` of untimed runs."""
+    settle_until = time.perf_counter() + self.settle_seconds
+    while time.perf_counter() < settle_until:
+      self._matmul(self._a, self._b).block_until_ready()
     runs, start = 0, time.perf_counter()
     while runs < count or time.perf_counter() - start < self.min_seconds:
       self._matmul(self._a, self._b).block_until_ready()

@@ -1,6 +1,7 @@
 """FLOP counter: hand-computed counts for matmuls, convs, loops, branches, remat, sharding and
 a repo transformer; and the dense-matmul peak measurement."""
 import math
+import time
 
 import flax.linen as nn
 import jax
@@ -8,7 +9,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mmjax import models
-from mmjax.bench.flops import count_flops, dense_matmul_peak, jaxpr_flops
+from mmjax.bench.flops import MatmulTimer, count_flops, dense_matmul_peak, jaxpr_flops
 
 F32 = jnp.float32
 
@@ -208,6 +209,17 @@ def test_text_transformer_matches_analytic_count():
 def test_dense_matmul_peak_is_positive():
   peak = dense_matmul_peak(n=256, repeats=2)
   assert peak > 0 and math.isfinite(peak)
+
+
+def test_matmul_timer_settles_then_times_at_least_min_seconds():
+  timer = MatmulTimer(64, min_seconds=0.1, settle_seconds=0.2)
+  assert timer.flops == 2 * 64**3
+  assert len(timer.latencies(3)) == 3
+  start = time.perf_counter()
+  per_run = timer.block(2)
+  # Untimed settling, then a timed window of many runs (each far under 0.1 s).
+  assert time.perf_counter() - start >= 0.3
+  assert 0 < per_run < 0.05
 
 
 def test_only_floating_point_elementwise_ops_count():

@@ -47,7 +47,8 @@ def test_comparisons_needing_missing_modules_are_dropped(monkeypatch):
 
 def _report(step_s, **extra):
   return {"devices": 1, "device": "cpu", "global_batch": 8, "dtype": "float32",
-          "pipelined_mean_s": step_s, "p10_s": step_s, "p90_s": step_s,
+          "pipelined_mean_s": step_s, "median_s": step_s * 0.9, "p10_s": step_s * 0.8,
+          "p90_s": step_s,
           "examples_per_s": 8 / step_s, "tokens_per_s": None,
           "model_tflops_per_s": 0.5, "mfu": 0.25, "compile_s": 1.0,
           "peak_memory_bytes": 2**20, **extra}
@@ -61,7 +62,7 @@ def test_table_rows():
           {"name": "gpt2", "skipped": "the budget ran out"}]
   table = suite.markdown_table(rows, {"n": 64, "dtype": "float32", "flops_per_s": 1e12})
   lines = table.splitlines()
-  assert lines[2].startswith("| vit | 1 x cpu | 8 | float32 | 100.0 ms")
+  assert lines[2].startswith("| vit | 1 x cpu | 8 | float32 | 100.0 ms; 90.0 (80.0–100.0) |")
   assert "| 25.0% | 50.0% |" in lines[2]   # the bench's peak, then the measured matmul
   assert "vs bare jit +2.0%" in lines[2]
   assert "3.50x the clean step (PGD-3 budget 4.4x)" in lines[3]
