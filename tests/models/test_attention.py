@@ -1,5 +1,6 @@
 """The attention kernel choice: 'auto' is XLA off CUDA and cuDNN on it where it applies,
-'cudnn' fails clearly where it cannot run, and a refused cuDNN call falls back to XLA."""
+'cudnn' fails clearly where it cannot run, and a refused cuDNN call falls back to XLA;
+the CPU's own kernel (heads first, causal chunks) equals jax's XLA attention."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,3 +94,42 @@ def test_causal_attention_on_the_cpu_runs_in_chunks_equal_to_the_whole():
     loss = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=(0, 1, 2)))
     for g_ours, g_whole in zip(loss(ours)(q, k, v), loss(whole)(q, k, v)):
       np.testing.assert_allclose(g_ours, g_whole, atol=2e-5, rtol=1e-4)
+
+
+def _assert_equal_to_jax(q, k, v, m, causal, atol=2e-6, grad_atol=2e-5):
+  """attend(choice='xla') on this CPU (cpu_attention) against jax's own XLA attention:
+  values and the gradients of a nonlinear loss."""
+  def whole(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, mask=m, is_causal=causal,
+                                        implementation="xla")
+
+  def ours(q, k, v):
+    return attention.attend(q, k, v, m, causal=causal, choice="xla")
+
+  np.testing.assert_allclose(np.asarray(ours(q, k, v), np.float32),
+                             np.asarray(whole(q, k, v), np.float32), atol=atol, rtol=1e-5)
+  loss = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a).astype(jnp.float32))),
+                                    argnums=(0, 1, 2)))
+  for g_ours, g_whole in zip(loss(ours)(q, k, v), loss(whole)(q, k, v)):
+    np.testing.assert_allclose(np.asarray(g_ours, np.float32), np.asarray(g_whole, np.float32),
+                               atol=grad_atol, rtol=1e-4)
+
+
+@pytest.mark.parametrize("t,s,causal", [(7, 7, False), (7, 7, True), (5, 9, False),
+                                        (5, 9, True), (9, 5, True), (64, 64, True)])
+def test_cpu_kernel_equals_jax_attention(t, s, causal):
+  """Self- and cross-attention, causal or not (jax's causal mask is top-left aligned when
+  T != S), unchunked lengths, with no mask, a key-padding mask and a full mask."""
+  q, k, v = qkv(t=t, s=s)
+  keys = jnp.asarray(np.arange(s)[None, :] < np.array([s, 2])[:, None])[:, None, None, :]
+  full = jnp.asarray(np.random.default_rng(2).random((2, 2, t, s)) < 0.6)
+  for m in (None, keys, full):
+    _assert_equal_to_jax(q, k, v, m, causal)
+
+
+def test_cpu_kernel_keeps_jax_precision_rules_in_bfloat16():
+  """bf16 inputs: logits and softmax in float32, probabilities in bf16, as jax does."""
+  q, k, v = qkv(jnp.bfloat16, t=128, s=128, heads=2, head_dim=16)
+  out = attention.attend(q, k, v, None, causal=True, choice="xla")
+  assert out.dtype == jnp.bfloat16
+  _assert_equal_to_jax(q, k, v, None, True, atol=2e-2, grad_atol=1e-1)
