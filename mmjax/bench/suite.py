@@ -147,8 +147,11 @@ def measure_matmul(device: str, n: int, timeout_s: float) -> dict[str, Any]:
   dtype = DTYPE[device]
   code = ("import json, jax.numpy as jnp; from mmjax.bench import flops; "
           f"print(json.dumps(flops.dense_matmul_peak(n={n}, dtype=jnp.{dtype}, repeats=20)))")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                        text=True, timeout=timeout_s, check=False)
+  try:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout_s, check=False)
+  except subprocess.TimeoutExpired:
+    return {"n": n, "dtype": dtype, "error": f"timed out after {timeout_s:.0f} s"}
   if proc.returncode:
     return {"n": n, "dtype": dtype, "error": proc.stderr[-2000:]}
   return {"n": n, "dtype": dtype, "flops_per_s": float(proc.stdout.strip().splitlines()[-1])}

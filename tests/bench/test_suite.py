@@ -89,3 +89,9 @@ def test_smoke_run_of_the_gpu_list_on_the_cpu(tmp_path):
   table = (out / "suite.md").read_text()
   assert "x the clean step (PGD-1 budget 2.2x)" in table
   assert "| gpt2 | | | | exit status 2: mmjax: error:" in table
+
+
+def test_a_matmul_measurement_that_times_out_is_an_error_not_a_crash():
+  matmul = suite.measure_matmul("cpu", 2048, timeout_s=0.01)
+  assert matmul == {"n": 2048, "dtype": "float32", "error": "timed out after 0 s"}
+  assert "Measured matmul" not in suite.markdown_table([], matmul)
