@@ -198,7 +198,7 @@ def check_override_keys(argv: Sequence[str]) -> None:
         node, walked = node[part], walked + [part]
         continue
       keys = set(node.keys()) if isinstance(node, ml_collections.ConfigDict) else set()
-      if walked == ["model"] and "model" in config:
+      if walked == ["model"]:
         fields = model_fields(config.model) if fields is None else fields
         if part in fields:
           if m["key"] == f"model.{part}":

@@ -129,9 +129,10 @@ class _LocalStep:
 
 def _time_contenders(contenders: dict[str, Any], b) -> dict[str, dict[str, Any]]:
   """Times each contender (`latencies(n)`, `block(n)`: a _LocalStep, the PyTorch
-  child's torch_compare.RemoteStep, or the CPU's reference flops.MatmulTimer): `warmup` steps, then `steps` steps each timed to
-  completion (latency), then `rounds` rounds in which every contender in turn runs
-  `steps` steps back to back with one synchronisation at the end (throughput).
+  child's torch_compare.RemoteStep, or the CPU's reference flops.MatmulTimer): `warmup`
+  steps, then `steps` steps each timed to completion (latency), then `rounds` rounds in
+  which every contender in turn runs `steps` steps back to back with one synchronisation
+  at the end (throughput).
   Alternating the blocks puts each comparison next to mmjax's step in time, so the
   machine's slow drift (±4% on the 2-core CPU) shows in no ratio of one round.
   -> {name: {'times': [steps] latencies, 'blocks': [rounds] mean step times}}."""
@@ -206,7 +207,12 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
 
   device = exp.mesh.devices.flat[0]
   dtype = str(m.get("dtype", "float32"))
-  if device.platform != "cpu":   # Refused before any step runs if the chip is unknown.
+  if device.platform == "cpu":   # Timed last in each round, beside the steps.
+    reference = flops_lib.MatmulTimer(CPU_PEAK_MATMUL_N, jnp.dtype(dtype),
+                                      min_seconds=CPU_PEAK_MIN_SECONDS,
+                                      settle_seconds=CPU_PEAK_SETTLE_SECONDS)
+  else:   # Refused before any step runs if the chip is unknown.
+    reference = None
     peak, peak_source = datasheet_peak(device, dtype)
 
   carries = {"mmjax": (state, acc)}
@@ -237,10 +243,8 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
           else:
             contenders[name] = torch_compare.RemoteStep(server, mode)
             extra[name] = {"first_step_s": ready["first_step_s"]}
-    if device.platform == "cpu":   # Last in each round, beside the steps.
-      contenders["matmul_peak"] = flops_lib.MatmulTimer(
-          CPU_PEAK_MATMUL_N, jnp.dtype(dtype), min_seconds=CPU_PEAK_MIN_SECONDS,
-          settle_seconds=CPU_PEAK_SETTLE_SECONDS)
+    if reference is not None:
+      contenders["matmul_peak"] = reference
     timed = _time_contenders(contenders, b)
     if "pipeline" in b.compare:
       extra["pipeline"] = _pipeline_alone(device_batches, max(b.steps * b.rounds, 20))
@@ -248,11 +252,10 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   pipelined = statistics.median(timed["mmjax"]["blocks"])
 
   n_dev = exp.mesh.devices.size
-  if "matmul_peak" in timed:
-    matmul = contenders["matmul_peak"]
-    peak = matmul.flops / statistics.median(timed["matmul_peak"]["blocks"])
-    peak_source = (f"measured: jitted {matmul.n}x{matmul.n} {dtype} matmul on this CPU, "
-                   f"in each of the {b.rounds} rounds beside the steps (median)")
+  if reference is not None:
+    peak = reference.flops / statistics.median(timed["matmul_peak"]["blocks"])
+    peak_source = (f"measured: jitted {reference.n}x{reference.n} {dtype} matmul on this "
+                   f"CPU, in each of the {b.rounds} rounds beside the steps (median)")
   stats = _stats(times)
   memory, memory_source = _peak_memory(device, compiled)
   global_batch = config.train.batch_size

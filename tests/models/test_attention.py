@@ -70,32 +70,6 @@ def test_a_refused_cudnn_call_falls_back_to_xla_under_auto_only(on_cuda):
     attention.attend(q, k, v, mask, causal=True, choice="cudnn")
 
 
-def test_causal_attention_on_the_cpu_runs_in_chunks_equal_to_the_whole():
-  """From 128 positions (divisible by 4) causal self-attention runs in 4 query chunks;
-  values and gradients equal the whole-matrix kernel, with and without padding."""
-  assert [attention.causal_chunks(t, t) for t in (64, 100, 127, 128, 256)] == [1, 1, 1, 4, 4]
-  assert attention.causal_chunks(128, 132) == 1            # not self-attention
-  t = 128
-  q, k, v = qkv(t=t, s=t)
-  lengths = np.array([t, t // 3])                           # example 1 is mostly padding
-  mask = jnp.asarray(np.arange(t)[None, :] < lengths[:, None])[:, None, None, :]
-  # A full [B, N, T, T] mask is sliced by rows as well as columns.
-  full = jnp.asarray(np.random.default_rng(1).random((2, 1, t, t)) < 0.7)
-  full = full | jnp.eye(t, dtype=bool)
-  for m in (None, mask, full):
-    def whole(q, k, v, m=m):
-      return jax.nn.dot_product_attention(q, k, v, mask=m, is_causal=True,
-                                          implementation="xla")
-
-    def ours(q, k, v, m=m):
-      return attention.attend(q, k, v, m, causal=True, choice="xla")
-
-    np.testing.assert_allclose(ours(q, k, v), whole(q, k, v), atol=2e-6, rtol=1e-5)
-    loss = lambda f: jax.jit(jax.grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=(0, 1, 2)))
-    for g_ours, g_whole in zip(loss(ours)(q, k, v), loss(whole)(q, k, v)):
-      np.testing.assert_allclose(g_ours, g_whole, atol=2e-5, rtol=1e-4)
-
-
 def _assert_equal_to_jax(q, k, v, m, causal, atol=2e-6, grad_atol=2e-5):
   """attend(choice='xla') on this CPU (cpu_attention) against jax's own XLA attention:
   values and the gradients of a nonlinear loss."""
@@ -113,6 +87,22 @@ def _assert_equal_to_jax(q, k, v, m, causal, atol=2e-6, grad_atol=2e-5):
   for g_ours, g_whole in zip(loss(ours)(q, k, v), loss(whole)(q, k, v)):
     np.testing.assert_allclose(np.asarray(g_ours, np.float32), np.asarray(g_whole, np.float32),
                                atol=grad_atol, rtol=1e-4)
+
+
+def test_causal_attention_on_the_cpu_runs_in_chunks_equal_to_the_whole():
+  """From 128 positions (divisible by 4) causal self-attention runs in 4 query chunks;
+  values and gradients equal the whole-matrix kernel, with and without padding."""
+  assert [attention.causal_chunks(t, t) for t in (64, 100, 127, 128, 256)] == [1, 1, 1, 4, 4]
+  assert attention.causal_chunks(128, 132) == 1            # not self-attention
+  t = 128
+  q, k, v = qkv(t=t, s=t)
+  lengths = np.array([t, t // 3])                           # example 1 is mostly padding
+  mask = jnp.asarray(np.arange(t)[None, :] < lengths[:, None])[:, None, None, :]
+  # A full [B, N, T, T] mask is sliced by rows as well as columns.
+  full = jnp.asarray(np.random.default_rng(1).random((2, 1, t, t)) < 0.7)
+  full = full | jnp.eye(t, dtype=bool)
+  for m in (None, mask, full):
+    _assert_equal_to_jax(q, k, v, m, causal=True)
 
 
 @pytest.mark.parametrize("t,s,causal", [(7, 7, False), (7, 7, True), (5, 9, False),
