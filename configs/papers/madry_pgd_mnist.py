@@ -24,7 +24,9 @@ def get_config(arg=None):
   c.data.name = "mnist"
   c.model = dict(name="mnist_cnn", num_classes=10)
   c.objective = dict(name="supervised")
-  c.adversarial.update(dict(kind="madry", attack="pgd", eps=0.3, step_size=0.01, steps=40))
+  # Madry et al.'s MNIST code clips the uniform random start into [0, 1].
+  c.adversarial.update(dict(kind="madry", attack="pgd", eps=0.3, step_size=0.01, steps=40,
+                            clip_start=True))
   c.optim.update(dict(name="adamw", learning_rate=1e-4, schedule="constant",
                       weight_decay=0.0))
   c.train.update(dict(total_steps=100_000, batch_size=50, log_every=500, eval_every=10_000,

@@ -45,6 +45,7 @@ from mmjax.objectives.base import Objective, example_weights, require_output, to
 
 KINDS = ("none", "madry", "combined", "trades", "alum", "freelb", "free")
 ATTACK_LOSSES = ("objective", "ce")
+TRAIN_ATTACKS = ("fgsm", "fgsm_rs", "pgd", "apgd")
 # Inputs with a natural valid range; every other input (embeddings) is unbounded.
 DEFAULT_BOUNDS = {"image": (0.0, 1.0)}
 
@@ -69,6 +70,9 @@ class Adversarial:
   replays: int = 4                 # free: optimizer updates per batch
   # PGD's best iterate (strongest) or its last (the published training recipes; cheaper).
   best_iterate: bool = False
+  # Clip the random start into the bounds (Wong et al.'s CIFAR code, Madry et al.) or only
+  # each step's result (Wong et al.'s MNIST code); see attacks.core.Problem.random_start.
+  clip_start: bool = True
 
   def __post_init__(self):
     if self.kind not in KINDS[1:]:
@@ -79,6 +83,14 @@ class Adversarial:
       raise ConfigError(f"Unknown adversarial.attack_loss {self.attack_loss!r}. Choose "
                         f"one of: {', '.join(ATTACK_LOSSES + terms)} (a term name only for "
                         "a 'sum' objective).")
+    if self.attack not in TRAIN_ATTACKS:
+      raise ConfigError(f"adversarial.attack={self.attack!r} cannot train: choose one of "
+                        f"{', '.join(TRAIN_ATTACKS)} (Square and FAB are evaluation attacks: "
+                        "evals.robust.attack).")
+    if self.attack == "apgd" and to_plain(self.step_size):
+      raise ConfigError(f"adversarial.step_size={to_plain(self.step_size)!r} with "
+                        "adversarial.attack='apgd': APGD sets its own step (2 eps, adapted "
+                        "per example); unset adversarial.step_size.")
     if not self.modalities:
       raise ConfigError("adversarial.modalities is empty: name the inputs to perturb, "
                         "e.g. ('image',) or ('text',).")
@@ -108,7 +120,7 @@ class Adversarial:
     adv = attacks.perturb(
         attack_loss_fn, clean, jax.random.fold_in(rng, 101), attack=self.attack,
         steps=self.steps, restarts=self.restarts, best_iterate=self.best_iterate,
-        **self._attack_specs(inputs))
+        clip_start=self.clip_start, **self._attack_specs(inputs))
     # inputs + constant δ: gradients still reach the parameters that made `inputs`.
     return jax.tree.map(lambda x, a, c: x + jax.lax.stop_gradient(a - c), inputs, adv, clean)
 
