@@ -199,7 +199,7 @@ def test_accuracy_vs_eps_writes_json_and_png(tmp_path, eager):
 
 def test_bad_arguments_raise_config_error():
   x, y = linear_data()
-  for kw in (dict(attack="square", eps=0.1), dict(attack="pgd", eps=-0.1),
+  for kw in (dict(attack="nope", eps=0.1), dict(attack="pgd", eps=-0.1),
              dict(attack="pgd", eps=0.1, batch_size=0)):
     with pytest.raises(ConfigError):
       R.robust_accuracy(linear_logits, x, y, KEY, **kw)
@@ -219,5 +219,5 @@ def test_params_as_an_argument_compile_once_and_match_the_closure():
                              steps=3, bounds=None)
     assert got == want
   # New parameter values reused one compiled attack.
-  runner = R._runner(apply, "pgd", "ce", "linf", 3, None, False)
+  runner = R._runner(apply, "pgd", "ce", "linf", 3, None, False, True, 5000)
   assert runner._cache_size() == 1
