@@ -3,7 +3,9 @@ r"""Image + caption + DTMF audio of the embedded digits, aligned by cross-modal 
 A three-tower multimodal transformer (`model.name='multimodal'`, CLIP-style towers) with
 InfoNCE between image and text and between image and audio, plus a supervised head on the
 fused features. `:siglip` uses the sigmoid loss (SigLIP init: scale 10, bias -10);
-`:concat` and `:bottleneck` swap the fusion. Audio is augmented (gain, noise,
+`:concat` and `:bottleneck` swap the fusion. `:image_audio` drops the caption (it gives
+the label away) and evaluates with AutoAttack on the image and the spectrogram, jointly
+and per modality. Audio is augmented (gain, noise,
 SpecAugment) before the log-mel spectrogram is patched AST-style, batched on the devices.
 
 Reproduces: nothing published; it is the multimodal path end to end on CPU.
@@ -23,7 +25,7 @@ import math
 from mmjax.config import default_config, use_multimodal_digits
 from mmjax.errors import ConfigError
 
-VARIANTS = ("clip", "siglip", "concat", "bottleneck")
+VARIANTS = ("clip", "siglip", "concat", "bottleneck", "image_audio")
 
 
 def get_config(arg=None):
@@ -50,4 +52,22 @@ def get_config(arg=None):
   c.train.update(dict(total_steps=300, batch_size=64, log_every=50, eval_every=150,
                       checkpoint_every=150))
   c.evals.update(dict(batch_size=250, max_batches=2))
+  if variant == "image_audio":
+    image_audio_autoattack(c)
   return c
+
+
+def image_audio_autoattack(c):
+  """`:image_audio`: the digit image and its DTMF tone only (the caption names the label),
+  InfoNCE between them plus the supervised head on the fused features; the robust eval is
+  AutoAttack (standard) on the image (eps 0.1 in pixels) and the log-mel spectrogram (eps
+  0.25 in log-mel units, a sixth of its spread), jointly and each modality alone."""
+  c.model.modalities = ("image", "audio")
+  contrastive = dict(name="contrastive", weight=1.0, pairs=(("image", "audio"),))
+  c.objective = dict(name="sum", terms=dict(contrastive=contrastive,
+                                            supervised=dict(weight=1.0)))
+  c.evals.robust.update(dict(attack="autoattack", version="standard",
+                             modalities=("image", "spectrogram"),
+                             eps={"image": 0.1, "spectrogram": 0.25}, num_examples=200,
+                             per_modality=True, sanity=False))
+  c.train.eval_every = 0

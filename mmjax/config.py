@@ -69,15 +69,18 @@ def default_config() -> ml_collections.ConfigDict:
       # PGD returns its last iterate in training, as Madry et al. and TRADES do (one
       # forward pass cheaper); True keeps each example's highest-loss iterate.
       best_iterate=False,
-      # Catastrophic-overfitting guard (Wong et al. 2020): every `guard_every` steps, PGD
-      # accuracy on a held training batch; a fall of more than `guard_max_drop` since the
-      # previous check stops training and keeps the parameters of that check.
-      # It also stops when FGSM accuracy exceeds PGD accuracy on that batch by more than
-      # `guard_max_gap` (0 = off): the single-step attack no longer finds the adversarial
-      # examples PGD finds, the state catastrophic overfitting ends in, even when it set
-      # in before the first check (so no fall was ever seen).
-      guard_every=0, guard_steps=5, guard_step_size=config_dict.placeholder(float),
-      guard_max_drop=0.2, guard_max_gap=0.5,
+      # Clip FGSM-RS / PGD's uniform random start into [0, 1] (Wong et al.'s CIFAR code,
+      # Madry et al.) or leave it and clip only each step's result (Wong et al.'s MNIST
+      # code; on MNIST's saturated pixels clipping turns FGSM-RS into nearly plain FGSM).
+      clip_start=True,
+      # Catastrophic-overfitting guard (Wong et al. 2020; mmjax/train/robust_eval.py):
+      # every `guard_every` steps from `guard_start` on, PGD (`guard_steps`) and FGSM
+      # accuracy on a held training batch; a fall of more than `guard_max_drop` below the
+      # best check so far, at `guard_patience` checks in a row (1: Wong et al.), stops
+      # training with the parameters of that best check; the final eval reports
+      # guard/stopped=1.
+      guard_every=0, guard_start=0, guard_steps=5,
+      guard_step_size=config_dict.placeholder(float), guard_max_drop=0.2, guard_patience=1,
   )
   c.optim = dict(
       name="adamw", learning_rate=1e-3, schedule="cosine", warmup_steps=0,
@@ -112,10 +115,16 @@ def default_config() -> ml_collections.ConfigDict:
   # Robust accuracy with each eval when `attack` is set (mmjax/train/robust_eval.py):
   # the first `num_examples` eval examples, the sanity suite's verdicts in the metrics,
   # and an accuracy-vs-eps curve over `curve_eps` (JSON + PNG in the workdir).
+  # attack: fgsm | pgd | apgd-ce | apgd-dlr | apgd-t | fab | fab-t | square | ensemble |
+  # autoattack (its `version`: standard | plus | rand | custom with `attacks`, e.g.
+  # ('apgd-ce', 'square'); AutoAttack sets its own steps and restarts). step_size is for
+  # fgsm and pgd only: the others set their own and refuse one. `per_modality` also
+  # attacks each of several `modalities` alone (the joint attack is 'robust/accuracy').
   c.evals.robust = dict(
       attack="", eps=per_modality(0.0), norm=per_modality("linf"), steps=10,
       step_size=per_modality(None),
       restarts=1, modalities=("image",), num_examples=500, sanity=True, curve_eps=(),
+      version="standard", attacks=(), per_modality=False,
   )
   # Representation evals of the multimodal model (mmjax/train/representation_eval.py).
   # Cross-modal recall@K between `pairs` of modalities (e.g. (('image', 'text'),)),
@@ -172,6 +181,15 @@ def model_fields(model_config: ml_collections.ConfigDict) -> set[str]:
     return set()
 
 
+# Keys that existed once, with why they went and what to use instead.
+REMOVED_KEYS = {
+    "adversarial.guard_max_gap": (
+        "the FGSM-PGD gap stopped healthy runs early in training (FGSM far above PGD is "
+        "normal then). The guard now stops only on a fall below its best PGD accuracy "
+        "(adversarial.guard_max_drop) and records the gap as a diagnostic."),
+}
+
+
 def check_override_keys(argv: Sequence[str]) -> None:
   """Raises a ConfigError for any --config.KEY=VALUE whose KEY the config lacks.
 
@@ -207,6 +225,8 @@ def check_override_keys(argv: Sequence[str]) -> None:
           continue
         keys |= fields
       where = ".".join(walked) or "the config"
+      if m["key"] in REMOVED_KEYS:
+        raise ConfigError(f"{m['key']} was removed: {REMOVED_KEYS[m['key']]}")
       raise ConfigError(
           f"Unknown config key {m['key']!r} in {arg.split('=')[0]}: {where} has no key "
           f"{part!r}. Valid keys there: {', '.join(sorted(keys))}.")
@@ -256,11 +276,12 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train",
     raise ConfigError("adversarial.guard_every is set but adversarial.kind is 'none': the "
                       "catastrophic-overfitting guard watches adversarial training.")
   if adv.guard_every and (not isinstance(adv.eps, (int, float)) or not 0 < adv.guard_max_drop
-                          <= 1 or not 0 <= adv.guard_max_gap <= 1):
-    raise ConfigError("adversarial.guard_every needs a scalar adversarial.eps and "
-                      f"guard_max_drop in (0, 1] and guard_max_gap in [0, 1], got "
-                      f"eps={adv.eps!r}, guard_max_gap={adv.guard_max_gap!r}, "
-                      f"guard_max_drop={adv.guard_max_drop!r}.")
+                          <= 1 or adv.guard_start < 0 or adv.guard_patience < 1):
+    raise ConfigError("adversarial.guard_every needs a scalar adversarial.eps, "
+                      "guard_max_drop in (0, 1], guard_start >= 0 and guard_patience >= 1, "
+                      f"got eps={adv.eps!r}, guard_patience={adv.guard_patience!r}, "
+                      f"guard_max_drop={adv.guard_max_drop!r}, "
+                      f"guard_start={adv.guard_start!r}.")
   from mmjax.data import device_ops, in_memory   # no TF: names, arguments, random ops
   for split in ("train", "eval"):
     device_ops.device_fn(config.data, split)
@@ -282,6 +303,14 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train",
                         "over one eps for every modality); unset curve_eps or eps's dict.")
     if rob.num_examples < 1:
       raise ConfigError(f"evals.robust.num_examples={rob.num_examples} must be positive.")
+    step = rob.step_size.to_dict() if hasattr(rob.step_size, "to_dict") else rob.step_size
+    robustness.check_step_size(rob.attack, step, "evals.robust.step_size")
+    if rob.attack == "autoattack":
+      from mmjax.evals import autoattack
+      autoattack.version_stages(rob.version, tuple(rob.attacks))
+    elif rob.attacks:
+      raise ConfigError("evals.robust.attacks lists AutoAttack members, read only with "
+                        "evals.robust.attack='autoattack' and version='custom'.")
 
 
 # ---- helpers for config files (configs/papers/*) ----

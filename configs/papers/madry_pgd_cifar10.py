@@ -8,8 +8,9 @@ lists 10 steps of 2/255 for the AutoAttack-evaluated reproduction, set
 80,000 steps of batch 128, the rate x0.1 at 40,000 and 60,000, random crops (pad 4) and
 flips, pixels in [0, 1] without normalisation. Published: 87.3% clean, 45.8% under PGD-20
 (Madry et al.'s CIFAR-10 challenge); 87.1% clean, 44.0% under AutoAttack (REFERENCES.md).
-The robust eval is PGD-20 (step 2/255) on 1,000 test images with the sanity suite; for the
-AutoAttack-style figure run `robust_accuracy(..., attack='ensemble')` (docs/robustness.md).
+The robust eval is AutoAttack (standard: APGD-CE, APGD-T, FAB-T, Square) on 1,000 test
+images with the sanity suite; the PGD-20 figure is `--config.evals.robust.attack=pgd
+--config.evals.robust.steps=20 --config.evals.robust.step_size=0.00784` (docs/robustness.md).
 Expected time: several hours on one H100 (8 forward and backward passes per step, ~1.6e18
 training FLOPs; an estimate, not measured).
 
@@ -43,7 +44,7 @@ def get_config(arg=None):
   c.optim.update(dict(name="sgd", learning_rate=0.1, momentum=0.9, schedule="piecewise",
                       lr_boundaries=(0.5, 0.75), lr_decay=0.1, weight_decay=2e-4,
                       no_decay=()))
-  c.evals.robust.update(dict(attack="pgd", eps=8 / 255, steps=20, step_size=2 / 255,
+  c.evals.robust.update(dict(attack="autoattack", version="standard", eps=8 / 255,
                              num_examples=1000, curve_eps=(2 / 255, 4 / 255, 8 / 255,
                                                            16 / 255)))
   c.evals.batch_size = 500
@@ -52,7 +53,8 @@ def get_config(arg=None):
     c.model.update(dict(depth=10, widen_factor=1))
     c.adversarial.update(dict(eps=0.1, step_size=0.025))
     c.optim.update(dict(learning_rate=0.05))
-    c.evals.robust.update(dict(eps=0.1, step_size=0.01, num_examples=500,
+    c.evals.robust.update(dict(attack="pgd", steps=20, eps=0.1, step_size=0.01,
+                               num_examples=500,
                                curve_eps=(0.05, 0.1, 0.2, 0.3)))
     total, batch, log = 300, 64, 30
   c.train.update(dict(total_steps=total, batch_size=batch, log_every=log, eval_every=0,

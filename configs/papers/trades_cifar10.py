@@ -5,9 +5,9 @@ Reproduces (`:full`, TFDS `cifar10`): WRN-34-10, loss CE + 6 * KL(f(x) || f(x'))
 attack maximising the KL with 10 steps of 0.007 inside eps 0.031, SGD (momentum 0.9) at
 0.1 with weight decay 2e-4, 76 epochs of batch 128 with the rate divided by 10 after epoch
 75, random crops (pad 4) and flips. Published: 84.92% clean, 56.61% under PGD-20, 53.08%
-under AutoAttack. The robust eval is PGD-20 (step 0.003) on 1,000 test images with the
-sanity suite; for the AutoAttack-style figure run `robust_accuracy(..., attack='ensemble')`
-(docs/robustness.md).
+under AutoAttack. The robust eval is AutoAttack (standard) on 1,000 test images with the
+sanity suite; the PGD-20 figure is `--config.evals.robust.attack=pgd
+--config.evals.robust.steps=20 --config.evals.robust.step_size=0.003` (docs/robustness.md).
 
 `:tiny` runs a WRN-10-1 (same pre-activation blocks, CPU-sized) on the embedded digits
 resized to 32x32 RGB, eps 0.1 (10 steps of 0.025), 300 steps of batch 64, with a PGD-20
@@ -36,7 +36,7 @@ def get_config(arg=None):
   c.optim.update(dict(name="sgd", learning_rate=0.1, momentum=0.9, schedule="piecewise",
                       lr_boundaries=(75 / 76,), lr_decay=0.1, weight_decay=2e-4,
                       no_decay=()))
-  c.evals.robust.update(dict(attack="pgd", eps=0.031, steps=20, step_size=0.003,
+  c.evals.robust.update(dict(attack="autoattack", version="standard", eps=0.031,
                              num_examples=1000, curve_eps=(2 / 255, 4 / 255, 8 / 255,
                                                            16 / 255)))
   c.evals.batch_size = 500
@@ -46,7 +46,8 @@ def get_config(arg=None):
     c.model.update(dict(depth=10, widen_factor=1))
     c.adversarial.update(dict(eps=0.1, step_size=0.025))
     c.optim.update(dict(learning_rate=0.05))
-    c.evals.robust.update(dict(eps=0.1, step_size=0.01, num_examples=500,
+    c.evals.robust.update(dict(attack="pgd", steps=20, eps=0.1, step_size=0.01,
+                               num_examples=500,
                                curve_eps=(0.05, 0.1, 0.2, 0.3)))
     steps_per_epoch, epochs, batch = 30, 10, 64
   c.train.update(dict(total_steps=steps_per_epoch * epochs, batch_size=batch,

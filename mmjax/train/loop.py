@@ -289,7 +289,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Model %s: %s parameters; %d devices; global batch %d.", config.model.name,
                f"{n_params:,}", jax.device_count(), t.batch_size)
   finetune.log_trainable(state.params, config.finetune)
-  stopped_at = _early_stop_step(exp.workdir)
+  from mmjax.train import robust_eval
+  early_stop = robust_eval.early_stop_record(exp.workdir)
+  stopped_at = None if early_stop is None else int(early_stop["step"])
   end = t.total_steps
   if stopped_at is not None and stopped_at == start:
     logging.warning("The catastrophic-overfitting guard stopped this run at step %d "
@@ -308,8 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       transform=device_ops.train_transform(config.data, seed=t.seed, start_batch=consumed,
                                            sharding=exp.batch_sharding))
   train_step, eval_step = compile_steps(exp)
-  guard = _make_guard(exp, start)
-  good_state = _copy(state) if guard is not None else None
+  guard = _make_guard(exp, start, state)
   new_acc = accumulator_factory(exp)
   acc = new_acc()
   writer = writers.MetricWriter(exp.workdir)
@@ -321,8 +322,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state, acc = train_step(state, next(device_batches), acc)
       done = step + 1
       stop = False
-      if guard is not None and done % config.adversarial.guard_every == 0:
-        state, good_state, stop = _guard_check(exp, guard, state, good_state, done, writer)
+      if guard is not None:
+        state, stop = guard.after_step(state, done, writer)
       final = done == end or stop
       log_now = final or (t.log_every and done % t.log_every == 0)
       ckpt_now = t.checkpoint_every and (final or done % t.checkpoint_every == 0)
@@ -339,12 +340,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         acc = new_acc()
       if ckpt_now:
         exp.checkpointer.save(done, state, batches_consumed=done)
+      if stop:
+        early_stop = guard.record
       if eval_now:
-        last_eval = _eval_and_log(exp, state, eval_step, evaluators, done, writer)
+        last_eval = _eval_and_log(exp, state, eval_step, evaluators, done, writer,
+                                  early_stop)
       if stop:
         break
     if end == start:   # resumed after an early stop: evaluate the kept parameters
-      last_eval = _eval_and_log(exp, state, eval_step, evaluators, start, writer)
+      last_eval = _eval_and_log(exp, state, eval_step, evaluators, start, writer,
+                                early_stop)
   finally:
     exp.checkpointer.close()
     writer.close()
@@ -356,8 +361,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return dict(last_eval) | {f"train/{k}": v for k, v in last_train.items()}
 
 
-def _eval_and_log(exp, state, eval_step, evaluators, step, writer) -> dict[str, float]:
+def _eval_and_log(exp, state, eval_step, evaluators, step, writer, early_stop=None
+                  ) -> dict[str, float]:
+  from mmjax.train import robust_eval
   metrics = run_evals(exp, state, eval_step, evaluators, step)
+  # An early stop is part of every later eval, so no one reads these numbers as a full run.
+  metrics.update(robust_eval.early_stop_metrics(early_stop))
   writer.write(step, "eval", metrics)
   logging.info("eval at step %d: %s", step,
                ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
@@ -365,18 +374,10 @@ def _eval_and_log(exp, state, eval_step, evaluators, step, writer) -> dict[str, 
 
 
 # ---- the catastrophic-overfitting guard (mmjax/train/robust_eval.py) ----
-EARLY_STOP_FILE = "early_stop.json"
+EARLY_STOP_FILE = "early_stop.json"   # robust_eval.EARLY_STOP_FILE, kept for callers
 
 
-def _early_stop_step(workdir: str) -> int | None:
-  path = os.path.join(workdir, EARLY_STOP_FILE)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return int(json.load(f)["step"])
-
-
-def _make_guard(exp: Experiment, start_step: int):
+def _make_guard(exp: Experiment, start_step: int, state):
   if not exp.config.adversarial.guard_every:
     return None
   from mmjax import data
@@ -388,45 +389,7 @@ def _make_guard(exp: Experiment, start_step: int):
   transform = device_ops.train_transform(exp.config.data, seed=exp.config.train.seed)
   if transform is not None:   # the held batch is training batch 0 as the step saw it
     held = jax.device_get(transform(held, 0))
-  return robust_eval.OverfittingGuard(exp, held, start_step)
-
-
-def _copy(state):
-  """A device copy of `state` that survives the train step donating `state`."""
-  return jax.tree.map(jnp.copy, state)
-
-
-def _guard_check(exp, guard, state, good_state, step, writer):
-  """-> (state, good_state, stop). On a collapse, state gets good_state's parameters."""
-  previous = guard.previous
-  accs, why = guard.check(state.params, state.model_state, step)
-  acc = accs["pgd_accuracy"]
-  writer.write(step, "guard", dict(accs, stopped=float(bool(why))))
-  if not why:
-    logging.info("overfitting guard at step %d: PGD accuracy %.4f, FGSM %.4f on the held "
-                 "batch.", step, acc, accs["fgsm_accuracy"])
-    return state, _copy(state), False
-  kept = int(jax.device_get(good_state.step))
-  adv = exp.config.adversarial
-  if why == "drop":
-    cause = (f"PGD accuracy on the held training batch fell from {previous:.4f} to "
-             f"{acc:.4f} (more than adversarial.guard_max_drop={adv.guard_max_drop:g})")
-  else:
-    cause = (f"FGSM accuracy on the held training batch is {accs['fgsm_accuracy']:.4f} but "
-             f"PGD accuracy {acc:.4f} (a gap above adversarial.guard_max_gap="
-             f"{adv.guard_max_gap:g}: single-step attacks no longer find adversarial "
-             "examples); lower the FGSM step size (adversarial.step_size) or train with "
-             "PGD")
-  logging.warning("Catastrophic overfitting at step %d: %s. Stopping, with the parameters "
-                  "of step %d.", step, cause, kept)
-  if jax.process_index() == 0:
-    with open(os.path.join(exp.workdir, EARLY_STOP_FILE), "w") as f:
-      json.dump({"step": step, "parameters_of_step": kept, "reason": why,
-                 "pgd_accuracy": acc, "fgsm_accuracy": accs["fgsm_accuracy"],
-                 "previous_pgd_accuracy": previous}, f, indent=2)
-  # Keep the step counter (and so the data position) at `step`: the checkpoint written
-  # now is consistent, and a rerun resumes here and sees the early-stop file.
-  return good_state.replace(step=state.step), good_state, True
+  return robust_eval.OverfittingGuard(exp, held, start_step, state)
 
 
 def _raise_if_nonfinite(host_acc: dict, checkpointer: checkpoint_lib.Checkpointer) -> None:

@@ -198,6 +198,8 @@ class ProbeEvaluator:
     if cfg.attack_step_size < 0:
       raise ConfigError(f"evals.probe.attack_step_size={cfg.attack_step_size} must be >= 0 "
                         "(0 = the attack's default step, 2.5 eps / steps).")
+    robustness.check_step_size(cfg.attack, cfg.attack_step_size,
+                               "evals.probe.attack_step_size")
     self.exp = exp
     self.model = exp.model_logits
     self.batch_size = exp.config.evals.batch_size // jax.process_count()

@@ -13,12 +13,14 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from mmjax.errors import ConfigError
-from mmjax.evals import robustness
+from mmjax.evals import autoattack, robustness
 from mmjax.objectives.adversarial import attack_specs
+from mmjax.objectives.base import to_plain
 
 
 class ModelLogits:
@@ -95,11 +97,15 @@ def eval_examples(data_config, num_examples: int, batch_size: int, *,
 class RobustEvaluator:
   """Robust accuracy (and sanity suite, eps curve) of the model on held eval examples.
 
-  Metrics, all floats: 'robust/clean_accuracy', 'robust/accuracy' ({attack} at eps) and,
-  with `sanity`, 'robust/sanity_passed' (1/0) and 'robust/sanity/{check}' (1/0) per check;
-  failed checks are logged by name with their evidence. Files:
-  `workdir/robustness/step_{N}.json` (everything, incl. the check details) and, with
-  `curve_eps`, `workdir/robustness/step_{N}/robustness_curve.{json,png}`.
+  Metrics, all floats: 'robust/clean_accuracy', 'robust/accuracy' ({attack} at eps), the
+  same number under a key naming what produced it ('robust/{label}', e.g.
+  'robust/pgd-50x10_linf_eps0.3'), for AutoAttack the accuracy after each member
+  ('robust/after/{stage}'), with `per_modality` and several modalities each one attacked
+  alone ('robust/{modality}/accuracy', ...), and with `sanity` 'robust/sanity_passed'
+  (1/0) and 'robust/sanity/{check}' (1/0) per check; failed checks are logged by name with
+  their evidence. Files: `workdir/robustness/step_{N}.json` (everything, incl. the attack
+  settings and check details) and, with `curve_eps`,
+  `workdir/robustness/step_{N}/robustness_curve.{json,png}`.
   """
 
   def __init__(self, exp):
@@ -111,9 +117,15 @@ class RobustEvaluator:
     self.labels = self.examples.pop("label").astype(np.int32)
     self.key = jax.random.PRNGKey(exp.config.train.seed + 7)
 
-  def _specs(self, inputs, eps):
-    return attack_specs(inputs, tuple(self.cfg.modalities), eps, self.cfg.step_size,
-                        config_key="evals.robust", norm=self.cfg.norm)
+  def _specs(self, inputs, eps, modalities=None):
+    """perturb's spec trees; `modalities` (a subset, for the per-modality attacks) keeps
+    only their entries of per-modality dicts."""
+    modalities = tuple(modalities or self.cfg.modalities)
+    only = lambda v: ({m: x for m, x in v.items() if m in modalities}
+                      if isinstance(v, dict) else v)
+    return attack_specs(inputs, modalities, only(to_plain(eps)),
+                        only(to_plain(self.cfg.step_size)), config_key="evals.robust",
+                        norm=only(to_plain(self.cfg.norm)))
 
   def _accuracy_at(self, x, eps: float, common: dict) -> float:
     """Robust accuracy at a scalar eps of the curve; a given step size scales with eps
@@ -125,7 +137,33 @@ class RobustEvaluator:
           lambda s: s * eps / cfg.eps, self._specs(x, eps)["step_size"])
     return robustness.robust_accuracy(self.logits, x, self.labels, self.key,
                                       attack=cfg.attack, eps=self._specs(x, eps)["eps"],
-                                      step_size=step, **common)
+                                      step_size=step, version=cfg.version, **common)
+
+  def label(self) -> str:
+    cfg = self.cfg
+    return robustness.attack_label(cfg.attack, eps=to_plain(cfg.eps), norm=to_plain(cfg.norm),
+                                   steps=cfg.steps, restarts=cfg.restarts,
+                                   version=cfg.version)
+
+  def _attack(self, x, variables, modalities) -> dict:
+    """{'accuracy', 'stages' (AutoAttack only), 'description'} for one modality set."""
+    cfg = self.cfg
+    specs = self._specs(x, cfg.eps, modalities)
+    common = dict(norm=specs["norm"], bounds=specs["bounds"], batch_size=self.batch_size,
+                  params=variables)
+    if cfg.attack == "autoattack":
+      res = autoattack.autoattack(self.logits, x, self.labels, self.key, eps=specs["eps"],
+                                  version=cfg.version, attacks=tuple(cfg.attacks), **common)
+      for warning in res["warnings"]:
+        logging.warning("Robust eval (%s): %s", "+".join(modalities), warning)
+      return {"accuracy": res["robust_accuracy"], "stages": res["stages"],
+              "description": res["description"], "warnings": res["warnings"]}
+    acc = robustness.robust_accuracy(
+        self.logits, x, self.labels, self.key, attack=cfg.attack, eps=specs["eps"],
+        steps=cfg.steps, restarts=cfg.restarts,
+        step_size=specs["step_size"] if cfg.step_size is not None else None, **common)
+    return {"accuracy": acc, "description": f"{cfg.attack}, {cfg.steps} steps, "
+                                            f"{cfg.restarts} restart(s)"}
 
   def __call__(self, params, model_state, step: int) -> dict[str, float]:
     cfg = self.cfg
@@ -134,16 +172,32 @@ class RobustEvaluator:
     specs = self._specs(x, cfg.eps)
     common = dict(norm=specs["norm"], steps=cfg.steps, restarts=cfg.restarts,
                   bounds=specs["bounds"], batch_size=self.batch_size, params=variables)
-    step_size = specs["step_size"] if cfg.step_size is not None else None
     clean = robustness.clean_accuracy(self.logits, x, self.labels, self.batch_size,
                                       params=variables)
-    robust = robustness.robust_accuracy(self.logits, x, self.labels, self.key,
-                                        attack=cfg.attack, eps=specs["eps"],
-                                        step_size=step_size, **common)
+    modalities = tuple(cfg.modalities)
+    joint = self._attack(x, variables, modalities)
+    robust, label = joint["accuracy"], self.label()
     metrics = {"robust/clean_accuracy": clean, "robust/accuracy": robust,
-               "robust/num_examples": float(len(self.labels))}
-    report: dict[str, Any] = {"step": step, "attack": cfg.attack, "eps": cfg.eps,
-                              "metrics": dict(metrics)}
+               f"robust/{label}": robust, "robust/num_examples": float(len(self.labels))}
+    for row in joint.get("stages", ()):
+      metrics[f"robust/after/{row['attack']}"] = row["robust_accuracy"]
+    report: dict[str, Any] = {
+        "step": step, "attack": cfg.attack, "label": label, "eps": to_plain(cfg.eps),
+        "norm": to_plain(cfg.norm), "steps": cfg.steps, "restarts": cfg.restarts,
+        "step_size": to_plain(cfg.step_size), "modalities": list(modalities),
+        "description": joint["description"], "stages": joint.get("stages"),
+        "warnings": joint.get("warnings", []), "metrics": dict(metrics)}
+    if cfg.per_modality and len(modalities) > 1:
+      report["per_modality"] = {}
+      for m in modalities:
+        alone = self._attack(x, variables, (m,))
+        metrics[f"robust/{m}/accuracy"] = alone["accuracy"]
+        for row in alone.get("stages", ()):
+          metrics[f"robust/{m}/after/{row['attack']}"] = row["robust_accuracy"]
+        report["per_modality"][m] = alone
+    logging.info("Robust eval at step %d: clean %.4f, robust %.4f under %s (%s; %s at eps "
+                 "%s; %d examples).", step, clean, robust, label, joint["description"],
+                 to_plain(cfg.norm), to_plain(cfg.eps), len(self.labels))
     if cfg.sanity:
       # Default step sizes (relative to eps), so that the eps sweep scales them; the
       # robust accuracy above is reused when it was measured with them too.
@@ -159,6 +213,7 @@ class RobustEvaluator:
                         "accuracy may be overestimated (docs/robustness.md).", step, name,
                         checks[name]["detail"])
       report["sanity"] = checks
+    report["metrics"] = dict(metrics)
     out_dir = os.path.join(self.workdir, "robustness")
     if cfg.curve_eps:
       curve = {"eps": [float(e) for e in cfg.curve_eps], "accuracy": [
@@ -167,7 +222,7 @@ class RobustEvaluator:
       if jax.process_index() == 0:
         robustness.save_curve(curve, os.path.join(out_dir, f"step_{step}"),
                               attack=cfg.attack, norm=cfg.norm, steps=cfg.steps,
-                              restarts=cfg.restarts, step=step)
+                              restarts=cfg.restarts, step=step, label=label)
     if jax.process_index() == 0:
       os.makedirs(out_dir, exist_ok=True)
       with open(os.path.join(out_dir, f"step_{step}.json"), "w") as f:
@@ -175,24 +230,53 @@ class RobustEvaluator:
     return metrics
 
 
-class OverfittingGuard:
-  """Wong et al.'s early stop for single-step adversarial training.
+EARLY_STOP_FILE = "early_stop.json"
 
-  Every `adversarial.guard_every` steps it measures PGD accuracy (`guard_steps` steps,
-  eps = adversarial.eps) on a held training batch, the first batch of the training data.
-  If it falls by more than `guard_max_drop` since the previous check, or FGSM accuracy on
-  the same batch exceeds it by more than `guard_max_gap` (a single-step attack that no
-  longer finds what PGD finds: the gradient-masked state of catastrophic overfitting,
-  which a fall never shows when it set in before the first check), training is
-  catastrophically overfitting: `check` says stop, and the trainer keeps the parameters
-  of the previous check (or the initial ones). The previous accuracy persists in
-  `workdir/guard.json`, so a resumed run compares against the check before the
-  interruption.
+
+def early_stop_record(workdir: str) -> dict | None:
+  """The guard's record of an early stop in `workdir` (early_stop.json), or None."""
+  path = os.path.join(workdir, EARLY_STOP_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def early_stop_metrics(record: dict | None) -> dict[str, float]:
+  """Eval fields that say a run was stopped early: {} for a run that was not."""
+  if record is None:
+    return {}
+  return {"guard/stopped": 1.0, "guard/stopped_at_step": float(record["step"]),
+          "guard/parameters_of_step": float(record["parameters_of_step"]),
+          "guard/best_pgd_accuracy": float(record["best_pgd_accuracy"]),
+          "guard/pgd_accuracy": float(record["pgd_accuracy"])}
+
+
+class OverfittingGuard:
+  """Wong et al.'s early stop for single-step adversarial training, made safe.
+
+  Every `adversarial.guard_every` steps from `guard_start` on, it measures PGD accuracy
+  (`guard_steps` steps at adversarial.eps) and FGSM accuracy on a held training batch (the
+  first batch of the training data, as the step saw it). It keeps a device copy of the
+  state at the best PGD accuracy so far. When PGD accuracy falls more than
+  `guard_max_drop` below that best at `guard_patience` checks in a row (catastrophic
+  overfitting: robustness to multi-step attacks collapses within an epoch and stays
+  collapsed; a transient dip recovers), `after_step` returns the best state (its step
+  counter set to now, so the data position stays consistent) and says stop.
+
+  What this never does: stop on a single noisy check early in training, or restore
+  parameters older than its first check (before it there is no best to fall from); a run
+  whose first check is already collapsed trains on, and the eval shows it. The FGSM-PGD
+  gap is recorded with each check as a diagnostic only: early in a healthy run FGSM
+  accuracy far exceeds PGD accuracy too. History persists in `workdir/guard.json`; a
+  resumed run compares against the best check before the resume and, as the parameters of
+  that check are not saved, keeps the resumed state as its fallback (never older than the
+  first check).
   """
 
-  def __init__(self, exp, held_batch: dict, start_step: int):
+  def __init__(self, exp, held_batch: dict, start_step: int, state):
     adv = exp.config.adversarial
-    self.adv = adv
+    self.adv, self.workdir = adv, exp.workdir
     self.logits = exp.model_logits
     self.batch = {k: np.asarray(v) for k, v in held_batch.items() if k != "mask"}
     if "label" not in self.batch:
@@ -206,15 +290,22 @@ class OverfittingGuard:
         # Checks after the step this run resumes from belong to a lost future (e.g. a
         # rerun from scratch without checkpoints): forget them.
         self.history = [h for h in json.load(f)["history"] if h["step"] <= start_step]
+    self.best_state = _copy(state) if self.history else None
+    self.record: dict | None = None   # the early stop, once it happened
+    self.fallen_checks = 0   # consecutive checks below best - guard_max_drop
     self.key = jax.random.PRNGKey(exp.config.train.seed + 11)
 
   @property
-  def previous(self) -> float | None:
-    return self.history[-1]["pgd_accuracy"] if self.history else None
+  def best(self) -> dict | None:
+    """The check with the highest PGD accuracy so far (the earliest among equals)."""
+    return max(reversed(self.history), key=lambda h: h["pgd_accuracy"], default=None)
 
-  def check(self, params, model_state, step: int) -> tuple[dict[str, float], str]:
-    """-> ({'pgd_accuracy', 'fgsm_accuracy'} on the held batch, why training must stop:
-    '' (it need not), 'drop' or 'gap')."""
+  def due(self, step: int) -> bool:
+    adv = self.adv
+    return step >= adv.guard_start and step % adv.guard_every == 0
+
+  def measure(self, params, model_state) -> dict[str, float]:
+    """{'pgd_accuracy', 'fgsm_accuracy'} on the held batch."""
     adv = self.adv
     variables = model_variables(params, model_state)
     x = self.logits.inputs(variables, self.batch, len(self.labels))
@@ -222,20 +313,62 @@ class OverfittingGuard:
                          config_key="adversarial", norm=adv.norm)
     common = dict(eps=specs["eps"], norm=specs["norm"], bounds=specs["bounds"],
                   batch_size=len(self.labels), params=variables)
-    acc = robustness.robust_accuracy(
+    pgd = robustness.robust_accuracy(
         self.logits, x, self.labels, self.key, attack="pgd", steps=adv.guard_steps,
         step_size=specs["step_size"] if adv.guard_step_size is not None else None,
         **common)
     fgsm = robustness.robust_accuracy(self.logits, x, self.labels, self.key,
                                       attack="fgsm", **common)
-    why = ""
-    if self.previous is not None and acc < self.previous - adv.guard_max_drop:
-      why = "drop"
-    elif adv.guard_max_gap and fgsm - acc > adv.guard_max_gap:
-      why = "gap"
-    if not why:
-      self.history.append({"step": step, "pgd_accuracy": acc, "fgsm_accuracy": fgsm})
+    return {"pgd_accuracy": pgd, "fgsm_accuracy": fgsm}
+
+  def after_step(self, state, step: int, writer) -> tuple[Any, bool]:
+    """-> (state, stop). On a collapse, the state holds the best check's parameters."""
+    if not self.due(step):
+      return state, False
+    accs = self.measure(state.params, state.model_state)
+    best = self.best
+    acc = accs["pgd_accuracy"]
+    fallen = best is not None and acc < best["pgd_accuracy"] - self.adv.guard_max_drop
+    self.fallen_checks = self.fallen_checks + 1 if fallen else 0
+    collapsed = self.fallen_checks >= self.adv.guard_patience
+    writer.write(step, "guard", dict(accs, stopped=float(collapsed), fallen=float(fallen)))
+    if fallen and not collapsed:
+      logging.warning("overfitting guard at step %d: PGD accuracy %.4f is more than %g below "
+                      "its best %.4f (step %d); %d more such check(s) stop the run.", step,
+                      acc, self.adv.guard_max_drop, best["pgd_accuracy"], best["step"],
+                      self.adv.guard_patience - self.fallen_checks)
+    if not collapsed:
+      self.history.append({"step": step, **accs})
+      if best is None or acc > best["pgd_accuracy"]:
+        self.best_state = _copy(state)
       if jax.process_index() == 0:
         with open(self.path, "w") as f:
           json.dump({"history": self.history}, f, indent=2)
-    return {"pgd_accuracy": acc, "fgsm_accuracy": fgsm}, why
+      logging.info("overfitting guard at step %d: PGD accuracy %.4f (best %.4f), FGSM %.4f "
+                   "on the held batch.", step, acc, self.best["pgd_accuracy"],
+                   accs["fgsm_accuracy"])
+      return state, False
+    kept = int(jax.device_get(self.best_state.step))
+    record = {"step": step, "parameters_of_step": kept, "reason": "drop",
+              "pgd_accuracy": acc, "fgsm_accuracy": accs["fgsm_accuracy"],
+              "best_pgd_accuracy": best["pgd_accuracy"], "best_step": best["step"]}
+    logging.error(
+        "\n%s\nCATASTROPHIC OVERFITTING at step %d: PGD accuracy on the held training batch "
+        "fell to %.4f from its best %.4f (step %d), more than adversarial.guard_max_drop="
+        "%g. Training STOPS here with the parameters of step %d; the final eval measures "
+        "them and reports guard/stopped=1. Details: %s. Remedies: a smaller "
+        "adversarial.step_size, adversarial.clip_start=False on saturated inputs, or PGD "
+        "training.\n%s", "!" * 78, step, acc, best["pgd_accuracy"], best["step"],
+        self.adv.guard_max_drop, kept, os.path.join(self.workdir, EARLY_STOP_FILE), "!" * 78)
+    self.record = record
+    if jax.process_index() == 0:
+      with open(os.path.join(self.workdir, EARLY_STOP_FILE), "w") as f:
+        json.dump(record, f, indent=2)
+    # Keep the step counter (and so the data position) at `step`: the checkpoint written
+    # now is consistent, and a rerun resumes here and sees the early-stop file.
+    return self.best_state.replace(step=state.step), True
+
+
+def _copy(state):
+  """A device copy of `state` that survives the train step donating `state`."""
+  return jax.tree.map(jnp.copy, state)
