@@ -62,7 +62,7 @@ def apgd_run(prob, key, *, steps, random_start):
     z = prob.ascend(x, s["g"], scale=s["scale"])
     x_new = prob.project([xi + (alpha * (zi - xi) + (1 - alpha) * (xi - pi)).astype(xi.dtype)
                           for xi, zi, pi in zip(x, z, x_prev)])
-    loss, g = prob.value_and_grad(x_new)
+    loss, g = prob.value_and_grad(x_new, i + 1)   # a random model's fresh draws per step
     count = s["count"] + (loss > s["loss"])
     improved = loss > s["best_loss"]
     best_x = where(improved, x_new, s["best_x"])

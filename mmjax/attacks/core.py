@@ -70,8 +70,10 @@ def default_step(attack, eps, steps):
 class Problem:
   """The float leaves of `inputs`, their specs, and the loss over them."""
 
-  def __init__(self, loss_fn, specs, float_idx, leaves, treedef):
+  def __init__(self, loss_fn, specs, float_idx, leaves, treedef, noise_key=None, eot=1):
     self.loss_fn, self.treedef, self.leaves = loss_fn, treedef, leaves
+    # A random model: loss_fn(inputs, key), its gradients averaged over `eot` draws.
+    self.noise_key, self.eot = noise_key, eot
     self.float_idx = float_idx
     self.x0 = [leaves[i] for i in float_idx]
     self.specs = specs
@@ -83,16 +85,29 @@ class Problem:
       leaves[i] = x
     return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
-  def loss(self, xs):
-    return self.loss_fn(self.merge(xs)).astype(jnp.float32)
+  def loss(self, xs, draw=0):
+    """Per-example loss [B]; a random model's at its `draw`-th noise key."""
+    if self.noise_key is None:
+      return self.loss_fn(self.merge(xs)).astype(jnp.float32)
+    key = jax.random.fold_in(self.noise_key, draw)
+    return self.loss_fn(self.merge(xs), key).astype(jnp.float32)
 
-  def value_and_grad(self, xs):
-    """-> (loss [B], grads like xs). Per-example losses are independent, so grad(sum)."""
-    def total(xs):
-      l = self.loss(xs)
+  def value_and_grad(self, xs, draw=0):
+    """-> (loss [B], grads like xs). Per-example losses are independent, so grad(sum).
+
+    A random model's loss and gradient are the means over `eot` noise draws of step
+    `draw` (Expectation over Transformation, Athalye et al. 2018; AutoAttack's 'rand')."""
+    def total(xs, d):
+      l = self.loss(xs, d)
       return jnp.sum(l), l
-    (_, l), g = jax.value_and_grad(total, has_aux=True)(xs)
-    return l, g
+    if self.noise_key is None or self.eot == 1:
+      (_, l), g = jax.value_and_grad(total, has_aux=True)(xs, draw)
+      return l, g
+    draws = draw * self.eot + jnp.arange(self.eot)
+    ls, gs = jax.lax.map(
+        lambda d: (lambda r: (r[0][1], r[1]))(
+            jax.value_and_grad(total, has_aux=True)(xs, d)), draws)
+    return jnp.mean(ls, 0), [jnp.mean(g, 0).astype(x.dtype) for g, x in zip(gs, xs)]
 
   def project(self, xs):
     """Back into the eps-ball around the clean point, then into bounds.
@@ -135,7 +150,8 @@ def keep_best(best_x, best_loss, x, loss):
   return best_x, jnp.where(better, loss, best_loss)
 
 
-def make_problem(loss_fn, inputs, *, attack, eps, step_size, steps, norm, bounds):
+def make_problem(loss_fn, inputs, *, attack, eps, step_size, steps, norm, bounds,
+                 noise_key=None, eot=1):
   leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(inputs)
   leaves = [jnp.asarray(v) for _, v in leaves_with_path]
   float_idx = [i for i, v in enumerate(leaves) if _is_float(v)]
@@ -155,7 +171,7 @@ def make_problem(loss_fn, inputs, *, attack, eps, step_size, steps, norm, bounds
     specs.append(LeafSpec(e, st, n, _check_bounds(b)))
   if not float_idx:
     return None
-  return Problem(loss_fn, specs, float_idx, leaves, treedef)
+  return Problem(loss_fn, specs, float_idx, leaves, treedef, noise_key, eot)
 
 
 def _fab_score(prob, xs):
@@ -167,7 +183,7 @@ def _fab_score(prob, xs):
 
 def perturb(loss_fn, inputs, key, *, attack, eps, step_size=None, steps=10, norm="linf",
             restarts=1, bounds=None, random_start=True, best_iterate=True, clip_start=True,
-            queries=5000):
+            queries=5000, noise_key=None, eot=1):
   """Adversarial inputs maximising `loss_fn` within an eps-ball; pure and jit-able.
 
   Args:
@@ -197,6 +213,9 @@ def perturb(loss_fn, inputs, key, *, attack, eps, step_size=None, steps=10, norm
     clip_start: clip the random start into `bounds` (Wong et al.'s CIFAR and Madry et al.'s
       code) or not (Wong et al.'s MNIST code: only each step's result is clipped).
     queries: Square's query budget per restart (AutoAttack: 5,000).
+    noise_key, eot: for a random model, `loss_fn(adv_inputs, key)` and a key for its
+      noise; APGD then averages each step's gradient over `eot` draws (EOT), the other
+      attacks use one fixed draw. None: `loss_fn(adv_inputs)`, deterministic.
   Returns:
     adv_inputs, same structure/shapes/dtypes as `inputs`, within the eps-ball and bounds.
   """
@@ -213,7 +232,7 @@ def perturb(loss_fn, inputs, key, *, attack, eps, step_size=None, steps=10, norm
   if not isinstance(restarts, int) or restarts < 1:
     raise ConfigError(f"restarts must be a positive int, got {restarts!r}.")
   prob = make_problem(loss_fn, inputs, attack=attack, eps=eps, step_size=step_size,
-                      steps=steps, norm=norm, bounds=bounds)
+                      steps=steps, norm=norm, bounds=bounds, noise_key=noise_key, eot=eot)
   if prob is None:
     return inputs
 

@@ -8,9 +8,10 @@ Versions (the reference's `set_version`, Linf and L2):
   standard  APGD-CE (1 restart), APGD-T (9 targets), FAB-T (9 targets), Square (5,000
             queries); APGD and FAB 100 iterations, Square p_init 0.8.
   plus      APGD-CE (5 restarts), APGD-DLR (5), FAB (5), Square (1), APGD-T (1), FAB-T (1).
-  rand      APGD-CE and APGD-DLR with EOT over 20 draws, for randomised defences. A
-            `logits_fn` here is a pure function of its inputs, so its gradients are
-            deterministic and EOT's average equals one draw: 'rand' runs one draw per step.
+  rand      APGD-CE and APGD-DLR with EOT over 20 draws, for randomised defences: with
+            `random_logits=True`, `logits_fn` takes a PRNG key last and each APGD step
+            averages the gradients of 20 fresh draws. A deterministic `logits_fn` has one
+            gradient, which 20 draws would only repeat: it runs one.
   custom    `attacks`: any sequence of stage names (mmjax.evals.robustness.STAGES).
 
 Each stage sees only the points no earlier stage broke, so the per-stage accuracies are
@@ -67,7 +68,8 @@ def describe(version: str, attacks=None) -> str:
 
 
 def autoattack(logits_fn, x, y, key, *, eps, norm="linf", version="standard", attacks=None,
-               bounds=(0., 1.), batch_size=256, params=None, step_size=None) -> dict:
+               bounds=(0., 1.), batch_size=256, params=None, step_size=None,
+               random_logits=False) -> dict:
   """Robust accuracy under an AutoAttack version, stage by stage.
 
   Args:
@@ -75,6 +77,9 @@ def autoattack(logits_fn, x, y, key, *, eps, norm="linf", version="standard", at
       `mmjax.evals.robustness.robust_accuracy` (x [N,...] array or per-modality pytree,
       eps/norm scalars or per-modality dicts).
     version: 'standard' | 'plus' | 'rand' | 'custom'; attacks: stage names for 'custom'.
+    random_logits: `logits_fn` takes a PRNG key as its last argument (a randomised
+      defence, e.g. noise or random transforms in eval mode); with version='rand' APGD then
+      averages each step's gradient over 20 draws (EOT).
     step_size: must stay None (every AutoAttack member sets its own steps); given only so
       that a caller passing a PGD step size gets a clear error instead of a weaker attack.
   Returns:
@@ -98,7 +103,8 @@ def autoattack(logits_fn, x, y, key, *, eps, norm="linf", version="standard", at
   robust = robustness.run_stages(
       logits_fn, x, y, key, stages=list(stages), eps=eps, norm=norm, steps=ITERATIONS,
       step_size=step_size, bounds=bounds, batch_size=batch_size, params=params,
-      queries=QUERIES, on_stage=on_stage)
+      queries=QUERIES, on_stage=on_stage, random_logits=random_logits,
+      eot=EOT_ITERATIONS if version == "rand" and random_logits else 1)
   return dict(result, clean_accuracy=clean[0], stages=table,
               robust_accuracy=float(np.mean(robust)), robust=robust,
               warnings=square_warnings(table))

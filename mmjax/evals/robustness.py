@@ -35,6 +35,7 @@ EVAL_ATTACKS = STAGES + ("ensemble", "autoattack")
 # Stages whose attack sets its own step sizes: a PGD `step_size` is refused for them.
 OWN_STEP_STAGES = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")
 N_TARGETS = 9   # AutoAttack's target count for APGD-T and FAB-T
+_NOISE = 2**20   # fold_in constant of a random model's noise keys
 # Stable codes for the per-run keys (fold_in), so adding a stage changes no other's draws.
 _CODES = {"fgsm": 0, "pgd": 1, "apgd-ce": 2, "apgd-t": 3, "apgd-dlr": 4, "fab": 5,
           "fab-t": 6, "square": 7}
@@ -78,9 +79,9 @@ class _IgnoreParams:
   def __init__(self, fn):
     self.fn = fn
 
-  def __call__(self, params, x):
+  def __call__(self, params, *args):
     del params
-    return self.fn(x)
+    return self.fn(*args)
 
   def __hash__(self):
     return hash(self.fn)
@@ -98,14 +99,14 @@ def _with_params(logits_fn, params):
 
 # Small caches keyed on the callable: a closure over parameters stays alive while cached,
 # so callers evaluating many parameter values should pass `params` instead.
-def _attack_loss(kind, logits_fn, x, y, target_rank):
+def _attack_loss(kind, logits_fn, clean, y, target_rank):
   """The per-example loss a run maximises. kind: 'ce', 'dlr' (untargeted DLR), 'dlr-t'
   (targeted DLR against the clean point's `target_rank`-th other class), 'margin'
   (Square), 'diff-t' (FAB-T: z_t - z_y, [B]) or 'diffs' (FAB: z_j - z_y for every other
-  class, [B,K-1]). With too few classes for DLR's denominator the margin stands in."""
+  class, [B,K-1]). With too few classes for DLR's denominator the margin stands in.
+  `clean`: the clean logits [B,K], which rank the target classes."""
   if kind == "ce":
     return lambda a: cross_entropy(logits_fn(a), y)
-  clean = logits_fn(x)
   k = clean.shape[-1]
   if kind == "margin" or (kind == "dlr" and k < 3):
     return lambda a: margin(logits_fn(a), y)
@@ -131,14 +132,28 @@ def _attack_loss(kind, logits_fn, x, y, target_rank):
 # Small caches keyed on the callable: a closure over parameters stays alive while cached,
 # so callers evaluating many parameter values should pass `params` instead.
 @functools.lru_cache(maxsize=32)
-def _runner(apply, attack, loss_kind, norm, steps, bounds, has_step, random_start, queries):
-  """jitted fn(params, x, y, idx, run_key, eps, step, target_rank) -> adv-correct [B]."""
+def _runner(apply, attack, loss_kind, norm, steps, bounds, has_step, random_start, queries,
+            random_logits=False, eot=1):
+  """jitted fn(params, x, y, idx, run_key, eps, step, target_rank) -> adv-correct [B].
+
+  random_logits: `apply(params, x, key)` is a random model; its noise key is one per run
+  (a random model's batch shares its noise), APGD averages `eot` draws per step, and the
+  final prediction is one more draw."""
   norm, bounds = _thaw(norm), _thaw(bounds)
 
   def run(params, x, y, idx, run_key, eps, step, target_rank):
-    logits_fn = functools.partial(apply, params)
     keys = jax.vmap(lambda i: jax.random.fold_in(run_key, i))(idx)
-    loss_fn = _attack_loss(loss_kind, logits_fn, x, y, target_rank)
+    if random_logits:
+      noise = jax.random.fold_in(run_key, _NOISE)
+      logits_at = lambda a, k: apply(params, a, k)
+      clean = logits_at(x, noise)
+      loss_fn = lambda a, k: _attack_loss(loss_kind, lambda b: logits_at(b, k), clean, y,
+                                          target_rank)(a)
+      final_logits = lambda a: logits_at(a, jax.random.fold_in(noise, _NOISE))
+    else:
+      noise = None
+      final_logits = logits_fn = functools.partial(apply, params)
+      loss_fn = _attack_loss(loss_kind, logits_fn, logits_fn(x), y, target_rank)
     if attack == "fab":
       # As the reference's FAB-T: any misclassification is a success, not only crossing the
       # target's boundary.
@@ -150,15 +165,17 @@ def _runner(apply, attack, loss_kind, norm, steps, bounds, has_step, random_star
     else:
       adv = perturb(loss_fn, x, keys, attack=attack, eps=eps,
                     step_size=step if has_step else None, steps=steps, norm=norm,
-                    restarts=1, bounds=bounds, random_start=random_start, queries=queries)
-    return jnp.argmax(logits_fn(adv), axis=-1) == y
+                    restarts=1, bounds=bounds, random_start=random_start, queries=queries,
+                    noise_key=noise, eot=eot)
+    return jnp.argmax(final_logits(adv), axis=-1) == y
 
   return jax.jit(run)
 
 
 @functools.lru_cache(maxsize=4)
 def _predict(apply):
-  return jax.jit(lambda params, x: jnp.argmax(apply(params, x), axis=-1))
+  """jitted fn(params, x, *key) -> argmax labels [B]; a random model takes its key."""
+  return jax.jit(lambda params, x, *key: jnp.argmax(apply(params, x, *key), axis=-1))
 
 
 def _cached(fn, *args):
@@ -168,15 +185,17 @@ def _cached(fn, *args):
     return fn.__wrapped__(*args)
 
 
-def clean_correct(logits_fn, x, y, batch_size=256, *, params=None):
-  """Per-example clean correctness. x: array/pytree [N,...], y [N] -> bool numpy [N]."""
+def clean_correct(logits_fn, x, y, batch_size=256, *, params=None, noise_key=None):
+  """Per-example clean correctness. x: array/pytree [N,...], y [N] -> bool numpy [N].
+  noise_key: a random model's key (`logits_fn(..., x, key)`), one draw."""
   apply, params = _with_params(logits_fn, params)
   y = np.asarray(y)
   n = len(y)
   out = np.zeros(n, bool)
   predict = _cached(_predict, apply)
   for pos, real in _batches(np.arange(n), min(batch_size, n)):
-    pred = np.asarray(predict(params, _take(x, pos)))
+    key = () if noise_key is None else (noise_key,)
+    pred = np.asarray(predict(params, _take(x, pos), *key))
     out[pos[:real]] = pred[:real] == y[pos[:real]]
   return out
 
@@ -265,22 +284,30 @@ def check_attack_args(stages, step_size, restarts, batch_size, eps):
 
 def run_stages(logits_fn, x, y, key, *, stages, eps, norm="linf", steps=10,
                step_size=None, bounds=(0., 1.), batch_size=256, params=None, queries=5000,
-               n_targets=N_TARGETS, on_stage=None):
+               n_targets=N_TARGETS, on_stage=None, random_logits=False, eot=1):
   """Clean correctness, then each stage in order on the points still robust.
 
   stages: [(stage name, restarts)] from STAGES. on_stage(stage, robust [N] bool, seconds):
   called with 'clean' first and then after each stage (AutoAttack's per-stage table).
+  random_logits: `logits_fn` takes a PRNG key last (a randomised defence); APGD averages
+  its gradients over `eot` draws per step (EOT) and every prediction is one draw.
   -> robust bool numpy [N].
   """
+  if random_logits and any(s.startswith("fab") for s, _ in stages):
+    raise ConfigError("FAB needs a deterministic model (its linearised boundary steps); "
+                      "evaluate a random model with version='rand' or APGD and Square.")
   for stage, restarts in stages:
     check_attack_args([stage], step_size, restarts, batch_size, eps)
   y = np.asarray(y).astype(np.int32)
   n = len(y)
   if _batch_size(x) != n:
     raise ConfigError(f"x has {_batch_size(x)} examples but y has {n}.")
-  robust = clean_correct(logits_fn, x, y, batch_size, params=params)
+  noise = (jax.random.fold_in(key, _NOISE),) if random_logits else ()
+  robust = clean_correct(logits_fn, x, y, batch_size, params=params,
+                         noise_key=noise[0] if noise else None)
   apply, params = _with_params(logits_fn, params)
-  num_classes = int(jax.eval_shape(apply, params, _take(x, np.arange(1))).shape[-1])
+  num_classes = int(jax.eval_shape(apply, params, _take(x, np.arange(1)),
+                                   *noise).shape[-1])
   eps_arg = jax.tree_util.tree_map(lambda e: jnp.asarray(e, jnp.float32), eps)
   step_arg = (jax.tree_util.tree_map(lambda e: jnp.asarray(e, jnp.float32), step_size)
               if step_size is not None else jnp.zeros(()))
@@ -293,7 +320,8 @@ def run_stages(logits_fn, x, y, key, *, stages, eps, norm="linf", steps=10,
       if not len(alive):
         break
       fn = _cached(_runner, apply, run.attack, run.loss, _freeze(norm), steps,
-                   _freeze(bounds), step_size is not None, run.random_start, queries)
+                   _freeze(bounds), step_size is not None, run.random_start, queries,
+                   random_logits, eot)
       run_key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
           key, _CODES[stage]), run.target), run.restart)
       # Fixed padded size over the whole data, so each runner compiles once per shape.
