@@ -211,6 +211,7 @@ def test_params_as_an_argument_compile_once_and_match_the_closure():
     return jnp.stack([-s / 2, s / 2], axis=-1)
 
   x, y = linear_data()
+  shapes = set()
   for scale in (1.0, 0.5, 2.0):
     w = jnp.asarray(W * scale)
     got = R.robust_accuracy(apply, x, y, KEY, attack="pgd", eps=0.1, steps=3, bounds=None,
@@ -218,6 +219,8 @@ def test_params_as_an_argument_compile_once_and_match_the_closure():
     want = R.robust_accuracy(lambda x: apply(w, x), x, y, KEY, attack="pgd", eps=0.1,
                              steps=3, bounds=None)
     assert got == want
-  # New parameter values reused one compiled attack.
-  runner = R._runner(apply, "pgd", "ce", "linf", 3, None, False, True, 5000)
-  assert runner._cache_size() == 1
+    alive = int(R.clean_correct(apply, x, y, params=w).sum())
+    shapes.add(R.padded_size(alive, min(256, len(y))))
+  # New parameter values reused the compiled attack of their batch shape.
+  runner = R._runner(apply, "pgd", "ce", "linf", 3, None, False, True, 5000, False, 1)
+  assert runner._cache_size() == len(shapes)
