@@ -43,5 +43,10 @@ setup(
         # The PyTorch side of the throughput comparison (mmjax/bench/torch_gpt.py,
         # bench.compare 'torch_eager'/'torch_compile') only.
         "bench": ["torch>=2.3"],
+        # The AutoAttack side-by-side (benchmarks/autoattack_reference.py,
+        # mmjax/bench/torch_mirror.py); then `pip install --no-deps torchattacks==3.5.1`:
+        # its metadata pins requests~=2.25.1 (a downgrade TensorFlow's stack does not want)
+        # and pulls torchvision, which the attacks never import.
+        "reference": ["torch>=2.3", "scipy>=1.10"],
     },
 )
