@@ -258,6 +258,9 @@ class ProbeEvaluator:
           step_size=specs["step_size"] if cfg.attack_step_size else None,
           bounds=specs["bounds"],
           batch_size=self.batch_size, params={"model": variables, "probe": probe})
+      label = robustness.attack_label(cfg.attack, eps=cfg.eps, norm=cfg.norm,
+                                      steps=cfg.attack_steps, restarts=1)
+      metrics[f"probe/robust/{label}"] = metrics["probe/robust_accuracy"]
     if cfg.random_baseline:
       if self.random_init_accuracy is None:
         # The very parameters training started from (train.seed): the fairest baseline,

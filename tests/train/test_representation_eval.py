@@ -102,6 +102,7 @@ def test_probe_on_a_single_modality_model_reads_its_pooled_features(model, tiny_
   # Random features of digits already separate them well above chance (10%).
   assert 0.3 < metrics["probe/accuracy"] <= 1.0
   assert 0.0 <= metrics["probe/robust_accuracy"] < metrics["probe/accuracy"]
+  assert metrics["probe/robust/pgd-5x1_linf_eps0.3"] == metrics["probe/robust_accuracy"]
   if model["name"] == "mnist_cnn":
     # A step too small to move far from the random start is a much weaker attack.
     evaluator.cfg.attack_step_size = 1e-6
