@@ -269,9 +269,6 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train",
   if adv.kind != "none" and not hasattr(adv.eps, "items") and adv.eps <= 0:
     raise ConfigError(f"adversarial.kind={adv.kind!r} needs a positive adversarial.eps, "
                       "e.g. --config.adversarial.eps=0.3 (MNIST) or 0.031 (CIFAR-10).")
-  if adv.kind == "free" and accum != 1:
-    raise ConfigError("adversarial.kind='free' replays whole batches and cannot be combined "
-                      "with optim.grad_accum_steps > 1; set one of them back to default.")
   if adv.guard_every and adv.kind == "none":
     raise ConfigError("adversarial.guard_every is set but adversarial.kind is 'none': the "
                       "catastrophic-overfitting guard watches adversarial training.")

@@ -41,7 +41,8 @@ from mmjax import attacks
 from mmjax.attacks import core as attacks_core
 from mmjax.errors import ConfigError
 from mmjax.objectives import losses
-from mmjax.objectives.base import Objective, example_weights, require_output, to_plain
+from mmjax.objectives.base import (Objective, StepContract, example_weights, require_output,
+                                   to_plain)
 
 KINDS = ("none", "madry", "combined", "trades", "alum", "freelb", "free")
 ATTACK_LOSSES = ("objective", "ce")
@@ -51,7 +52,7 @@ DEFAULT_BOUNDS = {"image": (0.0, 1.0)}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Adversarial:
+class Adversarial(StepContract):
   """The loss_fn of docs/interfaces.md around `objective`; see the module docstring."""
   objective: Objective
   kind: str = "madry"
@@ -99,14 +100,21 @@ class Adversarial:
                         "(free adversarial training's minibatch replays, e.g. 8).")
 
   @property
-  def uses_replays(self) -> bool:
+  def makes_own_updates(self) -> bool:
     """True for 'free': the train step must call `replay_updates` instead of grad."""
     return self.kind == "free"
 
   @property
   def updates_per_step(self) -> int:
     """Optimizer updates per train step: `replays` for 'free', else 1."""
-    return self.replays if self.uses_replays else 1
+    return self.replays if self.makes_own_updates else 1
+
+  def check_step(self, *, grad_accum_steps: int) -> None:
+    """'free' replays whole batches: no gradient accumulation."""
+    if self.makes_own_updates and grad_accum_steps != 1:
+      raise ConfigError("adversarial.kind='free' replays whole batches and cannot be "
+                        f"combined with optim.grad_accum_steps={grad_accum_steps} > 1; set "
+                        "one of them back to default.")
 
   # ---- the attack ----
   def _attack_specs(self, inputs: dict) -> dict:
@@ -255,7 +263,7 @@ class Adversarial:
     """An attacks.core.Problem over `clean_inputs`, for its projection geometry and
     random start. Default step: eps for 'free' (Shafahi et al.), 2.5·eps/steps else."""
     prob = attacks_core.make_problem(
-        None, clean_inputs, attack="fgsm" if self.uses_replays else "pgd",
+        None, clean_inputs, attack="fgsm" if self.makes_own_updates else "pgd",
         steps=self.steps, **self._attack_specs(clean_inputs))
     if prob is None:
       raise ConfigError(f"adversarial.kind={self.kind!r} found no float inputs to perturb.")

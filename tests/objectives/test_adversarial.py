@@ -175,7 +175,7 @@ def test_free_replays_at_eps_zero_are_plain_sgd_steps(cnn):
   model, batch, params = cnn
   base = make_objective(dict(name="supervised"), model)
   free = make_adversarial(dict(kind="free", eps=0.0, replays=3), base)
-  assert free.uses_replays and free.updates_per_step == 3
+  assert free.makes_own_updates and free.updates_per_step == 3
   tx = optax.sgd(0.1)
   got, _, _, loss, metrics, _ = free.replay_updates(tx, params, tx.init(params), {}, batch,
                                                     RNG)
