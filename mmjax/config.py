@@ -3,7 +3,9 @@
 Every config file builds on `default_config()`, so each section has a known set of keys:
 an override of a key that does not exist is an error, not a silent no-op. `model` and
 `objective` are free-form here because their keys depend on the chosen model/objective;
-`build_model` and `make_objective` check those against the chosen class.
+`build_model` and `make_objective` check those against the chosen class. So are the
+options of the chosen adversarial method (`adversarial.beta` for TRADES, ...): the method
+checks them when `make_adversarial` builds it, before any compute.
 """
 from __future__ import annotations
 
@@ -59,13 +61,15 @@ def default_config() -> ml_collections.ConfigDict:
   )
   c.model = ml_collections.ConfigDict({"name": "vit"})
   c.objective = ml_collections.ConfigDict({"name": "supervised"})
-  # kind: none | madry | combined | trades | alum | freelb | free
-  # (mmjax/objectives/adversarial.py; docs/robustness.md).
+  # kind: none | madry | combined | trades | alum | freelb | free, or a registered plug-in
+  # (mmjax/objectives/adversarial/; docs/robustness.md). The options every method shares
+  # are here; a method's own (combined: lam, clean_weight; trades: beta; alum: lam,
+  # consistency_on; free: replays) are set when that method is chosen and checked by it.
+  # eps is unset: a method without an eps is an error, not a silent clean run.
   c.adversarial = dict(
-      kind="none", modalities=("image",), attack="pgd", eps=per_modality(0.0),
+      kind="none", modalities=("image",), attack="pgd", eps=per_modality(None),
       step_size=per_modality(None), steps=10, restarts=1, norm=per_modality("linf"),
-      lam=1.0, clean_weight=1.0, beta=6.0, attack_loss="objective",
-      consistency_on="logits", replays=4,
+      attack_loss="objective",
       # PGD returns its last iterate in training, as Madry et al. and TRADES do (one
       # forward pass cheaper); True keeps each example's highest-loss iterate.
       best_iterate=False,
@@ -196,7 +200,10 @@ def check_override_keys(argv: Sequence[str]) -> None:
   ml_collections' flag parser reports an unknown key as a bare AttributeError traceback;
   checking first gives one clear sentence instead, before anything runs. A field of the
   model class that the config file leaves at its default (e.g. `model.attention`,
-  `model.lora_rank`) is a valid key too: `mmjax.main` lets such overrides add it.
+  `model.lora_rank`) is a valid key too: `mmjax.main` lets such overrides add it. So is
+  any `adversarial.KEY`: a method's own options (e.g. `adversarial.beta`) depend on the
+  chosen method, which checks them (naming a misspelt one) when `make_adversarial` builds
+  it, before any compute; config.py imports no component to know them.
   """
   config = None
   for arg in argv:
@@ -216,6 +223,8 @@ def check_override_keys(argv: Sequence[str]) -> None:
         node, walked = node[part], walked + [part]
         continue
       keys = set(node.keys()) if isinstance(node, ml_collections.ConfigDict) else set()
+      if walked == ["adversarial"] and m["key"] == f"adversarial.{part}":
+        break   # a method's own option (a value: nothing below it), checked by the method
       if walked == ["model"]:
         fields = model_fields(config.model) if fields is None else fields
         if part in fields:
@@ -265,13 +274,9 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train",
                       f"{n_dev} {devices}; use a multiple of {n_dev}.")
   if not 0.0 <= config.optim.ema_decay < 1.0:
     raise ConfigError(f"optim.ema_decay={config.optim.ema_decay} must be in [0, 1).")
+  # The adversarial method checks its own options when built (make_adversarial); the
+  # overfitting guard is the trainer's.
   adv = config.adversarial
-  if adv.kind != "none" and not hasattr(adv.eps, "items") and adv.eps <= 0:
-    raise ConfigError(f"adversarial.kind={adv.kind!r} needs a positive adversarial.eps, "
-                      "e.g. --config.adversarial.eps=0.3 (MNIST) or 0.031 (CIFAR-10).")
-  if adv.kind == "free" and accum != 1:
-    raise ConfigError("adversarial.kind='free' replays whole batches and cannot be combined "
-                      "with optim.grad_accum_steps > 1; set one of them back to default.")
   if adv.guard_every and adv.kind == "none":
     raise ConfigError("adversarial.guard_every is set but adversarial.kind is 'none': the "
                       "catastrophic-overfitting guard watches adversarial training.")

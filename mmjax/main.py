@@ -24,9 +24,11 @@ from mmjax import config as config_lib
 from mmjax.errors import MmjaxError
 
 # accept_new_attributes: an override may add a model field that the config file leaves
-# at the model class's default (--config.model.attention=xla); every other unknown key is
-# refused first by config_lib.check_override_keys, with the valid keys named. ml_collections
-# allows that only on an unlocked config, so _main locks it once the flags are applied.
+# at the model class's default (--config.model.attention=xla), or an adversarial method's
+# own option (--config.adversarial.beta=3, checked by the method when built); every other
+# unknown key is refused first by config_lib.check_override_keys, with the valid keys
+# named. ml_collections allows that only on an unlocked config, so _main locks it once the
+# flags are applied.
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (python, defining get_config(arg)); PATH[:ARG].",
     lock_config=False, accept_new_attributes=True)

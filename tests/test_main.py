@@ -58,6 +58,17 @@ BAD_INPUTS = {
                                   "--config.adversarial.eps=0.1",
                                   "--config.adversarial.modalities=('audio',)"],
                                  r"\['audio'\] are not model inputs"),
+    # A method's own options are valid keys once it is chosen, and checked by it.
+    "adversarial_misspelt_option": (["--config.adversarial.kind=trades",
+                                     "--config.adversarial.eps=0.1",
+                                     "--config.adversarial.bta=3"],
+                                    r"Unknown key\(s\) \['bta'\].*kind='trades'.*Did you "
+                                    r"mean 'beta'\?.*its own beta"),
+    "adversarial_other_methods_option": (["--config.adversarial.kind=madry",
+                                          "--config.adversarial.eps=0.1",
+                                          "--config.adversarial.beta=3"],
+                                         r"adversarial.beta is an option of "
+                                         r"adversarial.kind='trades', not of 'madry'"),
 }
 
 
@@ -82,6 +93,17 @@ def test_overrides_may_set_model_fields_left_at_their_defaults():
                        ("modle.attention", "'modle'")):
     with pytest.raises(ConfigError, match=f"Unknown config key '{bad}'.*no key {missing}"):
       check_override_keys([config, f"--config.{bad}=1"])
+
+
+def test_overrides_may_set_an_adversarial_methods_own_options():
+  from mmjax.config import check_override_keys
+  from mmjax.errors import ConfigError
+  config = "--config=" + os.path.join(REPO, "configs/papers/madry_pgd_mnist.py") + ":tiny"
+  # Not in the config: TRADES' and free AT's own options, checked when the method is built.
+  check_override_keys([config, "--config.adversarial.kind=trades",
+                       "--config.adversarial.beta=3", "--config.adversarial.replays=2"])
+  with pytest.raises(ConfigError, match="Unknown config key 'adversarial.beta.x'"):
+    check_override_keys([config, "--config.adversarial.beta.x=1"])
 
 
 def test_unwritable_workdir(digits_data_dir, tmp_path):

@@ -19,7 +19,7 @@ them separately gives exactly what `__call__` gives.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import flax.linen as nn
 import jax
@@ -65,10 +65,40 @@ def require_output(outputs: Mapping[str, Any], key: str, objective: str, fix: st
   return outputs[key]
 
 
+class StepContract:
+  """What a loss_fn asks of the train step (`mmjax/train/step.py`); the trainer reads
+  these instead of probing for attributes.
+
+  The defaults are every objective's: one optimizer update per batch, from the gradient
+  of the loss. A loss that makes its own updates from a batch (free adversarial training
+  replays it) sets `makes_own_updates`, counts them in `updates_per_step` and implements
+  `replay_updates`; one that cannot train under some step option refuses it in
+  `check_step`, before any compute.
+  """
+  makes_own_updates: ClassVar[bool] = False
+
+  @property
+  def updates_per_step(self) -> int:
+    """Optimizer updates per train step; the LR schedule counts updates, not steps."""
+    return 1
+
+  def check_step(self, *, grad_accum_steps: int) -> None:
+    """Raises a ConfigError for step options this loss cannot train under (none here)."""
+    del grad_accum_steps
+
+  def replay_updates(self, tx, params, opt_state, model_state, batch, rng):
+    """The step's updates from one batch, for a loss with `makes_own_updates`.
+
+    -> (params, opt_state, model_state, loss, metrics, grads of the last update).
+    """
+    raise NotImplementedError(f"{type(self).__name__} takes the step's one gradient update; "
+                              "only a loss with makes_own_updates replays a batch.")
+
+
 # eq=False everywhere: objectives hash by identity, so `jax.jit(objective)` works even
 # when an option is a dict (a frozen dataclass with eq=True would hash its fields).
 @dataclasses.dataclass(frozen=True, eq=False)
-class Objective:
+class Objective(StepContract):
   """Base class: subclasses add option fields (declared with `eq=False` too) and
   implement `loss_from_inputs`; some also override `prepare`."""
   model: nn.Module

@@ -60,7 +60,7 @@ class Experiment:
   example_batch: dict       # host-local batch of zeros, for shapes
   checkpointer: checkpoint_lib.Checkpointer | None   # None in plan mode
   rules: Any = parallel.DEFAULT_RULES  # logical axis -> mesh axes
-  updates_per_step: int = 1  # optimizer updates per train step (free AT's replays)
+  updates_per_step: int = 1  # optimizer updates per train step (loss_fn.updates_per_step)
 
   @property
   def state_shardings(self):
@@ -100,8 +100,11 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   model = models.build_model(config.model)
   loss_fn = adversarial.make_adversarial(
       config.adversarial, objectives.make_objective(config.objective, model))
-  # Free adversarial training makes `replays` updates per step; the schedule counts updates.
-  updates_per_step = getattr(loss_fn, "updates_per_step", 1)
+  # Refused step options fail here, before any compute (e.g. free AT with accumulation).
+  loss_fn.check_step(grad_accum_steps=config.optim.grad_accum_steps)
+  # A loss may make several updates per step (free AT's replays); the schedule counts
+  # updates.
+  updates_per_step = loss_fn.updates_per_step
   tx, schedule = optim.make_optimizer(
       config.optim, total_steps=config.train.total_steps * updates_per_step)
   finetune.check_init_from(config)

@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import optax
 
 from mmjax.models import peft
+from mmjax.objectives.base import StepContract
 from mmjax.train.state import TrainState
 
-LossFn = Callable[..., tuple[jax.Array, tuple[dict, Any]]]
+# An Objective or an adversarial method: called as the loss, asked for its step contract.
+LossFn = StepContract
 
 
 def init_metric_accumulator(metric_shapes: dict) -> dict:
@@ -37,14 +39,19 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
   scanned over; their gradients and metrics are averaged, so one step still sees B
   examples but holds only B/A examples' activations at a time.
 
-  A loss_fn with `uses_replays` true (free adversarial training) makes its own updates:
+  `loss_fn` is an Objective or an adversarial method, so it carries the step contract of
+  `mmjax.objectives.base.StepContract`: one whose `makes_own_updates` is true (free
+  adversarial training) makes this step's updates itself, through
   `loss_fn.replay_updates(tx, params, opt_state, model_state, batch, rng) -> (params,
-  opt_state, model_state, loss, metrics, grads)`.
+  opt_state, model_state, loss, metrics, grads)`; `loss_fn.check_step` refuses step
+  options it cannot train under (ConfigError).
 
   `trainable(params) -> tree of bools` (fine-tuning) stops the gradients of the frozen
   parameters, so their weight gradients are never computed (the optimizer already
   ignores them).
   """
+  loss_fn.check_step(grad_accum_steps=grad_accum_steps)
+
   def loss_of_trainable(params, *args, **kwargs):
     if trainable is not None:
       params = peft.stop_frozen_gradients(params, trainable(params))
@@ -84,8 +91,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
 
   def train_step(state: TrainState, batch: dict, acc: dict):
     rng = jax.random.fold_in(state.rng, state.step)
-    if getattr(loss_fn, "uses_replays", False):
-      # Free adversarial training: the loss_fn runs several updates on this batch.
+    if loss_fn.makes_own_updates:
+      # E.g. free adversarial training: the loss_fn runs several updates on this batch.
       params, opt_state, model_state, loss, metrics, grads = loss_fn.replay_updates(
           tx, state.params, state.opt_state, state.model_state, batch, rng)
     else:

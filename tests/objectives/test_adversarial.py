@@ -84,14 +84,17 @@ def test_attack_runs_batchnorm_in_eval_mode():
 def test_config_errors(cnn):
   model, batch, params = cnn
   base = make_objective(dict(name="supervised"), model)
-  with pytest.raises(ConfigError, match="Unknown adversarial.kind 'mardy'"):
+  with pytest.raises(ConfigError, match="Unknown adversarial method 'mardy'.*Did you mean "
+                     "'madry'"):
     make_adversarial(dict(kind="mardy", eps=0.1), base)
-  with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['epsilon'\]"):
+  with pytest.raises(ConfigError, match=r"Unknown key\(s\) \['epsilon'\].*Did you mean 'eps'"):
     make_adversarial(dict(kind="madry", epsilon=0.1), base)
   bad = make_adversarial(dict(kind="madry", eps=0.1, modalities=("audio",)), base)
   with pytest.raises(ConfigError, match=r"\['audio'\] are not model inputs.*\['image'\]"):
     loss_of(bad, params, batch)
   assert make_adversarial(dict(kind="none"), base) is base
+  # Like eps, a method's own option is inert without a method.
+  assert make_adversarial(dict(kind="none", beta=3.0, lam=2.0), base) is base
 
 
 def test_modalities_reach_into_a_sum_objectives_terms():
@@ -175,7 +178,7 @@ def test_free_replays_at_eps_zero_are_plain_sgd_steps(cnn):
   model, batch, params = cnn
   base = make_objective(dict(name="supervised"), model)
   free = make_adversarial(dict(kind="free", eps=0.0, replays=3), base)
-  assert free.uses_replays and free.updates_per_step == 3
+  assert free.makes_own_updates and free.updates_per_step == 3
   tx = optax.sgd(0.1)
   got, _, _, loss, metrics, _ = free.replay_updates(tx, params, tx.init(params), {}, batch,
                                                     RNG)
@@ -191,8 +194,25 @@ def test_free_replays_at_eps_zero_are_plain_sgd_steps(cnn):
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(kind="fast"), "Choose one of: none, madry, combined, trades, alum, freelb, free"),
-    (dict(kind="free", replays=0), "replays"),
+    (dict(kind="fast"), "Choose one of: alum, combined, free, freelb, madry, trades.*'none'"),
+    (dict(kind="free", eps=0.1, replays=0), r"adversarial.replays=0 must be a positive int"),
+    (dict(kind="madry"), r"kind='madry' needs a positive adversarial.eps"),
+    (dict(kind="madry", eps=-0.1), r"adversarial.eps=-0.1 must be a number >= 0"),
+    (dict(kind="madry", eps=0.1, steps=0), r"adversarial.steps=0 must be a positive int"),
+    (dict(kind="trades", eps=0.1, beta=-1.0), r"adversarial.beta=-1.0 must be a number >= 0"),
+    (dict(kind="trades", eps=0.1, bta=3.0),
+     r"Unknown key\(s\) \['bta'\] in config.adversarial for kind='trades'. Did you mean "
+     r"'beta'\? Valid keys: its own beta; the common kind, attack"),
+    (dict(kind="combined", eps=0.1, clean_weight="1"), r"clean_weight='1' must be a number"),
+    (dict(kind="alum", eps=0.1, lam=None), r"adversarial.lam=None must be a number"),
+    (dict(kind="alum", eps=0.1, consistency_on=""), r"consistency_on='' must name"),
+    # Another method's option names the method that owns it.
+    (dict(kind="madry", eps=0.1, beta=3.0),
+     r"adversarial.beta is an option of adversarial.kind='trades', not of 'madry'"),
+    (dict(kind="trades", eps=0.1, replays=2),
+     r"adversarial.replays is an option of adversarial.kind='free', not of 'trades' \(whose "
+     r"own options are: beta\)"),
+    (dict(kind="none", bta=3.0), r"no adversarial method takes them. Did you mean 'beta'"),
 ])
 def test_bad_adversarial_options_are_named(cnn, options, match):
   model, _, _ = cnn
