@@ -10,7 +10,7 @@ import math
 import tensorflow as tf
 
 from mmjax.data import op_common
-from mmjax.data.ops import OPS
+from mmjax.data.host_registry import OPS
 from mmjax.errors import ConfigError
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mmjax.data import tokenizers
-from mmjax.data.ops import OPS
+from mmjax.data.host_registry import OPS
 from mmjax.errors import ConfigError
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from mmjax.data.ops import OPS
+from mmjax.data.host_registry import OPS
 from mmjax.errors import ConfigError
 
 # Answer classes: the digits keep their own index, then "no" = 10 and "yes" = 11.
