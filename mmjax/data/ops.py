@@ -17,17 +17,16 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import tensorflow as tf
-
 from mmjax.data import op_common, spec as spec_lib
 # Imported for their registrations into OPS.
 from mmjax.data import ops_audio, ops_image, ops_ner, ops_text, ops_vqa  # noqa: F401
 from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.data.spec import parse_spec
 from mmjax.errors import ConfigError
 
-Example = dict[str, tf.Tensor]
-Op = Callable[[Example, tf.Tensor], Example]
+Example = dict[str, "tf.Tensor"]
+Op = Callable[[Example, "tf.Tensor"], Example]
 
 
 def build_op(name: str, args: tuple = (), kwargs: dict | None = None) -> Op:

@@ -4,10 +4,9 @@ Integer waveforms are 16-bit PCM (TFDS convention) and are scaled by 1/32768 to 
 """
 from __future__ import annotations
 
-import tensorflow as tf
-
 from mmjax.data import op_common
 from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.errors import ConfigError
 
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
-
 from mmjax.data import op_common
 from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.errors import ConfigError
 
 

@@ -7,9 +7,8 @@ questions, so a model must read both the image and the question.
 """
 from __future__ import annotations
 
-import tensorflow as tf
-
 from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.errors import ConfigError
 
 # Answer classes: the digits keep their own index, then "no" = 10 and "yes" = 11.

@@ -1,5 +1,7 @@
 """Preprocessing ops: spec parsing, each op's effect, and seeded determinism."""
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +22,16 @@ def run(spec, example, seed=SEED):
 def digit_image(seed=0):
   rng = np.random.default_rng(seed)
   return rng.integers(0, 256, size=(28, 28, 1), dtype=np.uint8)
+
+
+def test_the_host_registry_needs_no_tensorflow():
+  """The op modules register without TensorFlow (config checks ask the registry);
+  building an op that needs it is the first thing to import it."""
+  code = ("import sys; sys.modules['tensorflow'] = None; "  # any TF import would now fail
+          "from mmjax.data import ops; "
+          "assert {'random_crop', 'tokenize', 'keep'} <= set(ops.OPS.names()); "
+          "ops.build_preprocess_fn(\"keep('image')|random_crop(28, pad=2)\")")
+  subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # ------------------------------------------------------------------------------- parsing
