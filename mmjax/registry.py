@@ -14,22 +14,46 @@ class Registry:
   >>> MODELS = Registry('model')
   >>> @MODELS.register('vit')
   ... class ViT: ...
+
+  `attributes` names the facts an entry may declare when it registers, with their
+  defaults; callers ask them through `names(...)` rather than keeping lists of names:
+
+  >>> OPS = Registry('op', attributes={'random': False})
+  >>> @OPS.register('flip', random=True)
+  ... def flip(): ...
+  >>> OPS.names(random=True)
+  ['flip']
   """
 
-  def __init__(self, kind: str):
+  def __init__(self, kind: str, *, attributes: Mapping[str, Any] | None = None):
     self.kind = kind
     self._entries: dict[str, Any] = {}
+    self._defaults = dict(attributes or {})
+    self._attributes: dict[str, dict[str, Any]] = {}
 
-  def register(self, name: str) -> Callable[[Any], Any]:
+  def _check_attributes(self, attributes: Mapping[str, Any]) -> None:
+    # A misspelt attribute would silently keep its default or match no entry.
+    unknown = sorted(set(attributes) - set(self._defaults))
+    if unknown:
+      raise ValueError(f"Unknown {self.kind} attribute(s) {unknown}; a {self.kind} has "
+                       f"{sorted(self._defaults)}")
+
+  def register(self, name: str, **attributes: Any) -> Callable[[Any], Any]:
+    self._check_attributes(attributes)
+
     def decorate(obj):
       if name in self._entries:
         raise ValueError(f"{self.kind} {name!r} registered twice")
       self._entries[name] = obj
+      self._attributes[name] = {**self._defaults, **attributes}
       return obj
     return decorate
 
-  def names(self) -> list[str]:
-    return sorted(self._entries)
+  def names(self, **attributes: Any) -> list[str]:
+    """Sorted names; with `attributes`, only the entries that have those values."""
+    self._check_attributes(attributes)
+    return sorted(name for name, has in self._attributes.items()
+                  if all(has[k] == v for k, v in attributes.items()))
 
   def __contains__(self, name: str) -> bool:
     return name in self._entries

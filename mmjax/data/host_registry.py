@@ -7,6 +7,8 @@ imports them: no import circle.
 """
 from mmjax.registry import Registry
 
-OPS = Registry("preprocessing op")
+# random=True: the op draws from its seed. Eval specs and data.in_memory's cached
+# training examples must not use such ops (a draw made once would never change).
+OPS = Registry("preprocessing op", attributes={"random": False})
 
 __all__ = ["OPS"]

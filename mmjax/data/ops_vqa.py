@@ -45,7 +45,7 @@ def _yes_no(cond: tf.Tensor) -> tf.Tensor:
   return tf.where(cond, YES, NO)
 
 
-@OPS.register("digit_vqa")
+@OPS.register("digit_vqa", random=True)
 def digit_vqa(kinds=QUESTION_KINDS, key: str = "label", out: str = "question",
               digit_key: str = "digit"):
   """example[key] digit int [] -> example[out] question string [], example[key] answer
