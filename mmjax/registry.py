@@ -1,4 +1,5 @@
-"""Name -> factory registries used to build models, objectives and ops from config."""
+"""Name -> factory registries used to build models, objectives and ops from config, and
+the config -> plain-value helper those builders share."""
 from __future__ import annotations
 
 import dataclasses
@@ -79,3 +80,14 @@ def checked_kwargs(cls: type, kwargs: Mapping[str, Any], *, config_key: str) -> 
         f"Unknown key(s) {unknown} in {config_key} for {cls.__name__}. "
         f"Valid keys: {', '.join(sorted(fields))}.")
   return dict(kwargs)
+
+
+def to_plain(value: Any) -> Any:
+  """ConfigDict / Mapping (nested) -> plain dicts; lists and tuples -> tuples, recursively,
+  so the values can be hashable dataclass fields (models, objectives, attack options)."""
+  # ConfigDict is not a collections.abc.Mapping, but has items()/keys().
+  if isinstance(value, Mapping) or (hasattr(value, "items") and hasattr(value, "keys")):
+    return {k: to_plain(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return tuple(to_plain(v) for v in value)
+  return value

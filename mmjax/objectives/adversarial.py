@@ -41,7 +41,8 @@ from mmjax import attacks
 from mmjax.attacks import core as attacks_core
 from mmjax.errors import ConfigError
 from mmjax.objectives import losses
-from mmjax.objectives.base import Objective, example_weights, require_output, to_plain
+from mmjax.objectives.base import Objective, example_weights, require_output
+from mmjax.registry import to_plain
 
 KINDS = ("none", "madry", "combined", "trades", "alum", "freelb", "free")
 ATTACK_LOSSES = ("objective", "ce")

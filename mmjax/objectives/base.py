@@ -127,16 +127,6 @@ class Objective:
                                  model_state=model_state, train=train)
 
 
-def to_plain(config: Any) -> Any:
-  """ConfigDict / Mapping (nested) -> plain dicts; lists -> tuples (hashable options)."""
-  # ConfigDict is not a collections.abc.Mapping, but has items()/keys().
-  if isinstance(config, Mapping) or (hasattr(config, "items") and hasattr(config, "keys")):
-    return {k: to_plain(v) for k, v in config.items()}
-  if isinstance(config, list):
-    return tuple(to_plain(v) for v in config)
-  return config
-
-
 def option_names(cls: type) -> list[str]:
   """The config options of objective class `cls` (its init fields, less `model`)."""
   return sorted(f.name for f in dataclasses.fields(cls) if f.init and f.name != "model")
