@@ -14,12 +14,13 @@ import jax
 from mmjax.errors import ConfigError
 from mmjax.models.registry import MODELS
 from mmjax.registry import checked_kwargs, to_plain
+from mmjax.rngs import INIT_STREAMS, split_rngs
 # Imported for their registration side effect.
 from mmjax.models import cnn, multimodal, text, vit  # noqa: F401,E402
 from mmjax.models.layers import patchify  # noqa: E402
 from mmjax.models.vit import unpatchify  # noqa: E402
 
-RNG_STREAMS = ("params", "dropout", "mask", "augment")
+RNG_STREAMS = INIT_STREAMS   # model.init's streams
 
 __all__ = ["MODELS", "build_model", "config_with_defaults", "init_variables",
            "abstract_variables", "param_count", "logical_partition_specs", "patchify",
@@ -51,12 +52,8 @@ def config_with_defaults(model_config: Any) -> dict:
   return {**defaults, **cfg}
 
 
-def _rngs(rng: jax.Array) -> dict[str, jax.Array]:
-  return dict(zip(RNG_STREAMS, jax.random.split(rng, len(RNG_STREAMS))))
-
-
 def _boxed_init(model: nn.Module, batch: Mapping[str, Any], rng: jax.Array):
-  return model.init(_rngs(rng), batch, method="initialize")
+  return model.init(split_rngs(rng, INIT_STREAMS), batch, method="initialize")
 
 
 def _abstract_boxed(model: nn.Module, batch: Mapping[str, Any]):

@@ -27,10 +27,9 @@ import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
 from mmjax.registry import Registry
+from mmjax.rngs import split_rngs
 
 OBJECTIVES = Registry("objective")
-
-RNG_STREAMS = ("dropout", "mask", "augment")
 
 # Stages fold distinct constants into the step key so that data-side randomness, the
 # embedding call and the encoder call never share a key.
@@ -39,13 +38,9 @@ PREPARE, EMBED, ENCODE = 0, 1, 2
 Batch = Mapping[str, jax.Array]
 
 
-def split_rngs(rng: jax.Array) -> dict[str, jax.Array]:
-  """One key per named RNG stream ('dropout', 'mask', 'augment')."""
-  return dict(zip(RNG_STREAMS, jax.random.split(rng, len(RNG_STREAMS))))
-
-
 def stage_rngs(rng: jax.Array, stage: int) -> dict[str, jax.Array]:
-  """The named streams for one stage (prepare / embed / encode) of a loss computation."""
+  """The named streams ('dropout', 'mask', 'augment') for one stage (prepare / embed /
+  encode) of a loss computation."""
   return split_rngs(jax.random.fold_in(rng, stage))
 
 
