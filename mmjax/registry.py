@@ -1,10 +1,10 @@
 """Name -> factory registries used to build models, objectives and ops from config, and
-the config -> plain-value helper those builders share."""
+what those builders share: config -> plain values, unknown-key errors."""
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mmjax.errors import ConfigError
 
@@ -70,15 +70,23 @@ class Registry:
     return self._entries[name]
 
 
+def check_known_keys(keys: Iterable[str], valid: Iterable[str], *, where: str,
+                     shown: Sequence[str] | None = None) -> None:
+  """ConfigError naming the `keys` that are not `valid`, e.g. "Unknown key(s) ['epsilon']
+  in config.adversarial. Valid keys: eps, norm.". `where` follows "in"; `shown` lists the
+  valid keys for the message (default: `valid`, sorted)."""
+  valid = list(valid)
+  unknown = sorted(set(keys) - set(valid))
+  if unknown:
+    shown = sorted(valid) if shown is None else shown
+    raise ConfigError(f"Unknown key(s) {unknown} in {where}. Valid keys: {', '.join(shown)}.")
+
+
 def checked_kwargs(cls: type, kwargs: Mapping[str, Any], *, config_key: str) -> dict[str, Any]:
   """Returns kwargs for dataclass `cls`, raising a ConfigError naming any unknown key."""
   fields = {f.name for f in dataclasses.fields(cls) if f.init}
   fields -= {"parent", "name"}  # flax.linen bookkeeping fields
-  unknown = sorted(set(kwargs) - fields)
-  if unknown:
-    raise ConfigError(
-        f"Unknown key(s) {unknown} in {config_key} for {cls.__name__}. "
-        f"Valid keys: {', '.join(sorted(fields))}.")
+  check_known_keys(kwargs, fields, where=f"{config_key} for {cls.__name__}")
   return dict(kwargs)
 
 

@@ -42,7 +42,7 @@ from mmjax.attacks import core as attacks_core
 from mmjax.errors import ConfigError
 from mmjax.objectives import losses
 from mmjax.objectives.base import Objective, example_weights, require_output
-from mmjax.registry import to_plain
+from mmjax.registry import check_known_keys, to_plain
 
 KINDS = ("none", "madry", "combined", "trades", "alum", "freelb", "free")
 ATTACK_LOSSES = ("objective", "ce")
@@ -422,10 +422,7 @@ def make_adversarial(adversarial_config: Any, objective: Objective):
   if kind == "none":
     return objective
   valid = [f.name for f in dataclasses.fields(Adversarial) if f.name != "objective"]
-  unknown = sorted(set(options) - set(valid))
-  if unknown:
-    raise ConfigError(f"Unknown key(s) {unknown} in config.adversarial. Valid keys: "
-                      f"{', '.join(valid)}.")
+  check_known_keys(options, valid, where="config.adversarial", shown=valid)
   if isinstance(options.get("modalities"), str):
     options["modalities"] = (options["modalities"],)
   return Adversarial(objective=objective, kind=kind, **options)

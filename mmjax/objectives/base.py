@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
-from mmjax.registry import Registry
+from mmjax.registry import Registry, check_known_keys
 from mmjax.rngs import split_rngs
 
 OBJECTIVES = Registry("objective")
@@ -139,9 +139,6 @@ def build_objective(name: str, options: Mapping[str, Any], model: nn.Module, *,
   """
   cls = OBJECTIVES.get(name, config_key=f"{config_key}.name")
   valid = option_names(cls)
-  unknown = sorted(set(options) - set(valid))
-  if unknown:
-    raise ConfigError(
-        f"Unknown key(s) {unknown} in {config_key} for objective {name!r}. "
-        f"Valid keys: {', '.join(['name', *also_valid, *valid])}.")
+  check_known_keys(options, valid, where=f"{config_key} for objective {name!r}",
+                   shown=["name", *also_valid, *valid])
   return cls(model=model, **dict(options))
