@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from mmjax.errors import ConfigError
-from mmjax.evals import robustness as R
+from mmjax.evals import attack_stages, robustness as R
 
 KEY = jax.random.PRNGKey(0)
 W = np.array([1.0, -2.0, 0.5, 1.5], np.float32)   # ||w||_1 = 5, ||w||_2 = sqrt(7.5)
@@ -219,5 +219,5 @@ def test_params_as_an_argument_compile_once_and_match_the_closure():
                              steps=3, bounds=None)
     assert got == want
   # New parameter values reused one compiled attack.
-  runner = R._runner(apply, "pgd", "ce", "linf", 3, None, False, True, 5000)
+  runner = attack_stages._runner(apply, "pgd", "ce", "linf", 3, None, False, True, 5000)
   assert runner._cache_size() == 1
