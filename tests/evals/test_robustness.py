@@ -218,6 +218,8 @@ def test_params_as_an_argument_compile_once_and_match_the_closure():
     want = R.robust_accuracy(lambda x: apply(w, x), x, y, KEY, attack="pgd", eps=0.1,
                              steps=3, bounds=None)
     assert got == want
-  # New parameter values reused one compiled attack.
-  runner = attack_stages._runner(apply, "pgd", "ce", "linf", 3, None, False, True, 5000)
+  # New parameter values reused one compiled attack. run_stages passes every argument,
+  # random_logits and eot included, and lru_cache keys on the arguments as passed.
+  runner = attack_stages._runner(apply, "pgd", "ce", "linf", 3, None, False, True, 5000,
+                                 False, 1)
   assert runner._cache_size() == 1
