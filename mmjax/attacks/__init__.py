@@ -3,10 +3,11 @@
     adv = perturb(loss_fn, inputs, key, attack='apgd', eps=8/255, bounds=(0., 1.))
 
 `inputs` is the model's embed/encode seam (docs/interfaces.md); `loss_fn(adv) -> [B]` is
-maximised. Modules: `core` (perturb, pytree plumbing), `norms` (projections, steps, random
-starts), `pgd` (FGSM, Fast-AT, PGD), `apgd` (Auto-PGD), `losses` (CE, margin, DLR).
+maximised. Modules: `dispatch` (perturb), `core` (pytree plumbing), `norms` (projections,
+steps, random starts), `pgd` (FGSM, Fast-AT, PGD), `apgd` (Auto-PGD), `square` (Square),
+`fab` (FAB), `losses` (CE, margin, DLR).
 """
-from mmjax.attacks.core import ATTACKS, perturb
+from mmjax.attacks.dispatch import ATTACKS, perturb
 from mmjax.attacks.losses import (cross_entropy, dlr_loss, margin, targeted_dlr_loss,
                                   top_other_classes)
 from mmjax.attacks.norms import NORMS

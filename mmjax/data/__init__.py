@@ -1,8 +1,9 @@
 """mmjax.data: TFDS input pipelines, preprocessing ops, tokenizers, embedded datasets.
 
 The only mmjax package that imports TensorFlow, and only on use: importing
-`mmjax.data` or `mmjax.data.tokenizers` does not import TensorFlow; calling
-`make_train_iterator`, `make_eval_iterator` or `dataset_info` does.
+`mmjax.data`, `mmjax.data.tokenizers` or the host op registry (`mmjax.data.ops`) does
+not import TensorFlow; calling `make_train_iterator`, `make_eval_iterator` or
+`dataset_info`, or building a host op, does.
 
   make_train_iterator(data_config, *, batch_size, seed, start_batch=0) -> endless iterator
       of host-local numpy batches {key: [batch_size, ...]}

@@ -45,7 +45,8 @@ from mmjax.registry import Registry
 Batch = dict[str, jax.Array]
 DeviceOp = Callable[[Batch, jax.Array], Batch]
 
-DEVICE_OPS = Registry("device preprocessing op")
+# random=True: the op draws from its key; eval specs refuse such ops.
+DEVICE_OPS = Registry("device preprocessing op", attributes={"random": False})
 # Folded into the run's seed so the data stream's keys differ from the model's.
 DATA_STREAM = 0x6D6A64
 
@@ -72,7 +73,7 @@ def to_float(key: str = "image") -> DeviceOp:
   return op
 
 
-@DEVICE_OPS.register("random_crop")
+@DEVICE_OPS.register("random_crop", random=True)
 def random_crop(size, pad: int = 0, key: str = "image") -> DeviceOp:
   """Images [B, H, W, C]: each zero-padded by `pad` pixels on every side, then cropped to
   its own random [h, w] window (with size == input size and pad > 0: the CIFAR/MNIST
@@ -95,7 +96,7 @@ def random_crop(size, pad: int = 0, key: str = "image") -> DeviceOp:
   return op
 
 
-@DEVICE_OPS.register("flip_lr")
+@DEVICE_OPS.register("flip_lr", random=True)
 def flip_lr(p: float = 0.5, key: str = "image") -> DeviceOp:
   """Images [B, H, W, C], each mirrored left-right with probability p."""
   op_common.check_probability(p, "flip_lr")
@@ -115,7 +116,7 @@ def waveform_to_float(wav: jax.Array) -> jax.Array:
   return wav.astype(jnp.float32)
 
 
-@DEVICE_OPS.register("audio_gain")
+@DEVICE_OPS.register("audio_gain", random=True)
 def audio_gain(min_db: float = -6.0, max_db: float = 6.0, key: str = "audio") -> DeviceOp:
   """Waveforms [B, S] -> float32 [B, S], each scaled by 10^(g/20), g ~ U[min_db, max_db]."""
   op_common.check_gain(min_db, max_db)
@@ -128,7 +129,7 @@ def audio_gain(min_db: float = -6.0, max_db: float = 6.0, key: str = "audio") ->
   return op
 
 
-@DEVICE_OPS.register("audio_noise")
+@DEVICE_OPS.register("audio_noise", random=True)
 def audio_noise(max_std: float = 0.01, key: str = "audio") -> DeviceOp:
   """Waveforms [B, S] -> float32 [B, S] plus white Gaussian noise, std ~ U[0, max_std]
   per example."""
@@ -202,7 +203,7 @@ def _band_masks(rng: jax.Array, batch: int, length: int, count: int, max_width: 
   return ((positions >= start) & (positions < start + width)).any(axis=1)
 
 
-@DEVICE_OPS.register("spec_augment")
+@DEVICE_OPS.register("spec_augment", random=True)
 def spec_augment(freq_masks: int = 2, freq_width: int = 8, time_masks: int = 2,
                  time_width: int = 4, key: str = "spectrogram") -> DeviceOp:
   """SpecAugment on spectrograms [B, F, T]: per example, `freq_masks` bands of up to
@@ -233,7 +234,7 @@ def build_device_fn(spec: str | Sequence[str] | None, *, config_key: str,
   ops = []
   for name, args, kwargs in parse_spec(spec):
     ops.append((name, build_op(DEVICE_OPS, name, args, kwargs, config_key=config_key)))
-    if deterministic and name in op_common.RANDOM_OPS:
+    if deterministic and name in DEVICE_OPS.names(random=True):
       raise ConfigError(f"{config_key}: {name!r} is random; eval preprocessing must be "
                         "deterministic. Leave it out of the eval spec (augment in "
                         "data.device_preprocess_train only).")

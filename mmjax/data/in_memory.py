@@ -13,10 +13,11 @@ and every batch is one gather:
   eval: the split in file order, zero-padded with `mask` = 0 exactly like the tf.data
   eval iterator (whose batches it equals), loaded once per process and reused.
 
-Random host ops would be frozen into the cached copy, so a spec with any of them is a
-ConfigError: put the augmentation in `data.device_preprocess_train`, where it runs per
-batch. Neither TensorFlow nor JAX is imported here; the caller passes the tf.data
-dataset to read.
+Random host ops (registered with random=True) would be frozen into the cached copy, so a
+spec with any of them is a ConfigError: put the augmentation in
+`data.device_preprocess_train`, where it runs per batch. Neither TensorFlow nor JAX is
+imported here (the host op registry loads TensorFlow only to build an op); the caller
+passes the tf.data dataset to read.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from mmjax.data import op_common
+from mmjax.data import ops
 from mmjax.data.spec import parse_spec
 from mmjax.errors import ConfigError, DataError
 
@@ -41,8 +42,9 @@ def check_config(data_config: Any) -> None:
   train spec has no random ops and packing is off. No-op when in_memory is off."""
   if not data_config.get("in_memory", False):
     return
+  random_ops = ops.OPS.names(random=True)
   random = [name for name, _, _ in parse_spec(data_config.get("preprocess_train"))
-            if name in op_common.RANDOM_OPS]
+            if name in random_ops]
   if random:
     raise ConfigError(
         f"data.in_memory=True keeps each training example as preprocessed once, so the "

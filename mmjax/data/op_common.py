@@ -13,12 +13,6 @@ import numpy as np
 from mmjax.errors import ConfigError
 
 
-# Ops that draw from their seed (host) or key (device): eval specs may not use them, and
-# data.in_memory refuses them on the host (a cached draw would never change).
-RANDOM_OPS = frozenset({"random_crop", "inception_crop", "flip_lr", "rotate", "audio_gain",
-                        "audio_noise", "spec_augment", "digit_vqa"})
-
-
 # ----------------------------------------------------- generic ops, the same on both sides
 def require(example: dict, *keys: str) -> None:
   """KeyError (which the spec runners turn into a ConfigError) for a missing key."""

@@ -10,23 +10,23 @@ batch dimension) and `seed` an int64 [2] stateless seed. Random ops draw only fr
 parallel `map` deterministic.
 
 Ops live in `ops_image.py`, `ops_text.py`, `ops_audio.py`, `ops_vqa.py`, `ops_ner.py` and
-below (generic ones).
+below (generic ones); all register into `host_registry.OPS`, and importing this module
+imports them all, so `OPS` here is complete.
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import tensorflow as tf
-
 from mmjax.data import op_common, spec as spec_lib
+# Imported for their registrations into OPS.
+from mmjax.data import ops_audio, ops_image, ops_ner, ops_text, ops_vqa  # noqa: F401
+from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.data.spec import parse_spec
 from mmjax.errors import ConfigError
-from mmjax.registry import Registry
 
-Example = dict[str, tf.Tensor]
-Op = Callable[[Example, tf.Tensor], Example]
-
-OPS = Registry("preprocessing op")
+Example = dict[str, "tf.Tensor"]
+Op = Callable[[Example, "tf.Tensor"], Example]
 
 
 def build_op(name: str, args: tuple = (), kwargs: dict | None = None) -> Op:
@@ -89,10 +89,5 @@ def to_int32(*keys: str) -> Op:
 
 def op_names() -> list[str]:
   return OPS.names()
-
-
-# Registration side effects: the modality op modules add themselves to OPS.
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from mmjax.data import ops_audio, ops_image, ops_ner, ops_text, ops_vqa  # noqa: E402,F401
 
 __all__ = ["OPS", "Op", "parse_spec", "build_op", "build_preprocess_fn", "op_names"]

@@ -4,10 +4,9 @@ Integer waveforms are 16-bit PCM (TFDS convention) and are scaled by 1/32768 to 
 """
 from __future__ import annotations
 
-import tensorflow as tf
-
 from mmjax.data import op_common
-from mmjax.data.ops import OPS
+from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.errors import ConfigError
 
 
@@ -97,7 +96,7 @@ def _seeds(seed: tf.Tensor, n: int) -> tf.Tensor:
   return tf.random.experimental.stateless_split(seed, num=n)
 
 
-@OPS.register("audio_gain")
+@OPS.register("audio_gain", random=True)
 def audio_gain(min_db: float = -6.0, max_db: float = 6.0, key: str = "audio"):
   """Waveform [S] -> float32 [S] scaled by 10^(g/20), g ~ U[min_db, max_db] (int PCM is
   converted to [-1, 1] first)."""
@@ -111,7 +110,7 @@ def audio_gain(min_db: float = -6.0, max_db: float = 6.0, key: str = "audio"):
   return op
 
 
-@OPS.register("audio_noise")
+@OPS.register("audio_noise", random=True)
 def audio_noise(max_std: float = 0.01, key: str = "audio"):
   """Waveform [S] -> float32 [S] plus white Gaussian noise of std ~ U[0, max_std]."""
   op_common.check_noise(max_std)
@@ -140,7 +139,7 @@ def _band_mask(length: int, count: int, max_width: int, seeds: tf.Tensor) -> tf.
   return masked
 
 
-@OPS.register("spec_augment")
+@OPS.register("spec_augment", random=True)
 def spec_augment(freq_masks: int = 2, freq_width: int = 8, time_masks: int = 2,
                  time_width: int = 4, key: str = "spectrogram"):
   """SpecAugment masking of a spectrogram [F, T]: `freq_masks` bands of up to

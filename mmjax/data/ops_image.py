@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
-
 from mmjax.data import op_common
-from mmjax.data.ops import OPS
+from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.errors import ConfigError
 
 
@@ -49,7 +48,7 @@ def resize(size, key: str = "image", method: str = "bilinear", antialias: bool =
   return _map_key(key, fn)
 
 
-@OPS.register("random_crop")
+@OPS.register("random_crop", random=True)
 def random_crop(size, pad: int = 0, key: str = "image"):
   """Zero-pads `pad` pixels on every side, then crops a random [h, w] window.
 
@@ -97,7 +96,7 @@ def resize_small(size: int, key: str = "image", method: str = "bilinear"):
   return _map_key(key, fn)
 
 
-@OPS.register("inception_crop")
+@OPS.register("inception_crop", random=True)
 def inception_crop(size, area_min: float = 0.05, area_max: float = 1.0,
                    key: str = "image"):
   """Random-resized crop (Szegedy et al. 2015; the ImageNet training crop of ResNet and
@@ -119,7 +118,7 @@ def inception_crop(size, area_min: float = 0.05, area_max: float = 1.0,
   return _map_key(key, fn)
 
 
-@OPS.register("flip_lr")
+@OPS.register("flip_lr", random=True)
 def flip_lr(p: float = 0.5, key: str = "image"):
   """Mirrors left-right with probability p."""
   op_common.check_probability(p, "flip_lr")
@@ -157,7 +156,7 @@ def rotate_image(img: tf.Tensor, angle: tf.Tensor, fill: float = 0.0,
   return tf.ensure_shape(_like(out, img.dtype), img.shape)
 
 
-@OPS.register("rotate")
+@OPS.register("rotate", random=True)
 def rotate(max_degrees: float, fill: float = 0.0, key: str = "image",
            interpolation: str = "bilinear"):
   """Rotates by a uniform random angle in [-max_degrees, max_degrees]; corners get `fill`."""

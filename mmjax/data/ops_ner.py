@@ -30,12 +30,11 @@ so a BERT NER input is, e.g.,
 """
 from __future__ import annotations
 
-import tensorflow as tf
-
 from mmjax.data import tokenizers
+from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.data.ner_tags import (CAPTION_NER_TAGS, CONLL2003_NER_TAGS, DIGIT_WORDS, NUM_INTRO,
                                  NUMERALS, STYLE_WORDS)
-from mmjax.data.ops import OPS
 from mmjax.errors import ConfigError
 
 _TAG = {name: i for i, name in enumerate(CAPTION_NER_TAGS)}

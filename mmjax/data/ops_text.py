@@ -1,10 +1,9 @@
 """Text preprocessing ops: strings -> fixed-length token ids + mask."""
 from __future__ import annotations
 
-import tensorflow as tf
-
 from mmjax.data import tokenizers
-from mmjax.data.ops import OPS
+from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.errors import ConfigError
 
 

@@ -7,9 +7,8 @@ questions, so a model must read both the image and the question.
 """
 from __future__ import annotations
 
-import tensorflow as tf
-
-from mmjax.data.ops import OPS
+from mmjax.data.host_registry import OPS
+from mmjax.data.lazy_tf import tf
 from mmjax.errors import ConfigError
 
 # Answer classes: the digits keep their own index, then "no" = 10 and "yes" = 11.
@@ -46,7 +45,7 @@ def _yes_no(cond: tf.Tensor) -> tf.Tensor:
   return tf.where(cond, YES, NO)
 
 
-@OPS.register("digit_vqa")
+@OPS.register("digit_vqa", random=True)
 def digit_vqa(kinds=QUESTION_KINDS, key: str = "label", out: str = "question",
               digit_key: str = "digit"):
   """example[key] digit int [] -> example[out] question string [], example[key] answer

@@ -12,7 +12,7 @@ Versions (the reference's `set_version`, Linf and L2):
             `random_logits=True`, `logits_fn` takes a PRNG key last and each APGD step
             averages the gradients of 20 fresh draws. A deterministic `logits_fn` has one
             gradient, which 20 draws would only repeat: it runs one.
-  custom    `attacks`: any sequence of stage names (mmjax.evals.robustness.STAGES).
+  custom    `attacks`: any sequence of stage names (mmjax.evals.attack_stages.STAGES).
 
 Each stage sees only the points no earlier stage broke, so the per-stage accuracies are
 non-increasing and the last one is the reported robust accuracy.
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmjax.errors import ConfigError
-from mmjax.evals import robustness
+from mmjax.evals import attack_stages
 
 VERSIONS = ("standard", "plus", "rand", "custom")
 ITERATIONS = 100       # APGD and FAB iterations in every version
@@ -49,10 +49,10 @@ def version_stages(version: str, attacks=None) -> tuple:
     return _VERSION_STAGES[version]
   if not attacks:
     raise ConfigError("version='custom' needs `attacks`, e.g. ('apgd-ce', 'square').")
-  unknown = [a for a in attacks if a not in robustness.STAGES]
+  unknown = [a for a in attacks if a not in attack_stages.STAGES]
   if unknown:
     raise ConfigError(f"Unknown attack(s) {unknown} in attacks; choose from "
-                      f"{robustness.STAGES}.")
+                      f"{attack_stages.STAGES}.")
   return tuple((a, 1) for a in attacks)
 
 
@@ -62,7 +62,7 @@ def describe(version: str, attacks=None) -> str:
   for stage, restarts in version_stages(version, attacks):
     what = {"square": f"{QUERIES} queries", "fgsm": "1 step"}.get(stage, f"{ITERATIONS} it")
     if stage in ("apgd-t", "fab-t"):
-      what += f", {robustness.N_TARGETS} targets"
+      what += f", {attack_stages.N_TARGETS} targets"
     parts.append(f"{stage.upper()} ({what}, {restarts} restart{'s' * (restarts > 1)})")
   return f"AutoAttack {version}: " + ", ".join(parts)
 
@@ -100,7 +100,7 @@ def autoattack(logits_fn, x, y, key, *, eps, norm="linf", version="standard", at
     table.append({"attack": stage, "restarts": restarts,
                   "robust_accuracy": float(np.mean(robust)), "seconds": float(seconds)})
 
-  robust = robustness.run_stages(
+  robust = attack_stages.run_stages(
       logits_fn, x, y, key, stages=list(stages), eps=eps, norm=norm, steps=ITERATIONS,
       step_size=step_size, bounds=bounds, batch_size=batch_size, params=params,
       queries=QUERIES, on_stage=on_stage, random_logits=random_logits,

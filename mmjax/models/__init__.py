@@ -13,28 +13,18 @@ import jax
 
 from mmjax.errors import ConfigError
 from mmjax.models.registry import MODELS
-from mmjax.registry import checked_kwargs
+from mmjax.registry import checked_kwargs, to_plain
+from mmjax.rngs import INIT_STREAMS, split_rngs
 # Imported for their registration side effect.
 from mmjax.models import cnn, multimodal, text, vit  # noqa: F401,E402
 from mmjax.models.layers import patchify  # noqa: E402
 from mmjax.models.vit import unpatchify  # noqa: E402
 
-RNG_STREAMS = ("params", "dropout", "mask", "augment")
+RNG_STREAMS = INIT_STREAMS   # model.init's streams
 
 __all__ = ["MODELS", "build_model", "config_with_defaults", "init_variables",
            "abstract_variables", "param_count", "logical_partition_specs", "patchify",
            "unpatchify", "RNG_STREAMS"]
-
-
-def _plain(value: Any) -> Any:
-  """ConfigDict/list values -> dicts/tuples (module fields should be hashable)."""
-  if hasattr(value, "to_dict"):
-    value = value.to_dict()
-  if isinstance(value, Mapping):
-    return {k: _plain(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return tuple(_plain(v) for v in value)
-  return value
 
 
 def build_model(model_config: Any) -> nn.Module:
@@ -42,7 +32,7 @@ def build_model(model_config: Any) -> nn.Module:
 
   Raises ConfigError for a missing/unknown name or an unknown field.
   """
-  cfg = _plain(model_config)
+  cfg = to_plain(model_config)
   if not isinstance(cfg, Mapping) or "name" not in cfg:
     raise ConfigError("config.model needs a 'name' key choosing the model; one of: "
                       f"{', '.join(MODELS.names())}.")
@@ -54,7 +44,7 @@ def build_model(model_config: Any) -> nn.Module:
 def config_with_defaults(model_config: Any) -> dict:
   """config.model (ConfigDict or dict with 'name') -> a plain dict with every field of
   that model class, the class defaults filled in where the config leaves them out."""
-  cfg = dict(_plain(model_config))
+  cfg = dict(to_plain(model_config))
   cls = MODELS.get(cfg["name"], config_key="config.model.name")
   defaults = {f.name: f.default for f in dataclasses.fields(cls)
               if f.init and f.name not in ("parent", "name")
@@ -62,12 +52,8 @@ def config_with_defaults(model_config: Any) -> dict:
   return {**defaults, **cfg}
 
 
-def _rngs(rng: jax.Array) -> dict[str, jax.Array]:
-  return dict(zip(RNG_STREAMS, jax.random.split(rng, len(RNG_STREAMS))))
-
-
 def _boxed_init(model: nn.Module, batch: Mapping[str, Any], rng: jax.Array):
-  return model.init(_rngs(rng), batch, method="initialize")
+  return model.init(split_rngs(rng, INIT_STREAMS), batch, method="initialize")
 
 
 def _abstract_boxed(model: nn.Module, batch: Mapping[str, Any]):

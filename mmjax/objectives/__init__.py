@@ -17,7 +17,7 @@ import flax.linen as nn
 from mmjax.errors import ConfigError
 from mmjax.objectives import augment, losses
 from mmjax.objectives.augment import simclr_augment, simclr_views
-from mmjax.objectives.base import OBJECTIVES, Objective, build_objective, to_plain
+from mmjax.objectives.base import OBJECTIVES, Objective, build_objective
 from mmjax.objectives.captioning import Captioning
 from mmjax.objectives.composite import WeightedSum
 from mmjax.objectives.contrastive import CrossModalContrastive, clip_loss, sigmoid_loss
@@ -27,6 +27,7 @@ from mmjax.objectives.losses import (contrastive_logits, l2_normalize, mae_patch
 from mmjax.objectives.ssl import CausalLM, MaskedAutoencoder, MaskedLM, SimCLR, mlm_mask
 from mmjax.objectives.supervised import Supervised
 from mmjax.objectives.tasks import Regression, TokenClassification
+from mmjax.registry import to_plain
 
 
 def make_objective(objective_config: Any, model: nn.Module) -> Objective:

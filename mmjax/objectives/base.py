@@ -26,11 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
-from mmjax.registry import Registry
+from mmjax.registry import Registry, check_known_keys
+from mmjax.rngs import split_rngs
 
 OBJECTIVES = Registry("objective")
-
-RNG_STREAMS = ("dropout", "mask", "augment")
 
 # Stages fold distinct constants into the step key so that data-side randomness, the
 # embedding call and the encoder call never share a key.
@@ -39,13 +38,9 @@ PREPARE, EMBED, ENCODE = 0, 1, 2
 Batch = Mapping[str, jax.Array]
 
 
-def split_rngs(rng: jax.Array) -> dict[str, jax.Array]:
-  """One key per named RNG stream ('dropout', 'mask', 'augment')."""
-  return dict(zip(RNG_STREAMS, jax.random.split(rng, len(RNG_STREAMS))))
-
-
 def stage_rngs(rng: jax.Array, stage: int) -> dict[str, jax.Array]:
-  """The named streams for one stage (prepare / embed / encode) of a loss computation."""
+  """The named streams ('dropout', 'mask', 'augment') for one stage (prepare / embed /
+  encode) of a loss computation."""
   return split_rngs(jax.random.fold_in(rng, stage))
 
 
@@ -157,16 +152,6 @@ class Objective(StepContract):
                                  model_state=model_state, train=train)
 
 
-def to_plain(config: Any) -> Any:
-  """ConfigDict / Mapping (nested) -> plain dicts; lists -> tuples (hashable options)."""
-  # ConfigDict is not a collections.abc.Mapping, but has items()/keys().
-  if isinstance(config, Mapping) or (hasattr(config, "items") and hasattr(config, "keys")):
-    return {k: to_plain(v) for k, v in config.items()}
-  if isinstance(config, list):
-    return tuple(to_plain(v) for v in config)
-  return config
-
-
 def option_names(cls: type) -> list[str]:
   """The config options of objective class `cls` (its init fields, less `model`)."""
   return sorted(f.name for f in dataclasses.fields(cls) if f.init and f.name != "model")
@@ -184,9 +169,6 @@ def build_objective(name: str, options: Mapping[str, Any], model: nn.Module, *,
   """
   cls = OBJECTIVES.get(name, config_key=f"{config_key}.name")
   valid = option_names(cls)
-  unknown = sorted(set(options) - set(valid))
-  if unknown:
-    raise ConfigError(
-        f"Unknown key(s) {unknown} in {config_key} for objective {name!r}. "
-        f"Valid keys: {', '.join(['name', *also_valid, *valid])}.")
+  check_known_keys(options, valid, where=f"{config_key} for objective {name!r}",
+                   shown=["name", *also_valid, *valid])
   return cls(model=model, **dict(options))

@@ -7,7 +7,8 @@ from typing import Any, Mapping
 import jax
 
 from mmjax.errors import ConfigError
-from mmjax.objectives.base import OBJECTIVES, Objective, build_objective, to_plain
+from mmjax.objectives.base import OBJECTIVES, Objective, build_objective
+from mmjax.registry import to_plain
 
 
 @OBJECTIVES.register("sum")

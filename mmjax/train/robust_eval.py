@@ -20,7 +20,7 @@ from absl import logging
 from mmjax.errors import ConfigError
 from mmjax.evals import autoattack, robustness
 from mmjax.objectives.adversarial import attack_specs
-from mmjax.objectives.base import to_plain
+from mmjax.registry import to_plain
 
 
 class ModelLogits:

@@ -153,6 +153,11 @@ def test_bad_keys_and_shapes_fail_with_the_fix():
     run("spec_augment(freq_width=80)", {"spectrogram": np.zeros((2, 64, 28), np.float32)})
 
 
+def test_random_ops_are_the_ones_registered_random():
+  assert device_ops.DEVICE_OPS.names(random=True) == [
+      "audio_gain", "audio_noise", "flip_lr", "random_crop", "spec_augment"]
+
+
 def test_config_validate_checks_the_device_specs():
   c = config_lib.default_config()
   c.data.device_preprocess_eval = "audio_noise"

@@ -1,5 +1,8 @@
 """Preprocessing ops: spec parsing, each op's effect, and seeded determinism."""
 import math
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -20,6 +23,33 @@ def run(spec, example, seed=SEED):
 def digit_image(seed=0):
   rng = np.random.default_rng(seed)
   return rng.integers(0, 256, size=(28, 28, 1), dtype=np.uint8)
+
+
+def test_random_ops_are_the_ones_registered_random():
+  assert ops.OPS.names(random=True) == [
+      "audio_gain", "audio_noise", "digit_vqa", "flip_lr", "inception_crop", "random_crop",
+      "rotate", "spec_augment"]
+  with pytest.raises(ValueError, match=r"attribute\(s\) \['randomly'\]"):
+    ops.OPS.names(randomly=True)
+
+
+def test_the_host_registry_needs_no_tensorflow():
+  """The op modules register without TensorFlow, so config checks can ask the registry
+  (data.in_memory refuses random host ops); building an op is what imports it."""
+  code = textwrap.dedent("""
+      import sys
+      sys.modules["tensorflow"] = None   # any TensorFlow import would now fail
+      from mmjax.data import in_memory, ops
+      from mmjax.errors import ConfigError
+      ops.build_preprocess_fn("keep('image')|random_crop(28, pad=2)")
+      try:
+        in_memory.check_config({"in_memory": True, "preprocess_train": "flip_lr"})
+      except ConfigError as e:
+        assert "host op(s) ['flip_lr']" in str(e), e
+      else:
+        raise AssertionError("flip_lr was not refused")
+      """)
+  subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # ------------------------------------------------------------------------------- parsing

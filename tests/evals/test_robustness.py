@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from mmjax.errors import ConfigError
-from mmjax.evals import robustness as R
+from mmjax.evals import attack_stages, robustness as R
 
 KEY = jax.random.PRNGKey(0)
 W = np.array([1.0, -2.0, 0.5, 1.5], np.float32)   # ||w||_1 = 5, ||w||_2 = sqrt(7.5)
@@ -220,7 +220,10 @@ def test_params_as_an_argument_compile_once_and_match_the_closure():
                              steps=3, bounds=None)
     assert got == want
     alive = int(R.clean_correct(apply, x, y, params=w).sum())
-    shapes.add(R.padded_size(alive, min(256, len(y))))
-  # New parameter values reused the compiled attack of their batch shape.
-  runner = R._runner(apply, "pgd", "ce", "linf", 3, None, False, True, 5000, False, 1)
+    shapes.add(attack_stages.padded_size(alive, min(256, len(y))))
+  # New parameter values reused the compiled attack of their batch shape. run_stages
+  # passes every argument, random_logits and eot included, and lru_cache keys on the
+  # arguments as passed.
+  runner = attack_stages._runner(apply, "pgd", "ce", "linf", 3, None, False, True, 5000,
+                                 False, 1)
   assert runner._cache_size() == len(shapes)

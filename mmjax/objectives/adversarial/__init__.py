@@ -24,7 +24,8 @@ from mmjax.objectives.adversarial.base import (ADVERSARIAL_METHODS, ATTACK_LOSSE
                                                common_options, method_options,
                                                register_method, require_non_negative)
 from mmjax.objectives.adversarial.consistency import Alum, Trades
-from mmjax.objectives.base import Objective, to_plain
+from mmjax.objectives.base import Objective
+from mmjax.registry import to_plain
 
 __all__ = [
     "ADVERSARIAL_METHODS", "ATTACK_LOSSES", "DEFAULT_BOUNDS", "TRAIN_ATTACKS",

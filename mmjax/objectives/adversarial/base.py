@@ -33,7 +33,8 @@ import jax.numpy as jnp
 from mmjax import attacks
 from mmjax.errors import ConfigError
 from mmjax.objectives import losses
-from mmjax.objectives.base import Objective, StepContract, require_output, to_plain
+from mmjax.objectives.base import Objective, StepContract, require_output
+from mmjax.registry import to_plain
 from mmjax.registry import Registry
 
 ADVERSARIAL_METHODS = Registry("adversarial method")
