@@ -296,11 +296,7 @@ def prepare(name: str, workdir: str, config, num_examples: int, batch_size: int)
 def run_mmjax(prepared: dict, *, eps: float, seed: int, batch_size: int) -> dict:
   """mmjax's standard AutoAttack on the prepared examples."""
   import jax  # pylint: disable=g-import-not-at-top
-  from mmjax.evals import robustness  # pylint: disable=g-import-not-at-top
-  autoattack = getattr(robustness, "autoattack", None)
-  if autoattack is None:
-    from mmjax.evals import autoattack as autoattack_lib  # pylint: disable=g-import-not-at-top
-    autoattack = autoattack_lib.autoattack
+  from mmjax.evals.autoattack import autoattack  # pylint: disable=g-import-not-at-top
   started = time.perf_counter()
   result = autoattack(prepared["logits_fn"], prepared["inputs"], prepared["labels"],
                       jax.random.key(seed), eps=eps, norm="linf", version="standard",
