@@ -23,7 +23,8 @@ One iteration, from the current point u [B,D] (u = 0 or a random start of radius
 Finally the smallest adversarial u with ||u|| <= 1 is mapped back to x = x0 + eps u,
 projected onto the eps-balls and bounds, and re-evaluated: `found` only if still adversarial.
 A clean point that is already adversarial is its own answer (size 0); eps = 0 finds nothing.
-Cost per iteration: one forward and M backward passes (the Jacobian), plus one forward.
+Cost per iteration: one forward and M backward passes (the Jacobian; one for a targeted
+[B] loss), plus one forward. The projections solve without sorting (`fab_projections`).
 """
 from typing import Callable, Optional
 
@@ -107,6 +108,8 @@ class _Flat:
     """-> (f [B,M], G [B,M,D]): M vector-Jacobian products, one per boundary."""
     f, vjp = jax.vjp(self.differences, u)
     m = f.shape[-1]
+    if m == 1:        # targeted: one backward pass, no batch of cotangents
+      return f, vjp(jnp.ones_like(f))[0][:, None]
     cotangents = jnp.broadcast_to(jnp.eye(m, dtype=f.dtype)[:, None, :], (m,) + f.shape)
     g = jax.vmap(lambda c: vjp(c)[0])(cotangents)      # [M,B,D]
     return f, jnp.swapaxes(g, 0, 1)
@@ -166,10 +169,12 @@ def fab_run(prob, key, *, steps: int = 100, random_start: bool = False,
   def body(_, carry):
     u, best_u, best_norm = carry
     f, g = flat.differences_and_jacobian(u)
-    # The boundary that looks closest under the linear model.
-    closest = jnp.argmin(jnp.abs(f) / (_dual_norm(g, norm) + _TINY), axis=-1)
-    f_j = jnp.take_along_axis(f, closest[:, None], axis=-1)[:, 0]
-    w = jnp.take_along_axis(g, closest[:, None, None], axis=1)[:, 0]          # [B,D]
+    if f.shape[-1] == 1:    # targeted: the one boundary
+      f_j, w = f[:, 0], g[:, 0]
+    else:                   # the boundary that looks closest under the linear model
+      closest = jnp.argmin(jnp.abs(f) / (_dual_norm(g, norm) + _TINY), axis=-1)
+      f_j = jnp.take_along_axis(f, closest[:, None], axis=-1)[:, 0]
+      w = jnp.take_along_axis(g, closest[:, None, None], axis=1)[:, 0]        # [B,D]
     # Same hyperplane seen from u (value f_j) and from the clean point (f_j - w.u).
     steps_uv = hyperplane_step(
         jnp.concatenate([w, w]), jnp.concatenate([f_j, f_j - jnp.sum(w * u, -1)]),

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog, minimize
 
+from mmjax.attacks import fab_projections
 from mmjax.attacks.core import make_problem
 from mmjax.attacks.fab import fab_run
 from mmjax.attacks.fab_projections import BIG, hyperplane_step
@@ -149,6 +150,21 @@ def test_hyperplane_step_matches_lp_and_qp_solvers(norm):
       assert res.success
       np.testing.assert_allclose(np.linalg.norm(di), np.sqrt(res.fun), rtol=1e-4, atol=1e-6)
   assert n_feasible > 20
+
+
+@pytest.mark.parametrize("newton_steps", [0, 1])
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_hyperplane_step_bisection_fallback_agrees(norm, newton_steps, monkeypatch):
+  """Rows still unsettled after the Newton steps are finished by bisection: with none (every
+  row) or one step (a mix), the same steps as the default path (checked against the solvers
+  above), on 784-D rows with FAB-like unbounded rows too."""
+  rng = np.random.default_rng(2)
+  w, f, lo, hi = _random_instances(rng, 64, 784)
+  lo[::7], hi[::7] = -BIG, BIG
+  want = np.asarray(_step(w, f, lo, hi, norm))
+  monkeypatch.setattr(fab_projections, "_NEWTON_STEPS", newton_steps)
+  got = np.asarray(jax.jit(lambda *a: hyperplane_step(*a, norm))(w, f, lo, hi))
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_hyperplane_step_without_box_is_the_closed_form():
