@@ -20,6 +20,7 @@ CONFIGS = [(os.path.relpath(p, REPO), None)
            for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
            if not p.endswith("quickstart.py")]
 CONFIGS.append(("configs/captions_lm.py", "mlm"))
+CONFIGS.append(("configs/multimodal_digits.py", "image_audio"))   # AutoAttack per modality
 # multimodal_digits.py's :siglip, :concat and :bottleneck differ from the default only in
 # options that tests/models/test_multimodal.py and tests/objectives cover.
 PAPERS = sorted(os.path.relpath(p, REPO)
@@ -58,6 +59,8 @@ def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path, monkeypat
   # Robust evals and the guard run too, at test size (their numbers: test_robust_eval).
   config.evals.robust.update(dict(num_examples=16, steps=2, restarts=1, sanity=False,
                                   curve_eps=()))
+  if config.evals.robust.attack == "autoattack":   # its members' own budgets, one member
+    config.evals.robust.update(dict(version="custom", attacks=("apgd-ce",)))
   shrink_representation_evals(config)
   if config.adversarial.guard_every:
     config.adversarial.guard_every = 2

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from mmjax.attacks import (apgd as apgd_lib, fab as fab_lib, norms as N, pgd as pgd_lib,
                            square as square_lib)
-from mmjax.attacks.core import keep_best, make_problem
+from mmjax.attacks.core import (check_positive_int, keep_best, make_problem,
+                               refuse_step_size)
 from mmjax.errors import ConfigError
 
 ATTACKS = ("fgsm", "fgsm_rs", "pgd", "apgd", "square", "fab")
@@ -65,15 +66,10 @@ def perturb(loss_fn, inputs, key, *, attack, eps, step_size=None, steps=10, norm
   """
   if attack not in ATTACKS:
     raise ConfigError(f"attack must be one of {ATTACKS}, got {attack!r}.")
-  if attack in OWN_STEP_ATTACKS and step_size is not None:
-    raise ConfigError(
-        f"step_size={step_size!r} was given for attack={attack!r}, which sets its own step "
-        "sizes (APGD starts at 2 eps and adapts it per example; a PGD step such as 0.01 "
-        "would silently weaken it). Leave step_size unset for this attack.")
-  if not isinstance(steps, int) or steps < 1:
-    raise ConfigError(f"steps must be a positive int, got {steps!r}.")
-  if not isinstance(restarts, int) or restarts < 1:
-    raise ConfigError(f"restarts must be a positive int, got {restarts!r}.")
+  if attack in OWN_STEP_ATTACKS:
+    refuse_step_size(step_size, f"attack={attack!r}")
+  check_positive_int("steps", steps)
+  check_positive_int("restarts", restarts)
   prob = make_problem(loss_fn, inputs, attack=attack, eps=eps, step_size=step_size,
                       steps=steps, norm=norm, bounds=bounds, noise_key=noise_key, eot=eot)
   if prob is None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from mmjax.attacks import (cross_entropy, dlr_loss, margin, perturb, targeted_dlr_loss,
                            top_other_classes)
-from mmjax.attacks.core import make_problem
+from mmjax.attacks.core import check_positive_int, make_problem, refuse_step_size
 from mmjax.attacks.fab import fab_run
 from mmjax.errors import ConfigError
 
@@ -244,16 +244,11 @@ def stage_runs(stage, restarts, num_classes, n_targets=N_TARGETS):
 def check_attack_args(stages, step_size, restarts, batch_size, eps):
   """ConfigErrors for arguments that would silently weaken or break `stages`."""
   own = [st for st in stages if st in OWN_STEP_STAGES]
-  if step_size is not None and own:
-    raise ConfigError(
-        f"step_size={step_size!r} was given for {', '.join(own)}, which set their own step "
-        "sizes (APGD starts at 2 eps and adapts it per example; a PGD step such as 0.01 "
-        "would silently weaken it, e.g. 86.4% instead of 83.2% robust on an MNIST model). "
-        "Leave step_size unset (evals.robust.step_size=None) for these attacks.")
-  if not isinstance(batch_size, int) or batch_size < 1:
-    raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}.")
-  if not isinstance(restarts, int) or restarts < 1:
-    raise ConfigError(f"restarts must be a positive int, got {restarts!r}.")
+  if own:
+    refuse_step_size(step_size, ", ".join(own),
+                     "Leave step_size unset (evals.robust.step_size=None) for it.")
+  check_positive_int("batch_size", batch_size)
+  check_positive_int("restarts", restarts)
   if any(isinstance(e, (int, float)) and e < 0 for e in jax.tree_util.tree_leaves(eps)):
     raise ConfigError(f"eps must be >= 0, got {eps!r}.")
 

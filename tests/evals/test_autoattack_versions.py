@@ -64,6 +64,15 @@ def test_perturb_refuses_a_step_size_for_apgd():
   logits_fn, x, y = linear_model()
   with pytest.raises(ConfigError, match="sets its own step"):
     perturb(lambda a: -logits_fn(a)[:, 0], x, KEY, attack="apgd", eps=0.1, step_size=0.01)
+  # Training passes per-modality spec trees: a tree of None leaves is an unset step size.
+  inputs = {"image": x, "mask": jnp.ones((x.shape[0],), jnp.int32)}
+  adv = perturb(lambda a: -logits_fn(a["image"])[:, 0], inputs, KEY, attack="apgd",
+                eps={"image": 0.1, "mask": 0.0}, step_size={"image": None, "mask": None},
+                steps=3)
+  assert float(jnp.max(jnp.abs(adv["image"] - x))) <= 0.1 + 1e-6
+  with pytest.raises(ConfigError, match="sets its own step"):
+    perturb(lambda a: -logits_fn(a["image"])[:, 0], inputs, KEY, attack="apgd",
+            eps={"image": 0.1, "mask": 0.0}, step_size={"image": 0.01, "mask": None})
 
 
 def test_attack_labels_name_attack_steps_restarts_norm_and_eps():
