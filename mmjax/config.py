@@ -194,6 +194,13 @@ REMOVED_KEYS = {
 }
 
 
+def check_removed(keys) -> None:
+  """ConfigError for a key that was removed, saying why and what replaces it."""
+  for key in keys:
+    if key in REMOVED_KEYS:
+      raise ConfigError(f"{key} was removed: {REMOVED_KEYS[key]}")
+
+
 def check_override_keys(argv: Sequence[str]) -> None:
   """Raises a ConfigError for any --config.KEY=VALUE whose KEY the config lacks.
 
@@ -217,6 +224,7 @@ def check_override_keys(argv: Sequence[str]) -> None:
     m = _OVERRIDE_FLAG.match(arg)
     if not m:
       continue
+    check_removed([m["key"]])
     node, walked = config, []
     for part in m["key"].split("."):
       if isinstance(node, ml_collections.ConfigDict) and part in node:
@@ -234,8 +242,6 @@ def check_override_keys(argv: Sequence[str]) -> None:
           continue
         keys |= fields
       where = ".".join(walked) or "the config"
-      if m["key"] in REMOVED_KEYS:
-        raise ConfigError(f"{m['key']} was removed: {REMOVED_KEYS[m['key']]}")
       raise ConfigError(
           f"Unknown config key {m['key']!r} in {arg.split('=')[0]}: {where} has no key "
           f"{part!r}. Valid keys there: {', '.join(sorted(keys))}.")
@@ -249,6 +255,8 @@ def validate(config: ml_collections.ConfigDict, mode: str = "train",
   """
   if mode not in MODES:
     raise ConfigError(f"Unknown --mode={mode!r}. Choose one of: {', '.join(MODES)}.")
+  check_removed(key for key in REMOVED_KEYS
+                if key.split(".")[-1] in config.get(key.split(".")[0], {}))
   t = config.train
   for key in ("total_steps", "batch_size", "log_every", "eval_every", "checkpoint_every",
               "keep_checkpoints", "seed"):

@@ -141,6 +141,8 @@ def test_guard_stops_on_a_collapse_and_keeps_the_earlier_parameters(tiny_config,
     ("adversarial", dict(kind="madry", eps=0.1, attack="apgd", step_size=0.01),
      "APGD sets its own step"),
     ("adversarial", dict(kind="madry", eps=0.1, attack="square"), "cannot train"),
+    ("adversarial", dict(kind="madry", eps=0.1, guard_every=5, guard_max_gap=0.5),
+     "guard_max_gap was removed: the FGSM-PGD gap stopped healthy runs"),
     ("evals.robust", dict(attack="pgd", eps=0.0), "evals.robust.eps"),
     ("adversarial", dict(guard_every=5), "guard_every is set but adversarial.kind is 'none'"),
     ("adversarial", dict(kind="free", eps=0.1), "grad_accum_steps"),
@@ -157,3 +159,11 @@ def test_bad_robustness_settings_fail_before_training(tiny_config, tmp_path, sec
   with pytest.raises(ConfigError, match=match):
     loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_the_removed_gap_flag_says_why_and_what_replaces_it():
+  from mmjax.config import check_override_keys
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  with pytest.raises(ConfigError, match="guard_max_gap was removed.*guard_max_drop"):
+    check_override_keys([f"--config={root}/configs/papers/fast_at_mnist.py:tiny",
+                         "--config.adversarial.guard_max_gap=0.5"])
