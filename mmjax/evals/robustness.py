@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.attacks import cross_entropy, margin
+from mmjax.attacks.core import refuse_step_size
 from mmjax.errors import ConfigError
 from mmjax.evals import autoattack
 from mmjax.evals.attack_stages import (OWN_STEP_STAGES, STAGES, cached, clean_accuracy,
@@ -34,12 +35,11 @@ EVAL_ATTACKS = STAGES + ("ensemble", "autoattack")
 
 def check_step_size(attack, step_size, config_key):
   """ConfigError when a step size is set for an attack that sets its own (APGD's 2 eps
-  start, FAB, Square): the silent weakening this prevents cost 3 points on MNIST."""
-  if attack in OWN_STEP_STAGES + ("ensemble", "autoattack") and step_size:
-    raise ConfigError(
-        f"{config_key} sets a step size ({step_size!r}) for attack={attack!r}, which sets "
-        "its own step sizes (APGD starts at 2 eps and adapts it per example; a PGD step such "
-        "as 0.01 would silently weaken it). Unset the step size, or use attack='pgd'.")
+  start, FAB, Square): the silent weakening this prevents cost 3 points on MNIST.
+  A falsy step size (the probe's 0) means the attack's default."""
+  if attack in OWN_STEP_STAGES + ("ensemble", "autoattack"):
+    refuse_step_size(step_size or None, f"attack={attack!r} ({config_key})",
+                     f"Unset {config_key}, or use attack='pgd'.")
 
 
 def attack_label(attack, *, eps, norm, steps, restarts, version="standard"):

@@ -25,7 +25,8 @@ from mmjax.data import device_ops   # JAX only; TensorFlow enters with mmjax.dat
 from mmjax.errors import CheckpointError, ConfigError, NonFiniteLossError
 from mmjax.objectives import adversarial
 from mmjax.train import checkpoint as checkpoint_lib
-from mmjax.train import finetune, optim, state as state_lib, step as step_lib, writers
+from mmjax.train import finetune, optim, robust_eval, state as state_lib, step as step_lib
+from mmjax.train import writers
 
 
 def check_workdir(workdir: str) -> str:
@@ -80,8 +81,7 @@ class Experiment:
     """(variables, inputs) -> class logits of the model in eval mode. One per experiment:
     compiled attacks are cached per callable, so robust evals and the overfitting guard
     share them."""
-    from mmjax.train.robust_eval import ModelLogits
-    return ModelLogits(self.model)
+    return robust_eval.ModelLogits(self.model)
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
@@ -182,7 +182,7 @@ def make_evaluators(exp: Experiment) -> list:
   `evaluator(params, model_state, step) -> metrics`: robust accuracy
   (evals.robust.attack), reports (evals.report) and the representation evals
   (retrieval, probe, caption)."""
-  from mmjax.train import report_eval, representation_eval, robust_eval
+  from mmjax.train import report_eval, representation_eval
   extra = [robust_eval.RobustEvaluator(exp)] if exp.config.evals.robust.attack else []
   if exp.config.evals.report.kind:
     extra.append(report_eval.ReportEvaluator(exp))
@@ -292,7 +292,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Model %s: %s parameters; %d devices; global batch %d.", config.model.name,
                f"{n_params:,}", jax.device_count(), t.batch_size)
   finetune.log_trainable(state.params, config.finetune)
-  from mmjax.train import robust_eval
   early_stop = robust_eval.early_stop_record(exp.workdir)
   stopped_at = None if early_stop is None else int(early_stop["step"])
   end = t.total_steps
@@ -366,7 +365,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _eval_and_log(exp, state, eval_step, evaluators, step, writer, early_stop=None
                   ) -> dict[str, float]:
-  from mmjax.train import robust_eval
   metrics = run_evals(exp, state, eval_step, evaluators, step)
   # An early stop is part of every later eval, so no one reads these numbers as a full run.
   metrics.update(robust_eval.early_stop_metrics(early_stop))
@@ -377,14 +375,13 @@ def _eval_and_log(exp, state, eval_step, evaluators, step, writer, early_stop=No
 
 
 # ---- the catastrophic-overfitting guard (mmjax/train/robust_eval.py) ----
-EARLY_STOP_FILE = "early_stop.json"   # robust_eval.EARLY_STOP_FILE, kept for callers
+EARLY_STOP_FILE = robust_eval.EARLY_STOP_FILE   # callers and tests name it here
 
 
 def _make_guard(exp: Experiment, start_step: int, state):
   if not exp.config.adversarial.guard_every:
     return None
   from mmjax import data
-  from mmjax.train import robust_eval
   # The held batch: the first training batch (fixed, so every check sees the same one).
   held = next(data.make_train_iterator(
       exp.config.data, batch_size=exp.per_process_batch, seed=exp.config.train.seed,
