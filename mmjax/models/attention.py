@@ -95,16 +95,9 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *,
 
 # On the CPU, XLA's attention runs in mmjax's own kernel (`cpu_attention`): heads moved in
 # front of positions ([B,N,T,H], so that every score matmul is a plain batched GEMM) and
-# causal self-attention in query chunks from CAUSAL_CHUNK_MIN_LENGTH positions. Measured
-# on 2 cores of a Zen 5 EPYC (jax 0.10.2, docs/benchmarks.md), one layer forward +
-# backward: causal [4, 256, 12, 64] 31 ms through jax.nn.dot_product_attention in 4
-# chunks, 42 ms whole, 10 ms here (24 ms whole, 13 in 2 chunks, 21 in 8; PyTorch's fused
-# causal kernel 19 ms); ViT-B/16's [8, 197, 12, 64] 44 -> 29 ms; BERT-base's [8, 128, 12,
-# 64] with padding 12 -> 9 ms. Whole train steps gain less, because inside a model XLA
-# already lays the projections out for the attention (same process, alternated blocks,
-# ratio per round): ViT-B/16 0.93-0.98 of the step with jax's kernel, GPT-2-124M 0.95-1.01
-# of the step with chunks of jax's kernel (which itself is 0.94-0.98 of the whole
-# kernel's), BERT-base 0.97-1.02.
+# causal self-attention in query chunks from CAUSAL_CHUNK_MIN_LENGTH positions (chunks
+# skip the masked half of the scores). The chunk sizes and the gains per model are
+# measurements: docs/benchmarks.md, "CPU attention with heads first".
 CAUSAL_CHUNK_MIN_LENGTH = 128
 CAUSAL_CHUNKS = 4
 
