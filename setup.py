@@ -13,7 +13,7 @@ setup(
         "optax>=0.2.3",
         "orbax-checkpoint>=0.6",
         "absl-py>=2.0",
-        "ml-collections>=0.1.1",
+        "ml-collections>=1.0,<2",  # mmjax.main subclasses its config-file flag
         "numpy>=1.26",
         # Event files without TensorFlow, so training logs work on accelerator images.
         "tensorboardX>=2.6",

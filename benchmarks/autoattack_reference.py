@@ -261,7 +261,8 @@ def _check_against_workdir(config, workdir: str) -> None:
 def prepare(name: str, workdir: str, config, num_examples: int, batch_size: int) -> dict:
   """Restores the newest checkpoint and takes the first eval examples."""
   import jax  # pylint: disable=g-import-not-at-top
-  from mmjax.train import loop, robust_eval  # pylint: disable=g-import-not-at-top
+  from mmjax.evals import batched  # pylint: disable=g-import-not-at-top
+  from mmjax.train import loop  # pylint: disable=g-import-not-at-top
   _check_against_workdir(config, workdir)
   exp = loop.build_experiment(config, workdir, "eval")
   try:
@@ -271,12 +272,12 @@ def prepare(name: str, workdir: str, config, num_examples: int, batch_size: int)
   if restored is None:
     raise SystemExit(f"{name}: no checkpoint in {workdir}/checkpoints.")
   state, _, step = restored
-  # As `--mode=eval` (loop._eval_params): the EMA parameters when the config uses them.
-  use_ema = config.evals.use_ema and state.ema_params is not None
-  variables = jax.device_get(robust_eval.model_variables(
+  # As `--mode=eval`: the EMA parameters when the config keeps them (use_ema's default).
+  use_ema = state.ema_params is not None
+  variables = jax.device_get(batched.model_variables(
       state.ema_params if use_ema else state.params, state.model_state))
-  logits_fn = robust_eval.ModelLogits(exp.model)
-  examples = robust_eval.eval_examples(config.data, num_examples, batch_size)
+  logits_fn = batched.ModelLogits(exp.model)
+  examples = batched.eval_examples(config.data, num_examples, batch_size)
   labels = examples.pop("label").astype(np.int32)
   inputs = logits_fn.inputs(variables, examples, batch_size)
   images = np.asarray(inputs["image"], np.float32)
@@ -286,7 +287,7 @@ def prepare(name: str, workdir: str, config, num_examples: int, batch_size: int)
                      "supports image classifiers whose inputs are the pixels.")
   if images.min() < 0 or images.max() > 1:
     raise SystemExit(f"{name}: eval pixels span [{images.min()}, {images.max()}], not [0, 1].")
-  flax_logits = robust_eval.in_chunks(lambda x: logits_fn.encode(variables, x)["logits"],
+  flax_logits = batched.in_chunks(lambda x: logits_fn.encode(variables, x)["logits"],
                                       inputs, batch_size)
   return dict(name=name, workdir=workdir, step=int(step), config=config,
               variables=variables, logits_fn=logits_fn, inputs=inputs, images=images,
@@ -440,7 +441,7 @@ def parse_args(argv=None):
   p.add_argument("--eps", type=float, default=None,
                  help="Linf radius (default: each config's evals.robust.eps).")
   p.add_argument("--batch_size", type=int, default=None,
-                 help="Attack batch (default: each config's evals.batch_size).")
+                 help="Attack batch (default: each config's train.eval_batch_size).")
   p.add_argument("--seed", type=int, default=0,
                  help="jax.random.key(seed) for mmjax; the torchattacks seed.")
   p.add_argument("--reference_steps", type=int, default=100,
@@ -508,7 +509,7 @@ def main(argv=None) -> dict | None:
   for name, workdir in workdirs.items():
     config = load_config(configs[name], overrides[name])
     eps = args.eps if args.eps is not None else float(config.evals.robust.eps)
-    batch_size = args.batch_size or int(config.evals.batch_size)
+    batch_size = args.batch_size or int(config.train.eval_batch_size)
     print(f"[{name}] {workdir}: restoring, {args.num_examples} examples, eps {eps:g}",
           flush=True)
     prepared = prepare(name, workdir, config, args.num_examples, batch_size)

@@ -35,5 +35,6 @@ def get_config(arg=None):
                       weight_decay=0.01, clip_norm=1.0))
   c.train.update(dict(total_steps=300, batch_size=64, log_every=50, eval_every=150,
                       checkpoint_every=150))
-  c.evals.update(dict(batch_size=250, max_batches=2))
+  c.train.eval_batch_size = 250
+  c.evals.loss.max_batches = 2
   return c

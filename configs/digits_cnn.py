@@ -25,5 +25,5 @@ def get_config(arg=None):
                       warmup_steps=160, weight_decay=0.0))
   c.train.update(dict(total_steps=400, batch_size=100, log_every=50, eval_every=200,
                       checkpoint_every=200))
-  c.evals.batch_size = 500
+  c.train.eval_batch_size = 500
   return c

@@ -45,5 +45,5 @@ def get_config(arg=None):
   c.train.log_every = 50
   c.train.eval_every = 500
   c.train.checkpoint_every = 500
-  c.evals.batch_size = 250
+  c.train.eval_batch_size = 250
   return c

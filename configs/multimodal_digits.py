@@ -22,7 +22,8 @@ Command:
 """
 import math
 
-from mmjax.config import default_config, use_multimodal_digits
+from mmjax.config import default_config
+from configs.common import use_multimodal_digits
 from mmjax.errors import ConfigError
 
 VARIANTS = ("clip", "siglip", "concat", "bottleneck", "image_audio")
@@ -51,7 +52,8 @@ def get_config(arg=None):
                       weight_decay=0.05, clip_norm=1.0))
   c.train.update(dict(total_steps=300, batch_size=64, log_every=50, eval_every=150,
                       checkpoint_every=150))
-  c.evals.update(dict(batch_size=250, max_batches=2))
+  c.train.eval_batch_size = 250
+  c.evals.loss.max_batches = 2
   if variant == "image_audio":
     image_audio_autoattack(c)
   return c
@@ -66,8 +68,8 @@ def image_audio_autoattack(c):
   contrastive = dict(name="contrastive", weight=1.0, pairs=(("image", "audio"),))
   c.objective = dict(name="sum", terms=dict(contrastive=contrastive,
                                             supervised=dict(weight=1.0)))
-  c.evals.robust.update(dict(attack="autoattack", version="standard",
-                             modalities=("image", "spectrogram"),
-                             eps={"image": 0.1, "spectrogram": 0.25}, num_examples=200,
-                             per_modality=True, sanity=False))
+  c.evals.robust = dict(type="robust", attack="autoattack", version="standard",
+                        modalities=("image", "spectrogram"),
+                        eps={"image": 0.1, "spectrogram": 0.25}, num_examples=200,
+                        per_modality=True, sanity=False)
   c.train.eval_every = 0

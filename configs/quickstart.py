@@ -26,7 +26,8 @@ Xeon machine: 92.6-94.2%, 43.4-45.6%, BLEU 14.0-16.7 (other random draws).
 Command:
   python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/mmjax_quickstart
 """
-from mmjax.config import default_config, use_multimodal_digits
+from mmjax.config import default_config
+from configs.common import use_multimodal_digits
 
 
 def get_config(arg=None):
@@ -52,9 +53,10 @@ def get_config(arg=None):
                       weight_decay=0.05, clip_norm=1.0))
   c.train.update(dict(total_steps=1200, batch_size=64, log_every=100, eval_every=0,
                       checkpoint_every=600))
-  c.evals.update(dict(batch_size=250, max_batches=2))
-  c.evals.retrieval.update(dict(pairs=pairs, num_examples=500))
-  c.evals.probe.update(dict(modality="image", train_examples=2000, test_examples=500,
-                            attack="pgd", eps=0.1, attack_steps=10))
-  c.evals.caption.update(dict(num_examples=250, beam_size=4, length_penalty=0.6))
+  c.train.eval_batch_size = 250
+  c.evals.loss.max_batches = 2
+  c.evals.retrieval = dict(type="retrieval", pairs=pairs, num_examples=500)
+  c.evals.probe = dict(type="probe", modality="image", train_examples=2000,
+                       test_examples=500, attack="pgd", eps=0.1, attack_steps=10)
+  c.evals.caption = dict(type="caption", num_examples=250, beam_size=4, length_penalty=0.6)
   return c

@@ -47,5 +47,5 @@ def get_config(arg=None):
                       weight_decay=0.05, clip_norm=1.0))
   c.train.update(dict(total_steps=1500, batch_size=64, log_every=100, eval_every=750,
                       checkpoint_every=750))
-  c.evals.update(dict(batch_size=500))
+  c.train.eval_batch_size = 500
   return c

@@ -2,6 +2,7 @@
 
   python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/qs \
       [--mode=train|eval|plan|bench] [--config.train.total_steps=300 ...]
+      [--mode=eval --evals=robust,probe] [--config.evals.NAME.type=robust ...]
 
 Multi-host runs start JAX's distributed runtime first: from --coordinator_address,
 --num_processes and --process_id, or the MMJAX_* / SLURM / TPU environment
@@ -18,7 +19,7 @@ import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+from ml_collections.config_flags import config_flags as _config_flags_impl
 
 from mmjax import config as config_lib
 from mmjax.errors import MmjaxError
@@ -29,9 +30,27 @@ from mmjax.errors import MmjaxError
 # unknown key is refused first by config_lib.check_override_keys, with the valid keys
 # named. ml_collections allows that only on an unlocked config, so _main locks it once the
 # flags are applied.
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file (python, defining get_config(arg)); PATH[:ARG].",
-    lock_config=False, accept_new_attributes=True)
+class _ConfigFileParser(_config_flags_impl.ConfigFileFlagParser):
+  """The config file's ConfigDict, plus an entry for each evaluator that a
+  --config.evals.NAME.type=TYPE flag adds, so its option flags have a place to go."""
+
+  def parse(self, path):
+    config = super().parse(path)
+    config_lib.add_new_evaluators(config, sys.argv[1:])
+    return config
+
+
+def _define_config_flag():
+  # config_flags.DEFINE_config_file, with the parser above.
+  flag = _config_flags_impl._ConfigFlag(  # pylint: disable=protected-access
+      parser=_ConfigFileParser(name="config", lock_config=False),
+      serializer=flags.ArgumentSerializer(), name="config", default=None,
+      help_string="Config file (python, defining get_config(arg)); PATH[:ARG].",
+      flag_values=flags.FLAGS, accept_new_attributes=True)
+  return flags.DEFINE_flag(flag, flags.FLAGS)
+
+
+_CONFIG = _define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "train: train (resuming from the workdir); eval: evaluate the "
@@ -39,6 +58,9 @@ _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "for the config's mesh without running it and report FLOPs and "
                           "per-device memory (config.plan); bench: time warm train steps on "
                           "synthetic data, with MFU (config.bench).")
+_EVALS = flags.DEFINE_list(
+    "evals", None, "--mode=eval only: the names of the config.evals entries to run "
+    "(default: all).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, for multi-host runs (else from "
     "MMJAX_COORDINATOR_ADDRESS, SLURM or the TPU pod).")
@@ -67,6 +89,9 @@ def _main(argv) -> None:
   if len(argv) > 1:
     _fail(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
   _CONFIG.value.lock()
+  if _EVALS.value and _MODE.value != "eval":
+    _fail("--evals chooses evaluators for --mode=eval; in training every entry of "
+          "config.evals runs on its own cadence (evals.NAME.every).")
   logging.set_verbosity(logging.INFO)
   if not _LIBRARY_LOGS.value:
     logging.get_absl_handler().addFilter(_OnlyMmjaxInfo())
@@ -76,7 +101,7 @@ def _main(argv) -> None:
     if _MODE.value == "train":
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "eval":
-      loop.evaluate(_CONFIG.value, _WORKDIR.value)
+      loop.evaluate(_CONFIG.value, _WORKDIR.value, _EVALS.value)
     elif _MODE.value == "plan":
       from mmjax.bench import plan
       plan.plan_train_step(_CONFIG.value, _WORKDIR.value)
@@ -102,9 +127,15 @@ def _start_devices(config, mode: str) -> None:
       logging.set_verbosity(logging.WARNING)
 
 
+def _model_fields(model_config) -> set[str]:
+  # Imported only when a model key is overridden: flax stays out of --help.
+  from mmjax import models   # pylint: disable=g-import-not-at-top
+  return models.config_fields(model_config)
+
+
 def run() -> None:
   try:
-    config_lib.check_override_keys(sys.argv[1:])
+    config_lib.check_override_keys(sys.argv[1:], model_fields=_model_fields)
   except MmjaxError as e:
     _fail(str(e))
   app.run(_main)

@@ -20,7 +20,7 @@ import pytest  # noqa: E402
 RUN_FIRST = ("tests/test_quickstart.py::",
              "tests/test_main.py::test_sigkill",
              "tests/test_configs.py::test_config_runs_three_steps",
-             "tests/train/test_adversarial_training.py::")
+             "tests/train/test_adversarial_training_buys_robustness.py::")
 
 
 def pytest_collection_modifyitems(items):
@@ -54,7 +54,7 @@ def tiny_vit_config(data_dir, **train):
   c.train.update(dict(total_steps=30, batch_size=32, log_every=5, eval_every=0,
                       checkpoint_every=10))
   c.train.update(train)
-  c.evals.batch_size = 500
+  c.train.eval_batch_size = 500
   return c
 
 

@@ -8,42 +8,57 @@ import pytest
 
 from mmjax import models
 from mmjax.bench import synthetic
-from mmjax.config import load_config_file, validate
+from mmjax.config import load_config_file
+from mmjax.train.checks import check_config
 from mmjax.errors import ConfigError, DataError
 from mmjax.train import loop
 from tests import standins
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def config_files(*parts):
+  """The config files in configs/PARTS (not the package's __init__ or common.py)."""
+  return sorted(os.path.relpath(p, REPO)
+                for p in glob.glob(os.path.join(REPO, "configs", *parts, "*.py"))
+                if os.path.basename(p) not in ("__init__.py", "common.py"))
+
 # (config file, arg): every file, plus the extra args a file documents.
 # The quickstart has its own, longer test (tests/test_quickstart.py).
-CONFIGS = [(os.path.relpath(p, REPO), None)
-           for p in sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
-           if not p.endswith("quickstart.py")]
+CONFIGS = [(p, None) for p in config_files() if not p.endswith("quickstart.py")]
 CONFIGS.append(("configs/captions_lm.py", "mlm"))
 CONFIGS.append(("configs/multimodal_digits.py", "image_audio"))   # AutoAttack per modality
 # multimodal_digits.py's :siglip, :concat and :bottleneck differ from the default only in
 # options that tests/models/test_multimodal.py and tests/objectives cover.
-PAPERS = sorted(os.path.relpath(p, REPO)
-                for p in glob.glob(os.path.join(REPO, "configs", "papers", "*.py")))
+PAPERS = config_files("papers")
 CONFIGS += [(p, "tiny") for p in PAPERS]
-SCALE = sorted(os.path.relpath(p, REPO)
-               for p in glob.glob(os.path.join(REPO, "configs", "scale", "*.py")))
+SCALE = config_files("scale")
 CONFIGS += [(p, "tiny") for p in SCALE]
 # Fine-tuning configs import MiniLM (the test extra) or a random ViT written in HF format.
-FINETUNE = sorted(os.path.relpath(p, REPO)
-                  for p in glob.glob(os.path.join(REPO, "configs", "finetune", "*.py")))
+FINETUNE = config_files("finetune")
 CONFIGS += [(p, "tiny") for p in FINETUNE]
 
 
-def shrink_representation_evals(config):
-  """Retrieval, probe, zero-shot and caption evals (when a config has them) at test
-  size."""
-  config.evals.retrieval.num_examples = 16
-  config.evals.probe.update(dict(train_examples=32, test_examples=16, steps=10,
-                                 attack_steps=1))
-  if config.evals.caption.num_examples:
-    config.evals.caption.num_examples = 16
-  config.evals.zero_shot.num_examples = 16
+# Per evaluator type: the options that bring it to test size.
+TEST_SIZE = {
+    "loss": dict(max_batches=1),
+    "retrieval": dict(num_examples=16),
+    "zero_shot": dict(num_examples=16),
+    "caption": dict(num_examples=16),
+    "probe": dict(train_examples=32, test_examples=16, steps=10, attack_steps=1),
+    # Robust evals run too, at test size (their numbers: tests/evals/test_robust_evaluator).
+    "robust": dict(num_examples=16, steps=2, restarts=1, sanity=False, curve_eps=()),
+}
+
+
+def shrink_evals(config, batch_size: int = 16):
+  """Every evaluator of the config at test size; AutoAttack as its first member only
+  (the members' own budgets)."""
+  config.train.eval_batch_size = batch_size
+  for entry in config.evals.values():
+    entry.update(TEST_SIZE.get(entry.type, {}))
+    if entry.type == "robust" and entry.attack == "autoattack":
+      entry.update(dict(version="custom", attacks=("apgd-ce",)))
 
 
 @pytest.mark.parametrize("path, arg", CONFIGS, ids=[f"{p}:{a}" if a else p for p, a in CONFIGS])
@@ -55,13 +70,7 @@ def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path, monkeypat
   config.train.update(dict(total_steps=3, batch_size=16, log_every=1, eval_every=0,
                            checkpoint_every=3))
   config.optim.warmup_steps = 0
-  config.evals.update(dict(batch_size=16, max_batches=1))
-  # Robust evals and the guard run too, at test size (their numbers: test_robust_eval).
-  config.evals.robust.update(dict(num_examples=16, steps=2, restarts=1, sanity=False,
-                                  curve_eps=()))
-  if config.evals.robust.attack == "autoattack":   # its members' own budgets, one member
-    config.evals.robust.update(dict(version="custom", attacks=("apgd-ce",)))
-  shrink_representation_evals(config)
+  shrink_evals(config)
   if config.adversarial.guard_every:
     config.adversarial.guard_every = 2
   result = loop.train_and_evaluate(config, str(tmp_path))
@@ -71,7 +80,7 @@ def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path, monkeypat
   assert all(math.isfinite(r["loss"]) for r in rows if r["split"] in ("train", "eval"))
   assert math.isfinite(result["loss"])
   assert os.listdir(tmp_path / "checkpoints") == ["3"]
-  if config.evals.report.kind:
+  if any(e.type == "report" for e in config.evals.values()):
     assert os.path.isfile(tmp_path / "reports" / "step_3" / "report.json")
 
 
@@ -113,7 +122,7 @@ def test_paper_config_full_variant_names_its_dataset(path, tmp_path, monkeypatch
     env, make = LOCAL_FILES[name]
     monkeypatch.setenv(env, make(tmp_path / "local_files"))
   config = load_config_file(os.path.join(REPO, path))
-  validate(config)
+  check_config(config)
   assert config.data.name == dataset
   n = models.param_count(models.abstract_variables(
       models.build_model(config.model), _example(config))["params"])
@@ -160,7 +169,7 @@ def test_finetune_config_full_variant(name, tmp_path, monkeypatch):
   env, dataset, params = FINETUNE_FULL[name]
   monkeypatch.setenv(env, str(tmp_path / "no_such_checkpoint"))
   config = load_config_file(os.path.join(REPO, "configs", "finetune", f"{name}.py"))
-  validate(config)
+  check_config(config)
   assert config.data.name == dataset
   assert config.finetune.init_from == str(tmp_path / "no_such_checkpoint")
   n = models.param_count(models.abstract_variables(

@@ -69,6 +69,34 @@ BAD_INPUTS = {
                                           "--config.adversarial.beta=3"],
                                          r"adversarial.beta is an option of "
                                          r"adversarial.kind='trades', not of 'madry'"),
+    # Evaluators: added by flags, each checks its own options before any compute.
+    "evaluator_misspelt_type": (["--config.evals.robust.type=robustt",
+                                 "--config.evals.robust.eps=0.1"],
+                                r"Unknown evaluator type 'robustt' \(config key "
+                                r"evals.robust.type\).*Did you mean 'robust'\?"),
+    "evaluator_misspelt_option": (["--config.evals.robust.type=robust",
+                                   "--config.evals.robust.attack=pgd",
+                                   "--config.evals.robust.epss=0.1"],
+                                  r"Unknown option\(s\) \['epss'\] of evals.robust "
+                                  r"\(type 'robust'\). Did you mean 'epss' -> 'eps'\?"),
+    "evaluator_option_wrong_type": (["--config.evals.robust.type=robust",
+                                     "--config.evals.robust.attack=pgd",
+                                     "--config.evals.robust.eps=0.1",
+                                     "--config.evals.robust.steps=ten"],
+                                    r"evals.robust.steps='ten' must be an integer"),
+    "evaluator_bad_value": (["--config.evals.robust.type=robust",
+                             "--config.evals.robust.attack=apgd-ce",
+                             "--config.evals.robust.eps=0.1",
+                             "--config.evals.robust.step_size=0.01"],
+                            r"evals.robust.step_size.*own step sizes"),
+    "old_style_robust_key": (["--config.evals.robust.attack=pgd"],
+                             r"evals.robust.attack: this config has no evaluator named "
+                             r"'robust'.*--config.evals.robust.type=robust"),
+    "old_style_shared_key": (["--config.evals.batch_size=64"],
+                             r"evals.batch_size is no longer a shared setting.*"
+                             r"train.eval_batch_size"),
+    "eval_names_outside_eval_mode": (["--evals=loss"], r"--evals chooses evaluators for "
+                                                       r"--mode=eval"),
 }
 
 
@@ -84,8 +112,13 @@ def test_bad_input_one_clear_error_nothing_damaged(case, trained_workdir, digits
 
 
 def test_overrides_may_set_model_fields_left_at_their_defaults():
-  from mmjax.config import check_override_keys
+  import functools
+  from mmjax import config as config_lib
   from mmjax.errors import ConfigError
+  from mmjax.models import config_fields
+  # As mmjax.main checks them: with the model class's fields.
+  check_override_keys = functools.partial(config_lib.check_override_keys,
+                                          model_fields=config_fields)
   config = "--config=" + os.path.join(REPO, "configs/bench/gpt2_124m.py") + ":tiny"
   # Neither key is in the config file: both are TextTransformer fields with defaults.
   check_override_keys([config, "--config.model.attention=xla", "--config.model.lora_rank=2"])
@@ -104,6 +137,29 @@ def test_overrides_may_set_an_adversarial_methods_own_options():
                        "--config.adversarial.beta=3", "--config.adversarial.replays=2"])
   with pytest.raises(ConfigError, match="Unknown config key 'adversarial.beta.x'"):
     check_override_keys([config, "--config.adversarial.beta.x=1"])
+
+
+def test_mode_eval_runs_chosen_evaluators_including_one_added_by_flags(
+    trained_workdir, digits_data_dir, tmp_path):
+  """--mode=eval on a checkpoint runs the evaluators --evals names: here only a robust
+  one that flags add to a config without it."""
+  import json
+  import shutil
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(trained_workdir, workdir)
+  proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=eval", "--evals=fgsm",
+                       "--config.evals.fgsm.type=robust", "--config.evals.fgsm.attack=fgsm",
+                       "--config.evals.fgsm.eps=0.1", "--config.evals.fgsm.num_examples=20",
+                       "--config.evals.fgsm.sanity=False"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    row = [json.loads(line) for line in f][-1]
+  assert row["split"] == "eval" and row["step"] == 10
+  assert row["fgsm/num_examples"] == 20 and 0 <= row["fgsm/accuracy"] <= 1
+  assert "loss" not in row   # the eval loss was not chosen
+  assert os.path.isfile(os.path.join(workdir, "robustness_fgsm", "step_10.json"))
+  proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=eval", "--evals=robsut"))
+  assert proc.returncode == 2 and "--evals names ['robsut']" in proc.stderr
 
 
 def test_unwritable_workdir(digits_data_dir, tmp_path):

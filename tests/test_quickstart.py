@@ -6,7 +6,7 @@ import os
 
 from mmjax.config import load_config_file
 from mmjax.train import loop
-from tests.test_configs import shrink_representation_evals
+from tests.test_configs import shrink_evals
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,8 +17,7 @@ def test_quickstart_40_steps_losses_fall_and_evals_report(digits_data_dir, tmp_p
   config.train.update(dict(total_steps=40, log_every=10, eval_every=0,
                            checkpoint_every=0))
   config.optim.warmup_steps = 5
-  config.evals.update(dict(batch_size=64, max_batches=1))
-  shrink_representation_evals(config)
+  shrink_evals(config, batch_size=64)
   result = loop.train_and_evaluate(config, str(tmp_path))
   with open(tmp_path / "metrics.jsonl") as f:
     train = [r for r in map(json.loads, f) if r["split"] == "train"]

@@ -14,7 +14,8 @@ Command (synthetic data, no TensorFlow needed; results in docs/benchmarks.md):
 Side by side with the same model in PyTorch (pip install -e '.[bench]'), in one run:
   ... '--config.bench.compare=("bare", "torch_eager", "torch_compile")'
 """
-from mmjax.config import bench_variant, config_variant, default_config
+from mmjax.config import default_config
+from configs.common import bench_variant, config_variant
 
 
 def get_config(arg=None):

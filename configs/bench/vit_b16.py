@@ -8,7 +8,8 @@ Command (synthetic data; docs/benchmarks.md):
   python -m mmjax.main --config=configs/bench/vit_b16.py --workdir=/tmp/bench_vit \
       --mode=bench
 """
-from mmjax.config import bench_variant, config_variant, default_config
+from mmjax.config import default_config
+from configs.common import bench_variant, config_variant
 
 
 def get_config(arg=None):

@@ -26,7 +26,8 @@ Commands:
 """
 import os
 
-from mmjax.config import config_variant, default_config, smoke_run
+from mmjax.config import default_config
+from configs.common import config_variant, smoke_run
 from mmjax.data.ner_tags import CAPTION_NER_TAGS, CONLL2003_NER_TAGS
 from mmjax.interop import bundled, model_config_from_pretrained
 
@@ -47,7 +48,7 @@ def get_config(arg=None):
   c.objective = dict(name="token_classification")
   c.optim.update(dict(name="adamw", learning_rate=5e-5, schedule="linear", weight_decay=0.01,
                       clip_norm=1.0))
-  c.evals.report.update(dict(kind="tokens", label_key="token_labels"))
+  c.evals.report = dict(type="report", kind="tokens", label_key="token_labels")
   if variant == "full":
     path = os.path.expanduser(os.environ.get("MMJAX_BERT_DIR", "~/models/bert-base-cased"))
     words = (f"tokenize_words(words='tokens', tags='ner', max_len=128, "
@@ -59,7 +60,7 @@ def get_config(arg=None):
     c.optim.warmup_steps = steps // 10
     c.train.update(dict(total_steps=steps, batch_size=32, log_every=50, eval_every=439,
                         checkpoint_every=439))
-    c.evals.update(dict(batch_size=64))
+    c.train.eval_batch_size = 64
     c.evals.report.class_names = CONLL2003_NER_TAGS
   else:
     path = bundled.minilm_path()
@@ -71,7 +72,7 @@ def get_config(arg=None):
     c.optim.update(dict(learning_rate=1e-4, warmup_steps=30))
     c.train.update(dict(total_steps=300, batch_size=32, log_every=50, eval_every=150,
                         checkpoint_every=150))
-    c.evals.update(dict(batch_size=200))
+    c.train.eval_batch_size = 200
     c.evals.report.class_names = CAPTION_NER_TAGS
     if variant == "tiny":
       smoke_run(c)

@@ -18,7 +18,8 @@ Commands:
 Another BERT-family folder: --config.finetune.init_from=PATH only works with its own
 model config; copy this file and call interop.model_config_from_pretrained(PATH).
 """
-from mmjax.config import config_variant, default_config, smoke_run
+from mmjax.config import default_config
+from configs.common import config_variant, smoke_run
 from mmjax.data.ner_tags import DIGIT_WORDS
 from mmjax.interop import bundled, model_config_from_pretrained
 
@@ -39,8 +40,8 @@ def get_config(arg=None):
                       clip_norm=1.0))
   c.train.update(dict(total_steps=300, batch_size=32, log_every=50, eval_every=150,
                       checkpoint_every=150))
-  c.evals.update(dict(batch_size=200))
-  c.evals.report.update(dict(kind="classification", class_names=DIGIT_WORDS))
+  c.train.eval_batch_size = 200
+  c.evals.report = dict(type="report", kind="classification", class_names=DIGIT_WORDS)
   if variant == "tiny":
     smoke_run(c)
   return c

@@ -22,7 +22,8 @@ Commands:
 """
 import os
 
-from mmjax.config import config_variant, default_config, smoke_run, use_embedded_digits
+from mmjax.config import default_config
+from configs.common import config_variant, smoke_run, use_embedded_digits
 from mmjax.data.ner_tags import DIGIT_WORDS
 from mmjax.interop import bundled, model_config_from_pretrained
 
@@ -41,7 +42,7 @@ def get_config(arg=None):
   c.optim.update(dict(name="adamw", learning_rate=5e-5, schedule="linear",
                       weight_decay=0.0))
   c.finetune.mode = "full"
-  c.evals.report.kind = "classification"
+  c.evals.report = dict(type="report", kind="classification")
   if variant == "full":
     path = os.path.expanduser(os.environ.get("MMJAX_VIT_DIR",
                                              "~/models/vit-base-patch16-224-in21k"))
@@ -52,7 +53,7 @@ def get_config(arg=None):
     c.model = dict(VIT_B16, num_classes=10)
     c.train.update(dict(total_steps=5 * 50_000 // 16, batch_size=16, log_every=100,
                         eval_every=3125, checkpoint_every=3125))
-    c.evals.update(dict(batch_size=200))
+    c.train.eval_batch_size = 200
     c.evals.report.class_names = CIFAR10_CLASSES
   else:
     path = bundled.random_vit_folder(os.path.join(bundled.cache_dir(), "random_vit_28"))

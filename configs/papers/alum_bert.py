@@ -19,7 +19,8 @@ docs/robustness.md.
 Commands:
   python -m mmjax.main --config=configs/papers/alum_bert.py:tiny --workdir=/tmp/alum
 """
-from mmjax.config import config_variant, default_config
+from mmjax.config import default_config
+from configs.common import config_variant
 
 
 def get_config(arg=None):
@@ -41,7 +42,8 @@ def get_config(arg=None):
                       schedule="linear", weight_decay=0.01, clip_norm=1.0))
   c.train.update(dict(total_steps=1_000_000, batch_size=256, log_every=1000,
                       eval_every=50_000, checkpoint_every=10_000))
-  c.evals.update(dict(batch_size=256, max_batches=50))
+  c.train.eval_batch_size = 256
+  c.evals.loss.max_batches = 50
   if variant == "tiny":
     c.data.name, c.data.train_split, c.data.eval_split = "mmjax_digits", "train", "test"
     field, max_len = "caption", 48
@@ -50,7 +52,8 @@ def get_config(arg=None):
     c.optim.update(dict(learning_rate=3e-3, warmup_steps=30))
     c.train.update(dict(total_steps=300, batch_size=64, log_every=50, eval_every=150,
                         checkpoint_every=150))
-    c.evals.update(dict(batch_size=250, max_batches=2))
+    c.train.eval_batch_size = 250
+    c.evals.loss.max_batches = 2
   spec = f"tokenize('{field}', 'text', max_len={max_len})|keep('text', 'text_mask')"
   c.data.preprocess_train = spec
   c.data.preprocess_eval = spec

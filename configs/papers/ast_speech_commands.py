@@ -36,7 +36,8 @@ Commands:
   tfds build speech_commands && python -m mmjax.main \
       --config=configs/papers/ast_speech_commands.py --workdir=/tmp/ast_sc
 """
-from mmjax.config import config_variant, default_config
+from mmjax.config import default_config
+from configs.common import config_variant
 
 TRAIN_CLIPS = 85_511   # TFDS speech_commands train split
 
@@ -67,7 +68,7 @@ def get_config(arg=None):
                       weight_decay=5e-7, warmup_steps=0, schedule="piecewise",
                       lr_boundaries=tuple(e / epochs for e in range(5, epochs)),
                       lr_decay=0.85))
-  c.evals.update(dict(batch_size=500))
+  c.train.eval_batch_size = 500
   if variant == "tiny":
     host = "audio_fit(2000)|keep('audio', 'label')"
     c.data.update(dict(
@@ -81,7 +82,7 @@ def get_config(arg=None):
                         frames=55, spec_mean=-1.5, spec_std=1.5, num_classes=10))
     c.optim.update(dict(learning_rate=2e-3, warmup_steps=20, weight_decay=0.05,
                         schedule="cosine", b1=0.9))
-    c.evals.update(dict(batch_size=250))
+    c.train.eval_batch_size = 250
     batch, epochs, steps_per_epoch = 64, 10, 30
   c.train.update(dict(total_steps=steps_per_epoch * epochs, batch_size=batch,
                       log_every=steps_per_epoch, eval_every=steps_per_epoch * epochs // 2,

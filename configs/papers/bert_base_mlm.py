@@ -39,7 +39,8 @@ Commands:
 """
 import os
 
-from mmjax.config import config_variant, default_config, load_config_file
+from mmjax.config import default_config, load_config_file
+from configs.common import config_variant
 from mmjax.interop import bundled
 
 # bert-base-uncased's config.json in mmjax's terms, with BERT's MLM head.

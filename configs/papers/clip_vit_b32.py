@@ -49,7 +49,8 @@ Commands:
 """
 import math
 
-from mmjax.config import config_variant, default_config, image_text_digits_tiny
+from mmjax.config import default_config
+from configs.common import config_variant, image_text_digits_tiny
 
 # CLIP's image normalisation (the WIT statistics its preprocessing uses).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -72,9 +73,10 @@ def get_config(arg=None):
                       weight_decay=0.2, warmup_steps=2000, schedule="cosine"))
   c.train.update(dict(total_steps=32 * 400_000_000 // 32_768, batch_size=32_768,
                       log_every=100, eval_every=10_000, checkpoint_every=5_000))
-  c.evals.update(dict(batch_size=1024, max_batches=10))
-  c.evals.retrieval.update(dict(pairs=(("image", "text"),), ks=(1, 5, 10),
-                                num_examples=5000, by_label=False))
+  c.train.eval_batch_size = 1024
+  c.evals.loss.max_batches = 10
+  c.evals.retrieval = dict(type="retrieval", pairs=(("image", "text"),), ks=(1, 5, 10),
+                          num_examples=5000, by_label=False)
   if variant == "tiny":
     image_text_digits_tiny(c)
     return c

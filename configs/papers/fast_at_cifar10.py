@@ -17,8 +17,8 @@ Commands:
   tfds build cifar10 && python -m mmjax.main --config=configs/papers/fast_at_cifar10.py \
       --workdir=/tmp/fast_cifar_full
 """
-from mmjax.config import (config_variant, default_config, use_cifar10,
-                          use_embedded_digits)
+from mmjax.config import default_config
+from configs.common import config_variant, use_cifar10, use_embedded_digits
 
 
 def get_config(arg=None):
@@ -31,10 +31,10 @@ def get_config(arg=None):
   c.adversarial.update(dict(kind="madry", attack="fgsm_rs", eps=8 / 255,
                             step_size=10 / 255, guard_every=steps_per_epoch,
                             guard_steps=5, guard_step_size=2 / 255))
-  c.evals.robust.update(dict(attack="pgd", eps=8 / 255, steps=50, step_size=2 / 255,
-                             restarts=10, num_examples=1000,
-                             curve_eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255)))
-  c.evals.batch_size = 500
+  c.evals.robust = dict(type="robust", attack="pgd", eps=8 / 255, steps=50,
+                        step_size=2 / 255, restarts=10, num_examples=1000,
+                        curve_eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255))
+  c.train.eval_batch_size = 500
   if variant == "tiny":
     use_embedded_digits(c, image_size=32, rgb=True, augment="random_crop(32, pad=2)")
     c.model = dict(name="wide_resnet", depth=10, widen_factor=1, num_classes=10)

@@ -25,7 +25,8 @@ Commands:
   tfds build mnist && python -m mmjax.main --config=configs/papers/fast_at_mnist.py \
       --workdir=/tmp/fast_mnist_full
 """
-from mmjax.config import config_variant, default_config, use_embedded_digits
+from mmjax.config import default_config
+from configs.common import config_variant, use_embedded_digits
 
 
 def get_config(arg=None):
@@ -45,8 +46,8 @@ def get_config(arg=None):
   steps_per_epoch, epochs = 600, 10
   # The strongest evaluation, AutoAttack (standard), on the whole test set; the paper's
   # PGD-50 x 10 (step 0.01) is the :digits eval and an override away here.
-  c.evals.robust.update(dict(attack="autoattack", version="standard", eps=0.3,
-                             num_examples=10_000, curve_eps=(0.1, 0.2, 0.3, 0.4)))
+  c.evals.robust = dict(type="robust", attack="autoattack", version="standard", eps=0.3,
+                        num_examples=10_000, curve_eps=(0.1, 0.2, 0.3, 0.4))
   if variant == "digits":
     use_embedded_digits(c)
     c.adversarial.update(dict(guard_every=40))
@@ -64,5 +65,5 @@ def get_config(arg=None):
                       warmup_steps=int(0.4 * total), weight_decay=0.0))
   c.train.update(dict(total_steps=total, batch_size=100, log_every=steps_per_epoch,
                       eval_every=0, checkpoint_every=steps_per_epoch * 5))
-  c.evals.batch_size = 500
+  c.train.eval_batch_size = 500
   return c

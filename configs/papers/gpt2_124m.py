@@ -43,7 +43,8 @@ Commands:
 """
 import os
 
-from mmjax.config import config_variant, default_config
+from mmjax.config import default_config
+from configs.common import config_variant
 
 
 def get_config(arg=None):
@@ -59,7 +60,8 @@ def get_config(arg=None):
                       clip_norm=1.0, grad_accum_steps=5))
   c.train.update(dict(total_steps=total, batch_size=480, log_every=100, eval_every=1000,
                       checkpoint_every=5000))
-  c.evals.update(dict(batch_size=96, max_batches=25))
+  c.train.eval_batch_size = 96
+  c.evals.loss.max_batches = 25
   c.data.update(dict(name="c4/en", train_split="train", eval_split="validation",
                      shuffle_buffer=100_000))
   path = os.path.expanduser(os.environ.get("MMJAX_GPT2_TOKENIZER", "~/models/gpt2"))
@@ -80,7 +82,8 @@ def get_config(arg=None):
     c.optim.update(dict(learning_rate=3e-3, warmup_steps=30, grad_accum_steps=1))
     c.train.update(dict(total_steps=300, batch_size=64, log_every=50, eval_every=150,
                         checkpoint_every=150))
-    c.evals.update(dict(batch_size=250, max_batches=2))
+    c.train.eval_batch_size = 250
+    c.evals.loss.max_batches = 2
     tokenize = train_tokenize = "tokenize('caption', 'text', max_len=48)"
     # Byte captions are framed with BOS/EOS already; 16 of ~27 tokens fill 9 blocks of
     # 48 (window_stats on the train split: fill 0.97, 1.9% of tokens dropped).

@@ -34,7 +34,8 @@ Commands:
 """
 import os
 
-from mmjax.config import config_variant, default_config
+from mmjax.config import default_config
+from configs.common import config_variant
 from mmjax.data.ner_tags import DIGIT_WORDS
 from mmjax.interop import bundled, model_config_from_pretrained
 
@@ -55,7 +56,7 @@ def get_config(arg=None):
   c.objective = dict(name="supervised")
   c.optim.update(dict(name="adamw", learning_rate=5e-4, schedule="linear",
                       weight_decay=0.1, clip_norm=1.0))
-  c.evals.report.kind = "classification"
+  c.evals.report = dict(type="report", kind="classification")
   if variant == "full":
     path = os.path.expanduser(os.environ.get("MMJAX_BERT_DIR", "~/models/bert-base-uncased"))
     field, max_len, steps, batch = "sentence", 128, EPOCHS * SST2_TRAIN // BATCH, BATCH
@@ -64,7 +65,7 @@ def get_config(arg=None):
     c.model = dict(BERT_BASE_UNCASED, num_classes=2, **LORA)
     c.train.update(dict(log_every=100, eval_every=SST2_TRAIN // BATCH,
                         checkpoint_every=SST2_TRAIN // BATCH))
-    c.evals.batch_size = 128
+    c.train.eval_batch_size = 128
     c.evals.report.class_names = ("negative", "positive")
   else:
     path = bundled.minilm_path()
@@ -73,7 +74,7 @@ def get_config(arg=None):
     c.model = model_config_from_pretrained(path, num_classes=10, **LORA)
     c.optim.learning_rate = 1e-3
     c.train.update(dict(log_every=50, eval_every=100, checkpoint_every=100))
-    c.evals.batch_size = 200
+    c.train.eval_batch_size = 200
     c.evals.report.class_names = DIGIT_WORDS
   spec = (f"tokenize({field!r}, 'text', max_len={max_len}, tokenizer='wordpiece', "
           f"tokenizer_path={path!r})|keep('text', 'text_mask', 'label')")

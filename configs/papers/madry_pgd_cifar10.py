@@ -28,8 +28,8 @@ Commands:
   tfds build cifar10 && python -m mmjax.main --config=configs/papers/madry_pgd_cifar10.py \
       --workdir=/tmp/madry_cifar_full
 """
-from mmjax.config import (config_variant, default_config, use_cifar10,
-                          use_embedded_digits)
+from mmjax.config import default_config
+from configs.common import config_variant, use_cifar10, use_embedded_digits
 
 
 def get_config(arg=None):
@@ -44,10 +44,9 @@ def get_config(arg=None):
   c.optim.update(dict(name="sgd", learning_rate=0.1, momentum=0.9, schedule="piecewise",
                       lr_boundaries=(0.5, 0.75), lr_decay=0.1, weight_decay=2e-4,
                       no_decay=()))
-  c.evals.robust.update(dict(attack="autoattack", version="standard", eps=8 / 255,
-                             num_examples=1000, curve_eps=(2 / 255, 4 / 255, 8 / 255,
-                                                           16 / 255)))
-  c.evals.batch_size = 500
+  c.evals.robust = dict(type="robust", attack="autoattack", version="standard", eps=8 / 255,
+                        num_examples=1000, curve_eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255))
+  c.train.eval_batch_size = 500
   if variant == "tiny":
     use_embedded_digits(c, image_size=32, rgb=True, augment="random_crop(32, pad=2)")
     c.model.update(dict(depth=10, widen_factor=1))

@@ -15,7 +15,8 @@ Commands:
   tfds build mnist && python -m mmjax.main --config=configs/papers/madry_pgd_mnist.py \
       --workdir=/tmp/madry_full
 """
-from mmjax.config import config_variant, default_config, use_embedded_digits
+from mmjax.config import default_config
+from configs.common import config_variant, use_embedded_digits
 
 
 def get_config(arg=None):
@@ -31,9 +32,9 @@ def get_config(arg=None):
                       weight_decay=0.0))
   c.train.update(dict(total_steps=100_000, batch_size=50, log_every=500, eval_every=10_000,
                       checkpoint_every=5_000))
-  c.evals.robust.update(dict(attack="pgd", eps=0.3, steps=100, step_size=0.01, restarts=50,
-                             num_examples=10_000, curve_eps=(0.1, 0.2, 0.3, 0.4)))
-  c.evals.batch_size = 500
+  c.evals.robust = dict(type="robust", attack="pgd", eps=0.3, steps=100, step_size=0.01,
+                        restarts=50, num_examples=10_000, curve_eps=(0.1, 0.2, 0.3, 0.4))
+  c.train.eval_batch_size = 500
   if variant == "tiny":
     use_embedded_digits(c)
     c.adversarial.update(dict(eps=0.1, step_size=0.025, steps=10))

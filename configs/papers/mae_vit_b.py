@@ -34,8 +34,8 @@ Commands:
   python -m mmjax.main --config=configs/papers/mae_vit_b.py:tiny --workdir=/tmp/mae_vit_b
   python -m mmjax.main --config=configs/papers/mae_vit_b.py --workdir=/tmp/mae_in1k
 """
-from mmjax.config import (config_variant, default_config, use_embedded_digits,
-                          use_imagenet)
+from mmjax.config import default_config
+from configs.common import config_variant, use_embedded_digits, use_imagenet
 
 TRAIN_IMAGES = 1_281_167
 
@@ -55,19 +55,21 @@ def get_config(arg=None):
   c.optim.update(dict(name="adamw", learning_rate=1.5e-4 * batch / 256, b1=0.9, b2=0.95,
                       schedule="cosine", warmup_steps=40 * steps_per_epoch,
                       weight_decay=0.05, no_decay=("bias", "norm", "scale", "pos_embed")))
-  c.evals.update(dict(batch_size=1024, max_batches=10))
+  c.train.eval_batch_size = 1024
+  c.evals.loss.max_batches = 10
   # A quick linear probe on the frozen cls features as training goes (MAE's own probe is
   # a separate 90-epoch LARS run with BatchNorm; this one is logistic regression on 10,000
   # training images, tested on 10,000 validation images).
-  c.evals.probe.update(dict(modality="image", train_examples=10_000, test_examples=10_000,
-                            steps=1000, random_baseline=False))
+  c.evals.probe = dict(type="probe", modality="image", train_examples=10_000,
+                       test_examples=10_000, steps=1000, random_baseline=False)
   if variant == "tiny":
     use_embedded_digits(c, augment="random_crop(28, pad=2)")
     c.model.update(dict(image_size=28, patch_size=4, channels=1, width=64, depth=2,
                         num_heads=4, mlp_dim=128, pixel_mean=(0.5,), pixel_std=(0.5,),
                         decoder_width=64, decoder_depth=1, decoder_heads=4))
     c.optim.update(dict(learning_rate=3e-3, warmup_steps=30))
-    c.evals.update(dict(batch_size=250, max_batches=0))
+    c.train.eval_batch_size = 250
+    c.evals.loss.max_batches = 0
     c.evals.probe.update(dict(train_examples=2000, test_examples=500, steps=500,
                               random_baseline=True))
     batch, epochs, steps_per_epoch = 64, 25, 60

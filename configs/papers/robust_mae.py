@@ -17,8 +17,8 @@ Expected (:tiny): docs/robustness.md.
 Commands:
   python -m mmjax.main --config=configs/papers/robust_mae.py:tiny --workdir=/tmp/robust_mae
 """
-from mmjax.config import (config_variant, default_config, use_cifar10,
-                          use_embedded_digits)
+from mmjax.config import default_config
+from configs.common import config_variant, use_cifar10, use_embedded_digits
 
 
 def get_config(arg=None):
@@ -37,9 +37,9 @@ def get_config(arg=None):
   steps_per_epoch, epochs = 195, 200
   c.optim.update(dict(name="adamw", learning_rate=1.5e-4, b2=0.95, weight_decay=0.05,
                       warmup_steps=40 * steps_per_epoch, clip_norm=1.0))
-  c.evals.robust.update(dict(attack="pgd", eps=8 / 255, steps=10, num_examples=1000,
-                             curve_eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255)))
-  c.evals.batch_size = 500
+  c.evals.robust = dict(type="robust", attack="pgd", eps=8 / 255, steps=10,
+                        num_examples=1000, curve_eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255))
+  c.train.eval_batch_size = 500
   batch = 256
   if variant == "tiny":
     use_embedded_digits(c, augment="random_crop(28, pad=2)")
@@ -49,7 +49,7 @@ def get_config(arg=None):
     c.optim.update(dict(learning_rate=3e-3, warmup_steps=50))
     c.evals.robust.update(dict(eps=0.1, steps=20, step_size=0.01, num_examples=500,
                                curve_eps=(0.05, 0.1, 0.2, 0.3)))
-    c.evals.batch_size = 250
+    c.train.eval_batch_size = 250
     steps_per_epoch, epochs, batch = 60, 10, 64
   c.train.update(dict(total_steps=steps_per_epoch * epochs, batch_size=batch,
                       log_every=steps_per_epoch, eval_every=0,

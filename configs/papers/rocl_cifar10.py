@@ -41,7 +41,8 @@ Commands:
 """
 import os
 
-from mmjax.config import config_variant, load_config_file
+from mmjax.config import load_config_file
+from configs.common import config_variant
 
 
 def get_config(arg=None):

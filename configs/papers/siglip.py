@@ -50,7 +50,8 @@ Commands:
 """
 import math
 
-from mmjax.config import config_variant, default_config, image_text_digits_tiny
+from mmjax.config import default_config
+from configs.common import config_variant, image_text_digits_tiny
 
 
 def get_config(arg=None):
@@ -71,9 +72,10 @@ def get_config(arg=None):
                       weight_decay=1e-4 / 1e-3, warmup_steps=5000, schedule="cosine"))
   c.train.update(dict(total_steps=9_000_000_000 // batch, batch_size=batch,
                       log_every=100, eval_every=10_000, checkpoint_every=5_000))
-  c.evals.update(dict(batch_size=1024, max_batches=10))
-  c.evals.retrieval.update(dict(pairs=(("image", "text"),), ks=(1, 5, 10),
-                                num_examples=5000, by_label=False))
+  c.train.eval_batch_size = 1024
+  c.evals.loss.max_batches = 10
+  c.evals.retrieval = dict(type="retrieval", pairs=(("image", "text"),), ks=(1, 5, 10),
+                          num_examples=5000, by_label=False)
   if variant == "tiny":
     image_text_digits_tiny(c)
     c.optim.weight_decay = 0.1

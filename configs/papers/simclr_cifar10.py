@@ -34,8 +34,8 @@ Commands:
   tfds build cifar10 && python -m mmjax.main --config=configs/papers/simclr_cifar10.py \
       --workdir=/tmp/simclr_full
 """
-from mmjax.config import (config_variant, default_config, use_cifar10,
-                          use_embedded_digits)
+from mmjax.config import default_config
+from configs.common import config_variant, use_cifar10, use_embedded_digits
 
 
 def get_config(arg=None):
@@ -52,11 +52,12 @@ def get_config(arg=None):
   c.optim.update(dict(name="lars", learning_rate=1.0 * batch / 256, momentum=0.9,
                       weight_decay=1e-4, schedule="cosine",
                       warmup_steps=int(10 * steps_per_epoch)))
-  c.evals.update(dict(batch_size=500, max_batches=0))
+  c.train.eval_batch_size = 500
+  c.evals.loss.max_batches = 0
   # Linear eval: a probe on the frozen pooled features of all 50,000 train images, clean
   # and under PGD-20 through encoder + probe.
-  c.evals.probe.update(dict(modality="image", train_examples=50_000, test_examples=10_000,
-                            attack="pgd", eps=8 / 255, attack_steps=20))
+  c.evals.probe = dict(type="probe", modality="image", train_examples=50_000,
+                       test_examples=10_000, attack="pgd", eps=8 / 255, attack_steps=20)
   log = int(steps_per_epoch)
   if variant == "tiny":
     use_embedded_digits(c)
@@ -65,7 +66,8 @@ def get_config(arg=None):
     c.objective.update(dict(crop_scale=(0.6, 1.0), flip=False))
     batch, epochs, log = 128, 10, 30
     c.optim.update(dict(learning_rate=1.0 * batch / 256, warmup_steps=30))
-    c.evals.update(dict(batch_size=250, max_batches=2))
+    c.train.eval_batch_size = 250
+    c.evals.loss.max_batches = 2
     c.evals.probe.update(dict(train_examples=2000, test_examples=500, eps=0.1,
                               attack_steps=10))
     steps_per_epoch = 30

@@ -18,8 +18,8 @@ Commands:
   tfds build cifar10 && python -m mmjax.main --config=configs/papers/trades_cifar10.py \
       --workdir=/tmp/trades_full
 """
-from mmjax.config import (config_variant, default_config, use_cifar10,
-                          use_embedded_digits)
+from mmjax.config import default_config
+from configs.common import config_variant, use_cifar10, use_embedded_digits
 from mmjax.models.cnn import CIFAR10_MEAN, CIFAR10_STD
 
 
@@ -36,10 +36,9 @@ def get_config(arg=None):
   c.optim.update(dict(name="sgd", learning_rate=0.1, momentum=0.9, schedule="piecewise",
                       lr_boundaries=(75 / 76,), lr_decay=0.1, weight_decay=2e-4,
                       no_decay=()))
-  c.evals.robust.update(dict(attack="autoattack", version="standard", eps=0.031,
-                             num_examples=1000, curve_eps=(2 / 255, 4 / 255, 8 / 255,
-                                                           16 / 255)))
-  c.evals.batch_size = 500
+  c.evals.robust = dict(type="robust", attack="autoattack", version="standard", eps=0.031,
+                        num_examples=1000, curve_eps=(2 / 255, 4 / 255, 8 / 255, 16 / 255))
+  c.train.eval_batch_size = 500
   batch = 128
   if variant == "tiny":
     use_embedded_digits(c, image_size=32, rgb=True, augment="random_crop(32, pad=2)")

@@ -34,8 +34,8 @@ Commands:
   python -m mmjax.main --config=configs/papers/vit_b16_imagenet.py:tiny --workdir=/tmp/vit_b16
   python -m mmjax.main --config=configs/papers/vit_b16_imagenet.py --workdir=/tmp/vit_b16_in1k
 """
-from mmjax.config import (config_variant, default_config, use_embedded_digits,
-                          use_imagenet)
+from mmjax.config import default_config
+from configs.common import config_variant, use_embedded_digits, use_imagenet
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,14 +57,14 @@ def get_config(arg=None):
                       warmup_steps=5 * steps_per_epoch, end_lr_factor=1e-5 / 1e-3,
                       weight_decay=0.05,
                       no_decay=("bias", "norm", "scale", "pos_embed", "cls_token")))
-  c.evals.update(dict(batch_size=500))
+  c.train.eval_batch_size = 500
   if variant == "tiny":
     use_embedded_digits(c, augment="inception_crop(28, area_min=0.5)")
     c.model.update(dict(image_size=28, patch_size=4, channels=1, width=64, depth=2,
                         num_heads=4, mlp_dim=128, num_classes=10, pixel_mean=(0.5,),
                         pixel_std=(0.5,)))
     c.optim.update(dict(learning_rate=3e-3, warmup_steps=20, end_lr_factor=0.01))
-    c.evals.update(dict(batch_size=250))
+    c.train.eval_batch_size = 250
     batch, epochs, steps_per_epoch = 64, 20, 50
   c.train.update(dict(total_steps=steps_per_epoch * epochs, batch_size=batch,
                       log_every=steps_per_epoch, eval_every=steps_per_epoch * epochs // 2,

@@ -27,7 +27,8 @@ jax[tpu] installed.
 embedded dataset, FSDP over all local devices:
   python -m mmjax.main --config=configs/scale/gpt2_xl_fsdp.py:tiny --workdir=/tmp/gpt_tiny
 """
-from mmjax.config import config_variant, default_config, shrink_to_local
+from mmjax.config import default_config
+from configs.common import config_variant, shrink_to_local
 
 
 def get_config(arg=None):
@@ -51,7 +52,8 @@ def get_config(arg=None):
   c.data.update(dict(name="c4/en", train_split="train", eval_split="validation",
                      preprocess_train=f"{tok}|keep('text', 'text_mask')",
                      preprocess_eval=f"{tok}|keep('text', 'text_mask')"))
-  c.evals.update(dict(batch_size=512, max_batches=20))
+  c.train.eval_batch_size = 512
+  c.evals.loss.max_batches = 20
   if variant == "tiny":
     spec = "tokenize('caption', 'text', max_len=48)|keep('text', 'text_mask')"
     c.data.update(dict(name="mmjax_digits", train_split="train", eval_split="test",

@@ -22,7 +22,8 @@ jax[tpu] installed.
 embedded dataset, FSDP over all local devices:
   python -m mmjax.main --config=configs/scale/vit_h14_fsdp.py:tiny --workdir=/tmp/vith_tiny
 """
-from mmjax.config import config_variant, default_config, shrink_to_local, use_embedded_digits
+from mmjax.config import default_config
+from configs.common import config_variant, shrink_to_local, use_embedded_digits
 
 
 def get_config(arg=None):
@@ -45,7 +46,8 @@ def get_config(arg=None):
       shuffle_buffer=250_000,
       preprocess_train=("to_float|inception_crop(224)|flip_lr|keep('image', 'label')"),
       preprocess_eval="to_float|resize_small(256)|center_crop(224)|keep('image', 'label')"))
-  c.evals.update(dict(batch_size=1024, max_batches=0))
+  c.train.eval_batch_size = 1024
+  c.evals.loss.max_batches = 0
   if variant == "tiny":
     use_embedded_digits(c)
     c.model = dict(name="vit", image_size=28, patch_size=7, channels=1, width=64, depth=2,

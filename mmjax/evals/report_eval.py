@@ -1,4 +1,4 @@
-"""Evaluation reports with each trainer eval (config `evals.report`).
+"""Evaluation reports with each trainer eval (`type: report`).
 
   kind='classification'  per-class precision/recall/F1, accuracy, micro/macro/weighted
                          averages (sklearn's layout) and a confusion matrix, from the
@@ -10,8 +10,9 @@
                          'text' (a causal LM).
 
 Files per eval: WORKDIR/reports/step_{N}/report.{json,txt} (+ report_confusion.png).
-Metrics: 'report/accuracy', 'report/macro_f1', 'report/weighted_f1' (classification);
-'report/entity_f1', 'report/token_accuracy' (tokens); 'report/perplexity'.
+Metrics (after the entry's prefix, 'report/' for an entry named report): 'accuracy',
+'macro_f1', 'weighted_f1' (classification); 'entity_f1', 'token_accuracy' (tokens);
+'perplexity'.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from absl import logging
 
 from mmjax.errors import ConfigError
 from mmjax.evals import report as report_lib
-from mmjax.train.robust_eval import eval_examples, in_chunks, model_variables
+from mmjax.evals.base import Evaluator, register_evaluator
+from mmjax.evals.batched import eval_examples, in_chunks, model_variables
 
 KINDS = ("classification", "tokens", "perplexity")
 _ALL = 1 << 30   # num_examples=0: the whole eval split
@@ -41,36 +43,37 @@ def _next_token_nll(model, variables, inputs) -> jax.Array:
   return jnp.stack([(nll * mask).sum(axis=1), mask.sum(axis=1)], axis=1)
 
 
-def check_config(report_config) -> None:
-  """ConfigError for an unknown evals.report.kind or a token report without tag names
-  (config.validate calls this before anything runs)."""
-  if report_config.kind not in KINDS:
-    raise ConfigError(f"Unknown evals.report.kind={report_config.kind!r}; choose one of "
-                      f"{', '.join(KINDS)} (or '' for none).")
-  if report_config.kind == "tokens" and not report_config.class_names:
-    raise ConfigError("evals.report.kind='tokens' needs evals.report.class_names: the "
-                      "BIO tag names in id order, e.g. mmjax.data.ner_tags.CAPTION_NER_TAGS.")
+@register_evaluator("report")
+class ReportEvaluator(Evaluator):
+  """Writes a report per eval and returns its headline numbers; see the module doc.
+  `num_examples` 0 reads the whole split."""
+  options = dict(kind="", class_names=(), num_examples=0, label_key="token_labels")
+  required = {"kind": "classification"}
+  choices = {"kind": KINDS}
 
+  @classmethod
+  def check_options(cls, options, key, config):
+    if options.kind == "tokens" and not options.class_names:
+      raise ConfigError(f"{key}.kind='tokens' needs {key}.class_names: the BIO tag names "
+                        "in id order, e.g. mmjax.data.ner_tags.CAPTION_NER_TAGS.")
+    if options.num_examples < 0:
+      raise ConfigError(f"{key}.num_examples={options.num_examples} must be >= 0 "
+                        "(0: all).")
 
-class ReportEvaluator:
-  """Writes a report per eval and returns its headline numbers; see the module doc."""
-
-  def __init__(self, exp):
-    cfg = exp.config.evals.report
-    check_config(cfg)
+  def __init__(self, exp, name, options):
+    super().__init__(exp, name, options)
+    cfg = options
     self.kind, self.label_key = cfg.kind, cfg.label_key
     self.class_names = tuple(cfg.class_names) or None
     if self.kind == "perplexity" and not getattr(exp.model, "causal", False):
-      raise ConfigError("evals.report.kind='perplexity' needs a causal language model "
+      raise ConfigError(f"{self.key}.kind='perplexity' needs a causal language model "
                         "(model.causal=True): a bidirectional model sees the next token.")
-    self.workdir = exp.workdir
     self.logits = exp.model_logits
-    self.batch_size = exp.config.evals.batch_size // jax.process_count()
-    self.examples = eval_examples(exp.config.data, cfg.num_examples or _ALL,
+    self.examples = eval_examples(self.data_config, cfg.num_examples or _ALL,
                                   self.batch_size,
                                   require_label=self.kind == "classification")
     if self.kind == "tokens" and self.label_key not in self.examples:
-      raise ConfigError(f"evals.report.label_key={self.label_key!r} is not in the eval "
+      raise ConfigError(f"{self.key}.label_key={self.label_key!r} is not in the eval "
                         "examples; keep it in config.data.preprocess_eval.")
     model = exp.model
     self._nll = jax.jit(lambda v, x: _next_token_nll(model, v, x))
@@ -82,7 +85,7 @@ class ReportEvaluator:
 
   def __call__(self, params, model_state, step: int) -> dict[str, float]:
     variables = model_variables(params, model_state)
-    out_dir = os.path.join(self.workdir, "reports", f"step_{step}")
+    out_dir = os.path.join(self.output_dir("reports"), f"step_{step}")
     if self.kind == "perplexity":
       inputs = dict(self._inputs(variables), text_ids=self.examples["text"])
       sums = in_chunks(lambda x: self._nll(variables, x), inputs, self.batch_size).sum(0)
@@ -92,7 +95,7 @@ class ReportEvaluator:
         with open(os.path.join(out_dir, "report.json"), "w") as f:
           json.dump({"perplexity": ppl, "tokens": int(sums[1]),
                      "mean_nll": float(sums[0] / max(sums[1], 1))}, f, indent=2)
-      return {"report/perplexity": ppl}
+      return {"perplexity": ppl}
     outputs = self.logits.outputs(variables, self._inputs(variables), self.batch_size)
     if self.kind == "classification":
       return self._classification(outputs, out_dir)
@@ -100,7 +103,7 @@ class ReportEvaluator:
 
   def _classification(self, outputs: dict, out_dir: str) -> dict[str, float]:
     if "logits" not in outputs:
-      raise ConfigError("evals.report.kind='classification' needs class logits: set "
+      raise ConfigError(f"{self.key}.kind='classification' needs class logits: set "
                         "model.num_classes > 0.")
     logits = outputs["logits"]
     k = logits.shape[-1]
@@ -113,13 +116,13 @@ class ReportEvaluator:
                               class_names=self.class_names)
       logging.info("Classification report (%d examples):\n%s", len(y),
                    report_lib.format_report(report))
-    return {"report/accuracy": report["accuracy"],
-            "report/macro_f1": report["macro avg"]["f1-score"],
-            "report/weighted_f1": report["weighted avg"]["f1-score"]}
+    return {"accuracy": report["accuracy"],
+            "macro_f1": report["macro avg"]["f1-score"],
+            "weighted_f1": report["weighted avg"]["f1-score"]}
 
   def _tokens(self, outputs: dict, out_dir: str) -> dict[str, float]:
     if "token_logits" not in outputs:
-      raise ConfigError("evals.report.kind='tokens' needs token logits: set "
+      raise ConfigError(f"{self.key}.kind='tokens' needs token logits: set "
                         "model.token_classes > 0.")
     labels = np.asarray(self.examples[self.label_key])
     pred = outputs["token_logits"].argmax(-1)
@@ -132,5 +135,5 @@ class ReportEvaluator:
       report_lib.write_report(report, out_dir, "report")
       logging.info("Entity report (%d sequences):\n%s", len(labels),
                    report_lib.format_report(report))
-    return {"report/entity_f1": report["micro avg"]["f1-score"],
-            "report/token_accuracy": token_accuracy}
+    return {"entity_f1": report["micro avg"]["f1-score"],
+            "token_accuracy": token_accuracy}

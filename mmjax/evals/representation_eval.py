@@ -1,18 +1,21 @@
 """What a multimodal model learned, measured with each trainer eval.
 
-  evals.retrieval  cross-modal recall@K between modality pairs, each modality encoded
+  type retrieval   cross-modal recall@K between modality pairs, each modality encoded
                    alone (so a fused stream cannot copy the answer across), class-level
                    when `by_label` (the digits' captions and tones are per class).
-  evals.probe      a linear probe (multinomial logistic regression) on one modality's
+  type probe       a linear probe (multinomial logistic regression) on one modality's
                    frozen pooled features, trained on the train split and tested on the
                    eval split: clean accuracy; robust accuracy under an attack through
                    encoder + probe; and the same probe on a randomly initialised encoder,
                    the baseline pretraining must beat.
-  evals.caption    captions decoded (greedy, or beam search) from the model's
+  type caption     captions decoded (greedy, or beam search) from the model's
                    `caption_source`, scored by corpus BLEU against the references.
 
+  type zero_shot   CLIP-style zero-shot classification of eval images by prompts.
+
 Each evaluator is built once per run (examples read, probes' data fixed) and called as
-`evaluator(params, model_state, step) -> {metric: float}`. Examples are this host's.
+`evaluator(params, model_state, step) -> {metric: float}`; metric names below are after
+the entry's prefix ('<name>/'). Examples are this host's.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ from mmjax.errors import ConfigError
 from mmjax.evals import bleu, decoding, retrieval, robustness
 from mmjax.models.multimodal import INPUT_KEY
 from mmjax.objectives.adversarial import attack_specs
-from mmjax.train.robust_eval import eval_examples, in_chunks, model_variables
+from mmjax.evals.base import Evaluator, register_evaluator
+from mmjax.evals.batched import eval_examples, in_chunks, model_variables
 
 
 def modality_inputs(inputs: dict, modality: str) -> dict:
@@ -61,21 +65,29 @@ def embeddings(model, variables, examples: dict, modalities, batch_size: int
   return out
 
 
-class RetrievalEvaluator:
-  """'retrieval/{a}_to_{b}/R@K' for every pair, both directions, on `{m}_projection`
-  (or `{m}_pooled` without projection heads)."""
+@register_evaluator("retrieval")
+class RetrievalEvaluator(Evaluator):
+  """'{a}_to_{b}/R@K' for every pair, both directions, on `{m}_projection` (or
+  `{m}_pooled` without projection heads); class-level when `by_label`."""
+  options = dict(pairs=(), ks=(1, 5, 10), num_examples=500, by_label=True)
+  required = {"pairs": "\"(('image', 'text'),)\""}
 
-  def __init__(self, exp):
-    cfg = exp.config.evals.retrieval
+  @classmethod
+  def check_options(cls, options, key, config):
+    if any(not isinstance(p, (tuple, list)) or len(p) != 2 for p in options.pairs):
+      raise ConfigError(f"{key}.pairs must be modality pairs, e.g. "
+                        f"(('image', 'text'),), got {options.pairs!r}.")
+    if options.num_examples < 1 or not options.ks or min(options.ks) < 1:
+      raise ConfigError(f"{key}.num_examples and every k of {key}.ks must be positive.")
+
+  def __init__(self, exp, name, options):
+    super().__init__(exp, name, options)
+    cfg = options
     self.pairs = [tuple(p) for p in cfg.pairs]
-    if any(len(p) != 2 for p in self.pairs):
-      raise ConfigError(f"evals.retrieval.pairs must be modality pairs, e.g. "
-                        f"(('image', 'text'),), got {cfg.pairs!r}.")
-    _check_modalities(exp.model, {m for p in self.pairs for m in p}, "evals.retrieval")
+    _check_modalities(exp.model, {m for p in self.pairs for m in p}, self.key)
     self.ks = tuple(cfg.ks)
     self.model = exp.model_logits
-    self.batch_size = exp.config.evals.batch_size // jax.process_count()
-    self.examples = eval_examples(exp.config.data, cfg.num_examples, self.batch_size,
+    self.examples = eval_examples(self.data_config, cfg.num_examples, self.batch_size,
                                   require_label=cfg.by_label)
     labels = self.examples.pop("label", None)
     self.labels = labels if cfg.by_label else None
@@ -88,28 +100,35 @@ class RetrievalEvaluator:
     for a, b in self.pairs:
       r = retrieval.retrieval_metrics(z[a], z[b], names=(a, b), ks=self.ks,
                                       labels=self.labels)
-      metrics.update({f"retrieval/{k}": v for k, v in r.items()})
+      metrics.update(r)
     return metrics
 
 
 # -------------------------------------------------------------------- zero-shot
-class ZeroShotEvaluator:
-  """'zero_shot/accuracy': CLIP's zero-shot classification. Each class's text embedding
+@register_evaluator("zero_shot")
+class ZeroShotEvaluator(Evaluator):
+  """'accuracy': CLIP's zero-shot classification. Each class's text embedding
   is the normalised mean of its prompts' (`templates` filled with `class_names`,
   tokenized by the `tokenize` spec from key 'prompt'); an eval image is assigned the
   class of highest cosine similarity; labels index `class_names`."""
 
-  def __init__(self, exp):
-    cfg = exp.config.evals.zero_shot
-    _check_modalities(exp.model, ("image", "text"), "evals.zero_shot")
-    names, templates = tuple(cfg.class_names), tuple(cfg.templates)
+  options = dict(class_names=(), templates=("a photo of a {}.",), tokenize="",
+                 num_examples=500)
+  required = {"class_names": "\"('cat', 'dog')\"",
+              "tokenize": "\"tokenize('prompt', 'text', max_len=77)\""}
+
+  @classmethod
+  def check_options(cls, options, key, config):
+    templates = tuple(options.templates)
     if not templates or any("{}" not in t for t in templates):
-      raise ConfigError(f"evals.zero_shot.templates={templates!r} must be prompts with "
+      raise ConfigError(f"{key}.templates={templates!r} must be prompts with "
                         "'{}' where the class name goes, e.g. ('a photo of a {}.',).")
-    if not cfg.tokenize:
-      raise ConfigError("evals.zero_shot.tokenize must say how prompts become tokens, from "
-                        "the key 'prompt', as the data's captions do, e.g. "
-                        "\"tokenize('prompt', 'text', max_len=77)\".")
+
+  def __init__(self, exp, name, options):
+    super().__init__(exp, name, options)
+    cfg = options
+    _check_modalities(exp.model, ("image", "text"), self.key)
+    names, templates = tuple(cfg.class_names), tuple(cfg.templates)
     from mmjax.data import ops   # pylint: disable=g-import-not-at-top  # TF, evals only
     import tensorflow as tf      # pylint: disable=g-import-not-at-top
     fn = ops.build_preprocess_fn(cfg.tokenize)
@@ -119,11 +138,10 @@ class ZeroShotEvaluator:
                     for k in ("text", "text_mask")}
     self.num_templates = len(templates)
     self.model = exp.model_logits
-    self.batch_size = exp.config.evals.batch_size // jax.process_count()
-    examples = eval_examples(exp.config.data, cfg.num_examples, self.batch_size)
+    examples = eval_examples(self.data_config, cfg.num_examples, self.batch_size)
     self.images, self.labels = {"image": examples["image"]}, examples["label"]
     if self.labels.max() >= len(names):
-      raise ConfigError(f"evals.zero_shot.class_names has {len(names)} names but the eval "
+      raise ConfigError(f"{self.key}.class_names has {len(names)} names but the eval "
                         f"labels go up to {int(self.labels.max())}; name every class in "
                         "label order.")
 
@@ -134,7 +152,7 @@ class ZeroShotEvaluator:
     image = embeddings(self.model, variables, self.images, ("image",),
                        self.batch_size)["image"]
     pred = retrieval.zero_shot_predictions(image, text, self.num_templates)
-    return {"zero_shot/accuracy": float(np.mean(pred == self.labels))}
+    return {"accuracy": float(np.mean(pred == self.labels))}
 
 
 # ------------------------------------------------------------------------ probe
@@ -174,43 +192,51 @@ def probe_logits(probe: dict, features: jax.Array) -> jax.Array:
   return ((features - probe["mean"]) * probe["scale"]) @ probe["w"] + probe["b"]
 
 
-class ProbeEvaluator:
-  """'probe/accuracy', 'probe/robust_accuracy' (with probe.attack), and
-  'probe/random_init_accuracy' (with probe.random_baseline: the probe on the encoder at
-  its initialisation, measured once per run)."""
+@register_evaluator("probe")
+class ProbeEvaluator(Evaluator):
+  """A linear probe on `modality`'s frozen pooled features (a single-modality model's
+  'pooled'), trained on the first `train_examples` of the train split and tested on
+  `test_examples` of the eval split: 'accuracy'; with `attack`, 'robust_accuracy' through
+  encoder + probe (and under its label, 'robust/{label}'); with `random_baseline`,
+  'random_init_accuracy' (the probe on the encoder at its initialisation, measured once
+  per run)."""
+  options = dict(modality="", train_examples=2000, test_examples=500, steps=500,
+                 learning_rate=0.05, l2=1e-4, attack="", eps=0.0, norm="linf",
+                 attack_steps=10, attack_step_size=0.0, random_baseline=True)
+  required = {"modality": "image"}
+  choices = {"modality": tuple(sorted(INPUT_KEY)),
+             "attack": ("",) + robustness.EVAL_ATTACKS}
 
-  def __init__(self, exp):
-    cfg = exp.config.evals.probe
-    self.cfg, self.modality = cfg, cfg.modality
-    if self.modality not in INPUT_KEY:
-      raise ConfigError(f"evals.probe.modality={self.modality!r}: choose one of "
-                        f"{sorted(INPUT_KEY)} (or '' for no probe).")
+  @classmethod
+  def check_options(cls, options, key, config):
+    if options.attack and options.eps <= 0:
+      raise ConfigError(f"{key}.attack is set but {key}.eps is not positive.")
+    if options.attack_step_size < 0:
+      raise ConfigError(f"{key}.attack_step_size={options.attack_step_size} must be >= 0 "
+                        "(0 = the attack's default step, 2.5 eps / steps).")
+    robustness.check_step_size(options.attack, options.attack_step_size,
+                               f"{key}.attack_step_size")
+    if min(options.train_examples, options.test_examples, options.steps) < 1:
+      raise ConfigError(f"{key}.train_examples, test_examples and steps must be positive.")
+
+  def __init__(self, exp, name, options):
+    super().__init__(exp, name, options)
+    cfg = options
+    self.modality = cfg.modality
     if hasattr(exp.model, "modalities"):
-      _check_modalities(exp.model, (self.modality,), "evals.probe.modality")
+      _check_modalities(exp.model, (self.modality,), f"{self.key}.modality")
       self.feature_key = f"{self.modality}_pooled"
     else:   # a single-modality model (ViT, CNN, text encoder): its 'pooled' features
       self.feature_key = "pooled"
-    if cfg.attack and cfg.attack not in robustness.EVAL_ATTACKS:
-      raise ConfigError(f"Unknown evals.probe.attack={cfg.attack!r}. Choose one of: "
-                        f"{', '.join(robustness.EVAL_ATTACKS)} (or '' for none).")
-    if cfg.attack and cfg.eps <= 0:
-      raise ConfigError("evals.probe.attack is set but evals.probe.eps is not positive.")
-    if cfg.attack_step_size < 0:
-      raise ConfigError(f"evals.probe.attack_step_size={cfg.attack_step_size} must be >= 0 "
-                        "(0 = the attack's default step, 2.5 eps / steps).")
-    robustness.check_step_size(cfg.attack, cfg.attack_step_size,
-                               "evals.probe.attack_step_size")
-    self.exp = exp
     self.model = exp.model_logits
-    self.batch_size = exp.config.evals.batch_size // jax.process_count()
     key = INPUT_KEY[self.modality]
     keep = lambda ex: {k: v for k, v in ex.items()
                        if k in ("label", key, f"{key}_mask")}
     train_data = exp.config.data.copy_and_resolve_references()
     train_data.eval_split = f"{exp.config.data.train_split}[:{cfg.train_examples}]"
-    self.test = keep(eval_examples(exp.config.data, cfg.test_examples, self.batch_size))
+    self.test = keep(eval_examples(self.data_config, cfg.test_examples, self.batch_size))
     if key not in self.test or "label" not in self.test:
-      raise ConfigError(f"evals.probe.modality={self.modality!r} needs {key!r} and 'label' "
+      raise ConfigError(f"{self.key}.modality={self.modality!r} needs {key!r} and 'label' "
                         f"in the eval examples (data.preprocess_eval), which have "
                         f"{sorted(self.test)}; keep them there or change the modality.")
     self.train = keep(eval_examples(train_data, cfg.train_examples, self.batch_size))
@@ -247,12 +273,12 @@ class ProbeEvaluator:
     variables = model_variables(params, model_state)
     x = self._inputs(variables, self.test)   # embedded once: the probe's and the attack's
     probe, clean = self._fit(variables, x)
-    metrics = {"probe/accuracy": clean}
+    metrics = {"accuracy": clean}
     if cfg.attack:
       specs = attack_specs(x, (INPUT_KEY[self.modality],), cfg.eps,
-                           cfg.attack_step_size or None, config_key="evals.probe",
+                           cfg.attack_step_size or None, config_key=self.key,
                            norm=cfg.norm)
-      metrics["probe/robust_accuracy"] = robustness.robust_accuracy(
+      metrics["robust_accuracy"] = robustness.robust_accuracy(
           self.logits, x, self.test["label"], self.key, attack=cfg.attack,
           eps=specs["eps"], norm=specs["norm"], steps=cfg.attack_steps,
           step_size=specs["step_size"] if cfg.attack_step_size else None,
@@ -260,7 +286,7 @@ class ProbeEvaluator:
           batch_size=self.batch_size, params={"model": variables, "probe": probe})
       label = robustness.attack_label(cfg.attack, eps=cfg.eps, norm=cfg.norm,
                                       steps=cfg.attack_steps, restarts=1)
-      metrics[f"probe/robust/{label}"] = metrics["probe/robust_accuracy"]
+      metrics[f"robust/{label}"] = metrics["robust_accuracy"]
     if cfg.random_baseline:
       if self.random_init_accuracy is None:
         # The very parameters training started from (train.seed): the fairest baseline,
@@ -268,7 +294,7 @@ class ProbeEvaluator:
         init = self.exp.init_state()
         self.random_init_accuracy = self._fit(
             model_variables(init.params, init.model_state))[1]
-      metrics["probe/random_init_accuracy"] = self.random_init_accuracy
+      metrics["random_init_accuracy"] = self.random_init_accuracy
     return metrics
 
 
@@ -280,30 +306,37 @@ def _probe_on_encoder(model, feature_key, variables, inputs):
 
 
 # ---------------------------------------------------------------------- caption
-class CaptionEvaluator:
-  """'caption/bleu' (corpus BLEU, sacrebleu's defaults) of captions decoded from the
+@register_evaluator("caption")
+class CaptionEvaluator(Evaluator):
+  """'bleu' (corpus BLEU, sacrebleu's defaults) of captions decoded from the
   first `num_examples` eval examples; hypotheses and references of the first 20 go to
   workdir/captions/step_{N}.json."""
 
-  def __init__(self, exp):
-    cfg = exp.config.evals.caption
+  options = dict(num_examples=500, beam_size=1, length_penalty=0.6, text_key="text",
+                 tokenizer="bytes", sp_model="")
+
+  @classmethod
+  def check_options(cls, options, key, config):
+    if options.beam_size < 1:
+      raise ConfigError(f"{key}.beam_size={options.beam_size} must be >= 1 (1 = greedy).")
+    if options.num_examples < 1:
+      raise ConfigError(f"{key}.num_examples={options.num_examples} must be positive.")
+
+  def __init__(self, exp, name, options):
+    super().__init__(exp, name, options)
+    cfg = options
     model = exp.model
     if getattr(model, "caption_depth", 0) <= 0:
-      raise ConfigError("evals.caption needs a model with a text decoder "
+      raise ConfigError(f"{self.key} needs a model with a text decoder "
                         "(model.caption_depth > 0).")
-    if cfg.beam_size < 1:
-      raise ConfigError(f"evals.caption.beam_size={cfg.beam_size} must be >= 1 "
-                        "(1 = greedy).")
     from mmjax.data import tokenizers
     self.tokenizer = tokenizers.make_tokenizer(cfg.tokenizer, cfg.sp_model or None)
-    self.cfg, self.workdir = cfg, exp.workdir
     self.source = INPUT_KEY[model.caption_source]
     self.model = exp.model_logits
-    self.batch_size = exp.config.evals.batch_size // jax.process_count()
-    examples = eval_examples(exp.config.data, cfg.num_examples, self.batch_size,
+    examples = eval_examples(self.data_config, cfg.num_examples, self.batch_size,
                              require_label=False)
     if cfg.text_key not in examples or self.source not in examples:
-      raise ConfigError(f"evals.caption needs eval examples with {self.source!r} and the "
+      raise ConfigError(f"{self.key} needs eval examples with {self.source!r} and the "
                         f"reference captions {cfg.text_key!r}; they have "
                         f"{sorted(examples)}.")
     self.source_batch = {self.source: examples[self.source]}
@@ -318,7 +351,7 @@ class CaptionEvaluator:
     hypotheses = decoding.decode_texts(tokens, self.tokenizer)
     score = bleu.corpus_bleu(hypotheses, [self.references])
     if jax.process_index() == 0:
-      out_dir = os.path.join(self.workdir, "captions")
+      out_dir = self.output_dir("captions")
       os.makedirs(out_dir, exist_ok=True)
       with open(os.path.join(out_dir, f"step_{step}.json"), "w") as f:
         json.dump({"step": step, "bleu": score, "samples": [
@@ -326,7 +359,7 @@ class CaptionEvaluator:
             for h, r in zip(hypotheses[:20], self.references[:20])]}, f, indent=2)
     logging.info("captions at step %d (BLEU %.2f), e.g. %r for %r", step, score["bleu"],
                  hypotheses[0], self.references[0])
-    return {"caption/bleu": float(score["bleu"])}
+    return {"bleu": float(score["bleu"])}
 
 
 def _decode_captions(model, beam_size, length_penalty, max_len, variables, inputs):
@@ -341,18 +374,3 @@ def _decode_captions(model, beam_size, length_penalty, max_len, variables, input
     return decoding.greedy_decode(logits_fn, state, batch_size=b, max_len=max_len)
   return decoding.beam_search(logits_fn, state, batch_size=b, max_len=max_len,
                               beam_size=beam_size, length_penalty=length_penalty)[0]
-
-
-def make_evaluators(exp) -> list:
-  """The representation evaluators the config enables (retrieval, probe, caption)."""
-  ev = exp.config.evals
-  out = []
-  if ev.retrieval.pairs:
-    out.append(RetrievalEvaluator(exp))
-  if ev.zero_shot.class_names:
-    out.append(ZeroShotEvaluator(exp))
-  if ev.probe.modality:
-    out.append(ProbeEvaluator(exp))
-  if ev.caption.num_examples:
-    out.append(CaptionEvaluator(exp))
-  return out

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 
-from mmjax.errors import ConfigError
+from mmjax.errors import ConfigError, MmjaxError
 from mmjax.models.registry import MODELS
 from mmjax.registry import checked_kwargs, to_plain
 from mmjax.rngs import INIT_STREAMS, split_rngs
@@ -50,6 +50,15 @@ def config_with_defaults(model_config: Any) -> dict:
               if f.init and f.name not in ("parent", "name")
               and f.default is not dataclasses.MISSING}
   return {**defaults, **cfg}
+
+
+def config_fields(model_config: Any) -> set[str]:
+  """Every key config.model may hold for its model class (the class's fields), or an
+  empty set when the name is unknown (that error comes when the model is built)."""
+  try:
+    return set(config_with_defaults(model_config))
+  except (MmjaxError, KeyError):
+    return set()
 
 
 def _boxed_init(model: nn.Module, batch: Mapping[str, Any], rng: jax.Array):

@@ -2,8 +2,9 @@
 
 `train_and_evaluate` builds everything from the config, checks everything that can be
 checked before compute is spent (config values, workdir, dataset, checkpoint shapes),
-resumes from the newest good checkpoint in the workdir, and trains with evals, logs and
-asynchronous checkpoints on their cadences.
+resumes from the newest good checkpoint in the workdir, and steps; logs, evaluators,
+asynchronous checkpoints and plug-ins such as the overfitting guard run as hooks
+(mmjax/train/hooks.py) on their cadences.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,14 +20,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mmjax import config as config_lib
 from mmjax import models, objectives, parallel
 from mmjax.data import device_ops   # JAX only; TensorFlow enters with mmjax.data's iterators
-from mmjax.errors import CheckpointError, ConfigError, NonFiniteLossError
+from mmjax.errors import CheckpointError, ConfigError
+from mmjax.evals import batched, evaluators as evaluators_lib
 from mmjax.objectives import adversarial
 from mmjax.train import checkpoint as checkpoint_lib
-from mmjax.train import finetune, optim, robust_eval, state as state_lib, step as step_lib
-from mmjax.train import writers
+from mmjax.train import checks, finetune, hooks as hooks_lib, optim
+from mmjax.train import overfitting_guard  # noqa: F401  (registers its hook)
+from mmjax.train import state as state_lib, step as step_lib, writers
 
 
 def check_workdir(workdir: str) -> str:
@@ -81,7 +83,18 @@ class Experiment:
     """(variables, inputs) -> class logits of the model in eval mode. One per experiment:
     compiled attacks are cached per callable, so robust evals and the overfitting guard
     share them."""
-    return robust_eval.ModelLogits(self.model)
+    return batched.ModelLogits(self.model)
+
+  @functools.cached_property
+  def eval_step(self):
+    """(params, model_state, global batch) -> metric sums, jitted with fixed shardings
+    and traced under the rules (the eval loss evaluator's step)."""
+    state = self.state_shardings
+    return jax.jit(
+        parallel.with_activation_rules(step_lib.make_eval_step(self.loss_fn), self.mesh,
+                                       self.rules),
+        in_shardings=(state.params, state.model_state, self.batch_sharding),
+        out_shardings=parallel.replicated(self.mesh))
 
 
 def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str = "train",
@@ -94,7 +107,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   """
   mesh = parallel.make_mesh(config.mesh, devices)
   rules = parallel.rules_from_config(config.mesh)
-  config_lib.validate(config, mode, batch_shards=parallel.batch_shards(
+  checks.check_config(config, mode, batch_shards=parallel.batch_shards(
       mesh, parallel.batch_axes(rules)))
   workdir = check_workdir(workdir)
   model = models.build_model(config.model)
@@ -172,52 +185,6 @@ def restore_or_init(exp: Experiment) -> tuple[state_lib.TrainState, int]:
   return state, consumed
 
 
-def _eval_params(exp: Experiment, state):
-  use_ema = exp.config.evals.use_ema and state.ema_params is not None
-  return state.ema_params if use_ema else state.params
-
-
-def make_evaluators(exp: Experiment) -> list:
-  """The evaluators beyond the eval loss the config enables, each called as
-  `evaluator(params, model_state, step) -> metrics`: robust accuracy
-  (evals.robust.attack), reports (evals.report) and the representation evals
-  (retrieval, probe, caption)."""
-  from mmjax.train import report_eval, representation_eval
-  extra = [robust_eval.RobustEvaluator(exp)] if exp.config.evals.robust.attack else []
-  if exp.config.evals.report.kind:
-    extra.append(report_eval.ReportEvaluator(exp))
-  return extra + representation_eval.make_evaluators(exp)
-
-
-def run_evals(exp: Experiment, state, eval_step, evaluators, step: int
-              ) -> dict[str, float]:
-  """evaluate_state's metrics, plus each evaluator's."""
-  metrics = evaluate_state(exp, state, eval_step)
-  params = _eval_params(exp, state)
-  for evaluator in evaluators:
-    metrics.update(evaluator(params, state.model_state, step))
-  return metrics
-
-
-def evaluate_state(exp: Experiment, state, eval_step) -> dict[str, float]:
-  """Metric means over the whole eval split (or evals.max_batches batches)."""
-  from mmjax import data
-  batch_size = exp.config.evals.batch_size // jax.process_count()
-  params = _eval_params(exp, state)
-  sums = None
-  for i, batch in enumerate(data.make_eval_iterator(exp.config.data, batch_size=batch_size)):
-    if exp.config.evals.max_batches and i >= exp.config.evals.max_batches:
-      break
-    out = eval_step(params, state.model_state,
-                    parallel.to_global_batch(batch, exp.mesh, exp.batch_sharding))
-    sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-  if sums is None:
-    return {}
-  sums = jax.device_get(sums)
-  n = max(float(sums.pop("num_examples")), 1.0)
-  return {k: float(v) / n for k, v in sums.items()} | {"num_examples": n}
-
-
 def accumulator_factory(exp: Experiment) -> Callable[[], dict]:
   """A zero-argument function returning a fresh metric accumulator for the train step.
 
@@ -244,7 +211,8 @@ def train_step_fn(exp: Experiment):
 
 
 def compile_steps(exp: Experiment):
-  """(train_step, eval_step), jitted with fixed shardings and the state donated.
+  """(train_step, eval_step), jitted with fixed shardings (the train step's state
+  donated).
 
   Fixed in/out shardings make the step's outputs valid inputs of the same executable,
   so it compiles once: without them a fresh state or accumulator (uncommitted arrays)
@@ -261,11 +229,7 @@ def compile_steps(exp: Experiment):
       parallel.with_activation_rules(step_fn, exp.mesh, exp.rules),
       in_shardings=(state, batch, replicated), out_shardings=(state, replicated),
       donate_argnums=(0, 2))
-  eval_step = jax.jit(
-      parallel.with_activation_rules(step_lib.make_eval_step(exp.loss_fn), exp.mesh,
-                                     exp.rules),
-      in_shardings=(state.params, state.model_state, batch), out_shardings=replicated)
-  return train_step, eval_step
+  return train_step, exp.eval_step
 
 
 def _write_config(exp: Experiment) -> None:
@@ -292,121 +256,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   logging.info("Model %s: %s parameters; %d devices; global batch %d.", config.model.name,
                f"{n_params:,}", jax.device_count(), t.batch_size)
   finetune.log_trainable(state.params, config.finetune)
-  early_stop = robust_eval.early_stop_record(exp.workdir)
-  stopped_at = None if early_stop is None else int(early_stop["step"])
-  end = t.total_steps
-  if stopped_at is not None and stopped_at == start:
-    logging.warning("The catastrophic-overfitting guard stopped this run at step %d "
-                    "(%s): evaluating without training further. Delete that file to "
-                    "train on.", start, os.path.join(exp.workdir, EARLY_STOP_FILE))
-    end = start
 
   from mmjax import data
-  # Evaluators first: they check their settings and read their examples before the input
-  # pipeline and its threads start.
-  evaluators = make_evaluators(exp)
-  batches: Iterator = data.make_train_iterator(
+  hooks = hooks_lib.build_hooks(exp)   # evaluators read their examples here
+  batches = data.make_train_iterator(
       config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
   device_batches = parallel.prefetch_to_mesh(
       batches, exp.mesh, t.device_prefetch, exp.batch_sharding,
       transform=device_ops.train_transform(config.data, seed=t.seed, start_batch=consumed,
                                            sharding=exp.batch_sharding))
-  train_step, eval_step = compile_steps(exp)
-  guard = _make_guard(exp, start, state)
+  train_step, _ = compile_steps(exp)
   new_acc = accumulator_factory(exp)
-  acc = new_acc()
-  writer = writers.MetricWriter(exp.workdir)
-  progress = writers.Progress(end, start)
-  last_train: dict[str, float] = {}
-  last_eval: dict[str, float] = {}
+  run = hooks_lib.Run(exp=exp, state=state, acc=new_acc(), new_acc=new_acc,
+                      writer=writers.MetricWriter(exp.workdir), start=start,
+                      end=t.total_steps, step=start)
   try:
-    for step in range(start, end):
-      state, acc = train_step(state, next(device_batches), acc)
-      done = step + 1
-      stop = False
-      if guard is not None:
-        state, stop = guard.after_step(state, done, writer)
-      final = done == end or stop
-      log_now = final or (t.log_every and done % t.log_every == 0)
-      ckpt_now = t.checkpoint_every and (final or done % t.checkpoint_every == 0)
-      eval_now = final or (t.eval_every and done % t.eval_every == 0)
-      if log_now or ckpt_now:
-        host = jax.device_get(acc)
-        _raise_if_nonfinite(host, exp.checkpointer)
-      if log_now:
-        count = max(int(host["count"]), 1)
-        last_train = {k: float(v) / count for k, v in host["sums"].items()}
-        last_train["lr"] = float(exp.schedule(step * exp.updates_per_step))
-        last_train["steps_per_sec"] = progress.log(done, last_train)
-        writer.write(done, "train", last_train)
-        acc = new_acc()
-      if ckpt_now:
-        exp.checkpointer.save(done, state, batches_consumed=done)
-      if stop:
-        early_stop = guard.record
-      if eval_now:
-        last_eval = _eval_and_log(exp, state, eval_step, evaluators, done, writer,
-                                  early_stop)
-      if stop:
+    for hook in hooks:
+      hook.at_start(run)
+    for step in range(run.start, run.end):
+      run.state, run.acc = train_step(run.state, next(device_batches), run.acc)
+      run.step = step + 1
+      for hook in hooks:
+        hook.after_step(run)
+      if run.stop:
         break
-    if end == start:   # resumed after an early stop: evaluate the kept parameters
-      last_eval = _eval_and_log(exp, state, eval_step, evaluators, start, writer,
-                                early_stop)
   finally:
+    for hook in hooks:
+      hook.close()
     exp.checkpointer.close()
-    writer.close()
+    run.writer.close()
     # Tear the input pipeline down here, in order: left to interpreter shutdown, the
     # suspended generator and its tf.data iterator were destroyed late and slowly
-    # (measured: 38 s of hang after a 1,000-step quickstart, growing with run length).
+    # (docs/benchmarks.md, "Fixed: a slow exit after long runs").
     device_batches.close()
     del device_batches, batches
-  return dict(last_eval) | {f"train/{k}": v for k, v in last_train.items()}
+  return dict(run.last_eval) | {f"train/{k}": v for k, v in run.last_train.items()}
 
 
-def _eval_and_log(exp, state, eval_step, evaluators, step, writer, early_stop=None
-                  ) -> dict[str, float]:
-  metrics = run_evals(exp, state, eval_step, evaluators, step)
-  # An early stop is part of every later eval, so no one reads these numbers as a full run.
-  metrics.update(robust_eval.early_stop_metrics(early_stop))
-  writer.write(step, "eval", metrics)
-  logging.info("eval at step %d: %s", step,
-               ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-  return metrics
-
-
-# ---- the catastrophic-overfitting guard (mmjax/train/robust_eval.py) ----
-EARLY_STOP_FILE = robust_eval.EARLY_STOP_FILE   # callers and tests name it here
-
-
-def _make_guard(exp: Experiment, start_step: int, state):
-  if not exp.config.adversarial.guard_every:
-    return None
-  from mmjax import data
-  # The held batch: the first training batch (fixed, so every check sees the same one).
-  held = next(data.make_train_iterator(
-      exp.config.data, batch_size=exp.per_process_batch, seed=exp.config.train.seed,
-      start_batch=0))
-  transform = device_ops.train_transform(exp.config.data, seed=exp.config.train.seed)
-  if transform is not None:   # the held batch is training batch 0 as the step saw it
-    held = jax.device_get(transform(held, 0))
-  return robust_eval.OverfittingGuard(exp, held, start_step, state)
-
-
-def _raise_if_nonfinite(host_acc: dict, checkpointer: checkpoint_lib.Checkpointer) -> None:
-  bad = int(host_acc["first_nonfinite_step"])
-  if bad < 0:
-    return
-  checkpointer.wait()
-  last = checkpointer.latest_step()
-  kept = (f"the last good checkpoint (step {last}) is kept in {checkpointer.directory} and "
-          "a rerun resumes from it" if last is not None else "no checkpoint was written yet")
-  raise NonFiniteLossError(
-      f"Training loss became NaN or Inf at step {bad + 1}; stopped without saving that "
-      f"state; {kept}. Lower optim.learning_rate, set optim.clip_norm, or check the inputs.")
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """--mode=eval: evaluates the newest checkpoint in the workdir."""
+def evaluate(config: ml_collections.ConfigDict, workdir: str, names=None
+             ) -> dict[str, float]:
+  """--mode=eval: runs the evaluators of config.evals (or those in `names`) on the newest
+  checkpoint in the workdir."""
+  if names:
+    evaluators_lib.check_names(config, names)
   exp = build_experiment(config, workdir, "eval")
   try:
     restored = exp.checkpointer.restore_latest(exp.abstract_state)
@@ -416,7 +308,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
     raise CheckpointError(f"No checkpoint in {exp.checkpointer.directory} to evaluate. "
                           "Train first with --mode=train and the same --workdir.")
   state, _, step = restored
-  metrics = run_evals(exp, state, compile_steps(exp)[1], make_evaluators(exp), step)
+  scheduled = evaluators_lib.build(exp, names or None)
+  metrics = evaluators_lib.evaluate(scheduled, state, step)
   writer = writers.MetricWriter(exp.workdir)
   writer.write(step, "eval", metrics)
   writer.close()

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 import mmjax.data as data
 from mmjax import config as config_lib
+from mmjax.train import checks
 from mmjax.data import op_common, device_ops, ops
 from mmjax.errors import ConfigError
 
@@ -162,13 +163,14 @@ def test_config_validate_checks_the_device_specs():
   c = config_lib.default_config()
   c.data.device_preprocess_eval = "audio_noise"
   with pytest.raises(ConfigError, match="is random"):
-    config_lib.validate(c)
+    checks.check_config(c)
 
 
 # ------------------------------------------------------------ in the data iterators
 def test_multimodal_digits_run_the_audio_front_end_on_the_devices(digits_dir):
   c = config_lib.default_config()
-  config_lib.use_multimodal_digits(c, max_len=16)
+  from configs.common import use_multimodal_digits
+  use_multimodal_digits(c, max_len=16)
   c.data.data_dir = digits_dir
   info = data.dataset_info(c.data)
   for element in (info["train_element"], info["eval_element"]):

@@ -6,6 +6,7 @@ import pytest
 
 import mmjax.data as data
 from mmjax import config as config_lib
+from mmjax.train import checks
 from mmjax.data import in_memory
 from mmjax.errors import ConfigError, DataError
 from tests.data.test_pipeline import (assert_batches_equal, assert_resumes_exactly,
@@ -132,7 +133,7 @@ def test_quickstart_config_holds_its_data(digits_dir):
                                   "flip_lr|keep('image', 'label')",
                                   "audio_noise|keep('audio', 'label')"])
 def test_random_host_ops_are_refused_before_reading(spec, tmp_path):
-  """The iterator and config.validate both refuse (no dataset is even prepared)."""
+  """The iterator and the config checks both refuse (no dataset is even prepared)."""
   cfg = dict(name="mmjax_digits", data_dir=str(tmp_path), preprocess_train=spec,
              in_memory=True)
   with pytest.raises(ConfigError, match="device_preprocess_train .*in_memory=False"):
@@ -141,7 +142,7 @@ def test_random_host_ops_are_refused_before_reading(spec, tmp_path):
   c = config_lib.default_config()
   c.data.update(ml_collections.ConfigDict(cfg))
   with pytest.raises(ConfigError, match="random host op"):
-    config_lib.validate(c, "train")
+    checks.check_config(c, "train")
 
 
 def test_packing_is_refused(cfg):

@@ -1,4 +1,4 @@
-"""Evaluation reports in the trainer (evals.report): classification tables that match
+"""Evaluation reports in the trainer (`type: report`): classification tables that match
 sklearn, entity reports that match seqeval, perplexity that matches the clm loss."""
 import json
 import os
@@ -14,8 +14,9 @@ from mmjax import models
 from mmjax.config import default_config
 from mmjax.data.ner_tags import CAPTION_NER_TAGS, DIGIT_WORDS
 from mmjax.errors import ConfigError
-from mmjax.train import loop, report_eval
-from mmjax.train.robust_eval import eval_examples
+from mmjax.evals import evaluators
+from mmjax.evals.batched import eval_examples
+from mmjax.train import loop
 
 NER = ("caption_ner|tokenize_words(tokenizer='bytes', max_len=48)"
        "|keep('text', 'text_mask', 'token_labels', 'label')")
@@ -57,7 +58,7 @@ def _text_config(data_dir, preprocess, model, objective, **report):
   c.model = model
   c.objective = dict(name=objective)
   c.optim.update(dict(learning_rate=3e-3, schedule="constant"))
-  c.evals.report.update(report)
+  c.evals.report = dict(type="report", **report)
   return c
 
 
@@ -66,7 +67,7 @@ def test_classification_report_matches_sklearn(tiny_config, tmp_path):
   model's predictions; its accuracy is the eval accuracy; txt and PNG are written."""
   workdir = str(tmp_path / "run")
   config = tiny_config(total_steps=10, checkpoint_every=10)
-  config.evals.report.update(dict(kind="classification", class_names=DIGIT_WORDS))
+  config.evals.report = dict(type="report", kind="classification", class_names=DIGIT_WORDS)
   result = loop.train_and_evaluate(config, workdir)
   report, base = _read(workdir, 10)
   assert set(report) == {*DIGIT_WORDS, "accuracy", "micro avg", "macro avg", "weighted avg"}
@@ -100,7 +101,7 @@ def test_token_report_matches_seqeval(digits_data_dir, tmp_path):
                         "token_classification", kind="tokens",
                         class_names=CAPTION_NER_TAGS)
   config.train.update(dict(total_steps=40, batch_size=32, checkpoint_every=40))
-  config.evals.batch_size = 500
+  config.train.eval_batch_size = 500
   result = loop.train_and_evaluate(config, workdir)
   report, base = _read(workdir, 40)
   assert {"NUM", "STYLE", "BG", "micro avg", "macro avg", "weighted avg"} <= set(report)
@@ -130,7 +131,7 @@ def test_perplexity_report_matches_clm_loss(digits_data_dir, tmp_path):
   config.train.update(dict(total_steps=10, batch_size=32, checkpoint_every=10))
   # One eval batch: the clm loss is then the token-weighted mean over the split too
   # (batches are averaged per example count, the report per token).
-  config.evals.batch_size = 1000
+  config.train.eval_batch_size = 1000
   result = loop.train_and_evaluate(config, workdir)
   report, _ = _read(workdir, 10)
   assert result["report/perplexity"] == report["perplexity"]
@@ -158,7 +159,7 @@ def test_bad_report_settings_are_config_errors(tiny_config, tmp_path, report, ma
   """An unknown kind, or 'tokens' without class_names, is a ConfigError from the config
   checks, before any experiment (or checkpoint) exists."""
   config = tiny_config(total_steps=1)
-  config.evals.report.update(report)
+  config.evals.report = dict(type="report", **report)
   with pytest.raises(ConfigError, match=match):
     loop.build_experiment(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
@@ -167,10 +168,10 @@ def test_bad_report_settings_are_config_errors(tiny_config, tmp_path, report, ma
 def test_perplexity_needs_a_causal_model(tiny_config, tmp_path):
   """Perplexity of a model that sees the next token is meaningless: a ConfigError."""
   config = tiny_config(total_steps=1)
-  config.evals.report.kind = "perplexity"
+  config.evals.report = dict(type="report", kind="perplexity")
   exp = loop.build_experiment(config, str(tmp_path / "run"))
   try:
     with pytest.raises(ConfigError, match="needs a causal language model"):
-      report_eval.ReportEvaluator(exp)
+      evaluators.build(exp)
   finally:
     exp.checkpointer.close()

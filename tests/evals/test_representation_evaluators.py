@@ -1,4 +1,5 @@
-"""Representation evals: the linear probe's fit, modality selection, config errors."""
+"""Representation evaluators: the linear probe's fit, modality selection, config
+errors."""
 import types
 
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 from mmjax import models
 from mmjax.config import default_config
 from mmjax.errors import ConfigError
-from mmjax.train import representation_eval as rep
+from mmjax.evals import base, evaluators  # noqa: F401  (registers the types)
+from mmjax.evals import representation_eval as rep
 
 
 def test_linear_probe_separates_separable_classes():
@@ -34,10 +36,17 @@ def test_modality_inputs_selects_one_modality():
 
 def _exp(model_config, **evals):
   config = default_config()
-  for section, values in evals.items():
-    config.evals[section].update(values)
+  for name, values in evals.items():
+    config.evals[name] = dict(type=name, **values)
   return types.SimpleNamespace(config=config, model=models.build_model(model_config),
                                workdir="/nonexistent")
+
+
+def build(exp, name: str):
+  """The evaluator `name` of exp.config.evals, checked and built as the trainer does."""
+  cls, options = base.resolve(name, exp.config)
+  cls.check_options(options, f"evals.{name}", exp.config)
+  return cls(exp, name, options)
 
 
 MM = dict(name="multimodal", modalities=("image", "text"), width=32, depth=1, num_heads=2,
@@ -64,8 +73,9 @@ MM = dict(name="multimodal", modalities=("image", "text"), width=32, depth=1, nu
                                                      tokenize="tokenize('prompt', 'text')")),
      "must be prompts with '{}'"),
     (rep.ZeroShotEvaluator, MM, dict(zero_shot=dict(class_names=("a", "b"))),
-     "zero_shot.tokenize must say how prompts become tokens"),
-    (rep.ZeroShotEvaluator, dict(name="vit"), dict(zero_shot=dict(class_names=("a",))),
+     "needs tokenize, e.g."),
+    (rep.ZeroShotEvaluator, dict(name="vit"), dict(zero_shot=dict(
+        class_names=("a",), tokenize="tokenize('prompt', 'text')")),
      "needs the multimodal model"),
     (rep.CaptionEvaluator, MM, dict(caption=dict(num_examples=8)), "caption_depth > 0"),
     (rep.CaptionEvaluator, dict(MM, caption_depth=1), dict(caption=dict(num_examples=8,
@@ -73,8 +83,10 @@ MM = dict(name="multimodal", modalities=("image", "text"), width=32, depth=1, nu
      "beam_size=0 must be >= 1"),
 ])
 def test_bad_eval_configs_fail_before_reading_data(evaluator, model, evals, match):
+  exp = _exp(model, **evals)
+  assert base.EVALUATORS.get(next(iter(evals))) is evaluator
   with pytest.raises(ConfigError, match=match):
-    evaluator(_exp(model, **evals))
+    build(exp, next(iter(evals)))
 
 
 @pytest.mark.parametrize("model", [
@@ -91,39 +103,41 @@ def test_probe_on_a_single_modality_model_reads_its_pooled_features(model, tiny_
   config.objective = dict(name="mae") if model["name"] == "vit" else dict(name="supervised")
   if model["name"] == "mnist_cnn":
     config.model.num_classes = 10
-  config.evals.probe.update(dict(modality="image", train_examples=200, test_examples=100,
-                                 steps=200, attack="pgd", eps=0.3, attack_steps=5))
-  config.evals.batch_size = 100
+  config.evals.probe = dict(type="probe", modality="image", train_examples=200,
+                            test_examples=100, steps=200, attack="pgd", eps=0.3,
+                            attack_steps=5)
+  config.train.eval_batch_size = 100
   exp = loop.build_experiment(config, "/nonexistent")
-  evaluator = rep.ProbeEvaluator(exp)
+  evaluator = build(exp, "probe")
   assert evaluator.feature_key == "pooled"
   state = exp.init_state()
   metrics = evaluator(state.params, state.model_state, 0)
   # Random features of digits already separate them well above chance (10%).
-  assert 0.3 < metrics["probe/accuracy"] <= 1.0
-  assert 0.0 <= metrics["probe/robust_accuracy"] < metrics["probe/accuracy"]
-  assert metrics["probe/robust/pgd-5x1_linf_eps0.3"] == metrics["probe/robust_accuracy"]
+  assert 0.3 < metrics["accuracy"] <= 1.0
+  assert 0.0 <= metrics["robust_accuracy"] < metrics["accuracy"]
+  assert metrics["robust/pgd-5x1_linf_eps0.3"] == metrics["robust_accuracy"]
   if model["name"] == "mnist_cnn":
     # A step too small to move far from the random start is a much weaker attack.
     evaluator.cfg.attack_step_size = 1e-6
     weak = evaluator(state.params, state.model_state, 0)
-    assert weak["probe/accuracy"] == metrics["probe/accuracy"]
-    assert weak["probe/robust_accuracy"] > metrics["probe/robust_accuracy"]
+    assert weak["accuracy"] == metrics["accuracy"]
+    assert weak["robust_accuracy"] > metrics["robust_accuracy"]
 
 
 def test_probe_modality_absent_from_a_single_modality_models_data(tiny_config):
   from mmjax.train import loop
   config = tiny_config()
-  config.evals.probe.update(dict(modality="audio", train_examples=50, test_examples=50))
+  config.evals.probe = dict(type="probe", modality="audio", train_examples=50,
+                            test_examples=50)
   with pytest.raises(ConfigError, match="needs 'spectrogram' and 'label'"):
-    rep.ProbeEvaluator(loop.build_experiment(config, "/nonexistent"))
+    build(loop.build_experiment(config, "/nonexistent"), "probe")
   config.evals.probe.modality = "smell"
   with pytest.raises(ConfigError, match="choose one of"):
-    rep.ProbeEvaluator(loop.build_experiment(config, "/nonexistent"))
+    loop.build_experiment(config, "/nonexistent")
 
 
 def _zero_shot_experiment(digits_data_dir, names):
-  from mmjax.config import use_multimodal_digits
+  from configs.common import use_multimodal_digits
   from mmjax.train import loop
   config = default_config()
   use_multimodal_digits(config, audio=False)
@@ -131,10 +145,11 @@ def _zero_shot_experiment(digits_data_dir, names):
   config.model = dict(MM, image_size=28, patch_size=7, channels=1, vocab_size=260,
                       max_len=32, projection_dim=8)
   config.objective = dict(name="contrastive")
-  config.evals.batch_size = 100
-  config.evals.zero_shot.update(dict(class_names=names, templates=("a {}", "the {} digit"),
-                                     tokenize="tokenize('prompt', 'text', max_len=32)",
-                                     num_examples=100))
+  config.train.eval_batch_size = 100
+  config.evals.zero_shot = dict(type="zero_shot", class_names=names,
+                                templates=("a {}", "the {} digit"),
+                                tokenize="tokenize('prompt', 'text', max_len=32)",
+                                num_examples=100)
   return loop.build_experiment(config, "/nonexistent")
 
 
@@ -145,7 +160,7 @@ def test_zero_shot_averages_each_classs_prompts_and_picks_the_closest(digits_dat
   of the normalised prompts classifies every image right."""
   names = tuple(str(i) for i in range(10))
   exp = _zero_shot_experiment(digits_data_dir, names)
-  evaluator = rep.ZeroShotEvaluator(exp)
+  evaluator = build(exp, "zero_shot")
   assert evaluator.prompts["text"].shape == (20, 32)   # 10 classes x 2 templates
   labels = evaluator.labels
   eye = np.eye(20)
@@ -159,9 +174,9 @@ def test_zero_shot_averages_each_classs_prompts_and_picks_the_closest(digits_dat
 
   monkeypatch.setattr(rep, "embeddings", fake_embeddings)
   state = exp.init_state()
-  assert evaluator(state.params, state.model_state, 0) == {"zero_shot/accuracy": 1.0}
+  assert evaluator(state.params, state.model_state, 0) == {"accuracy": 1.0}
 
 
 def test_zero_shot_needs_a_name_for_every_label(digits_data_dir):
   with pytest.raises(ConfigError, match="has 3 names but the eval labels go up to 9"):
-    rep.ZeroShotEvaluator(_zero_shot_experiment(digits_data_dir, ("0", "1", "2")))
+    build(_zero_shot_experiment(digits_data_dir, ("0", "1", "2")), "zero_shot")

@@ -59,7 +59,7 @@ def one_step(model_name, mesh_shape, n_devices, optimizer, accum):
   c.optim.learning_rate = 0.1 if optimizer == "sgd" else 1e-3
   c.optim.grad_accum_steps = accum
   c.train.batch_size = 16
-  c.evals.batch_size = 16
+  c.train.eval_batch_size = 16
   exp = loop.build_experiment(c, tempfile.mkdtemp(), devices=jax.devices()[:n_devices],
                               element=element)
   state = exp.init_state()
@@ -116,7 +116,7 @@ def device_preprocess_diff():
   against the same batch on one device: every random draw must not depend on the
   sharding. -> {'max_diff', 'output_spec', 'keys'}."""
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-  from mmjax.config import use_multimodal_digits
+  from configs.common import use_multimodal_digits
   from mmjax.data import device_ops
   c = default_config()
   use_multimodal_digits(c)

@@ -17,5 +17,6 @@ def get_config(data_dir):
   # divide tiny gradients by their own magnitude and amplify it.
   c.optim.update(name="sgd", learning_rate=0.05, schedule="constant")
   c.train.update(total_steps=10, batch_size=16, log_every=1, checkpoint_every=10)
-  c.evals.update(batch_size=200, max_batches=0)   # the whole test split: same on 1 or 2
+  c.train.eval_batch_size = 200
+  c.evals.loss.max_batches = 0   # the whole test split: same on 1 or 2
   return c

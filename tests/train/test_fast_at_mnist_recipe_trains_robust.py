@@ -11,6 +11,7 @@ import os
 
 from mmjax.config import load_config_file
 from mmjax.train import loop
+from mmjax.train.overfitting_guard import EARLY_STOP_FILE
 
 
 def test_fast_at_mnist_digits_recipe_reaches_real_robustness_with_the_guard_on(tmp_path):
@@ -26,7 +27,7 @@ def test_fast_at_mnist_digits_recipe_reaches_real_robustness_with_the_guard_on(t
   assert result["robust/accuracy"] > 0.5, result   # chance is 0.1; collapse reads ~0
   history = json.load(open(os.path.join(workdir, "guard.json")))["history"]
   assert len(history) >= 10   # the guard ran every epoch
-  stop = os.path.join(workdir, loop.EARLY_STOP_FILE)
+  stop = os.path.join(workdir, EARLY_STOP_FILE)
   if os.path.exists(stop):    # a stop keeps a trained, not an initial, model
     assert json.load(open(stop))["parameters_of_step"] >= 400
     assert result["guard/stopped"] == 1.0

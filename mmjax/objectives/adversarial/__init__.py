@@ -50,7 +50,7 @@ def make_adversarial(adversarial_config: Any, objective: Objective):
   """
   options = to_plain(adversarial_config)
   kind = options.pop("kind", "none")
-  # The guard's options belong to the trainer (mmjax/train/robust_eval.py).
+  # The guard's options belong to the trainer (mmjax/train/overfitting_guard.py).
   options = {k: v for k, v in options.items() if not k.startswith("guard_")}
   if kind == "none":
     # Like eps, a method's options are inert without a method; a key no method takes is
