@@ -19,9 +19,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(scope="module")
 def sharded_results():
+  # The repo root on the path: the script imports configs.common, as config files do.
   proc = subprocess.run([sys.executable, "tests/parallel/sharded_steps.py"], cwd=REPO,
                         capture_output=True, text=True, timeout=600,
-                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                        env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO))
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULTS "))
   return json.loads(line[len("RESULTS "):])
