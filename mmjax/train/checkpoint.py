@@ -2,9 +2,14 @@
 
 A checkpoint holds two items: `state` (the TrainState pytree) and `data` (JSON with the
 number of batches the run consumed, so the input pipeline resumes at the same batch).
+Once a save has finished, a SHA-256 of every file in it goes to `mmjax_checksums.json`
+in its directory; a restore verifies them first, and a checkpoint whose bytes changed
+(bit rot, a partial overwrite) is set aside like an unreadable one, naming the file.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -19,11 +24,55 @@ from mmjax.errors import CheckpointError
 from mmjax.tree import path_str
 
 CORRUPT_DIR = "checkpoints_corrupt"
+CHECKSUM_FILE = "mmjax_checksums.json"
+
+
+def file_checksums(directory: str) -> dict[str, str]:
+  """{path relative to `directory`: sha256 hex} of every file below it (but the checksum
+  file itself)."""
+  sums = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, directory)
+      if rel == CHECKSUM_FILE:
+        continue
+      with open(path, "rb") as f:
+        sums[rel] = hashlib.file_digest(f, "sha256").hexdigest()
+  return dict(sorted(sums.items()))
+
+
+def verify_checksums(directory: str) -> str | None:
+  """None when the files below `directory` match its checksum file (or it has none: a
+  checkpoint from before checksums, or one whose run stopped before writing them), else
+  what differs, e.g. 'state/ocdbt.process_0/d/1a2b: content changed'."""
+  path = os.path.join(directory, CHECKSUM_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    want = json.load(f)
+  have = file_checksums(directory)
+  for rel, digest in want.items():
+    if rel not in have:
+      return f"{rel}: missing"
+    if have[rel] != digest:
+      return f"{rel}: content changed (sha256 {have[rel][:12]}..., written {digest[:12]}...)"
+  return None
 
 
 def _shapes_by_path(tree: Any) -> dict[str, tuple]:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {path_str(p): tuple(getattr(x, "shape", np.shape(x))) for p, x in leaves}
+
+
+def require_checkpoints(workdir: str) -> None:
+  """CheckpointError, before anything is built or created, when `workdir` holds no
+  checkpoint step directory (--mode=eval on a fresh or mistyped workdir)."""
+  directory = os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+  steps = [d for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+  if not steps:
+    raise CheckpointError(f"No checkpoint in {directory} to evaluate. Train first with "
+                          "--mode=train and the same --workdir (or check the --workdir).")
 
 
 class Checkpointer:
@@ -40,6 +89,8 @@ class Checkpointer:
         self.directory, options=options,
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": ocp.JsonCheckpointHandler()})
+    self._closed = False
+    self._unsummed: list[int] = []   # finished saves without checksums yet
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -48,16 +99,50 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, batches_consumed: int) -> None:
-    """Starts an asynchronous save; returns once the arrays are copied off the devices."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave({"batches_consumed": int(batches_consumed)})))
+    """Starts an asynchronous save; returns once the arrays are copied off the devices.
+    The previous save is finished (and its checksums written) first."""
+    self.wait()
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=ocp.args.JsonSave({"batches_consumed": int(batches_consumed)})))
+    except OSError as e:
+      raise self._write_error(step, e) from None
+    self._unsummed.append(step)
+
+  def _write_error(self, step: int, error: OSError) -> CheckpointError:
+    kept = [s for s in self.all_steps() if s != step]
+    last = (f"the last good checkpoint (step {kept[-1]}) is kept" if kept
+            else "no earlier checkpoint exists")
+    return CheckpointError(
+        f"Could not write the checkpoint of step {step} in {self.directory}: "
+        f"{error.strerror or error}. Training stopped; {last}. Free space (or fix the "
+        "cause) and rerun the same command to resume.")
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for pending saves, then writes their checksums (process 0)."""
+    steps, self._unsummed = self._unsummed, []
+    try:
+      self._manager.wait_until_finished()
+    except OSError as e:   # an asynchronous write that failed
+      raise self._write_error(steps[-1] if steps else -1, e) from None
+    if jax.process_index() != 0:
+      return
+    for step in steps:
+      directory = os.path.join(self.directory, str(step))
+      if os.path.isdir(directory):   # not already removed by keep-K
+        sums = file_checksums(directory)
+        tmp = os.path.join(directory, CHECKSUM_FILE + ".tmp")
+        with open(tmp, "w") as f:
+          json.dump(sums, f, indent=0)
+        os.replace(tmp, os.path.join(directory, CHECKSUM_FILE))
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    """Waits for pending saves and closes; a second call does nothing."""
+    if self._closed:
+      return
+    self._closed = True
+    self.wait()
     self._manager.close()
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, int, int] | None:
@@ -79,6 +164,10 @@ class Checkpointer:
         self._set_aside(step, e)
         continue
       self._check_compatible(step, stored_shapes, _shapes_by_path(abstract_state))
+      changed = verify_checksums(os.path.join(self.directory, str(step)))
+      if changed is not None:
+        self._set_aside(step, ValueError(f"checksum mismatch: {changed}"))
+        continue
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
