@@ -15,14 +15,29 @@ from mmjax.train.state import TrainState
 LossFn = StepContract
 
 
+# What `first_nonfinite_what` codes: the first non-finite quantity of a step.
+NONFINITE = {1: "the training loss", 2: "the gradient norm", 3: "the updated parameters"}
+
+
 def init_metric_accumulator(metric_shapes: dict) -> dict:
   """Device-side running sums of metrics between log steps (no host sync per step).
 
-  `first_nonfinite_step` is -1 until a step's loss is NaN/Inf, then that step's number.
+  `first_nonfinite_step` is -1 until a step's loss, gradient norm or updated parameters
+  hold a NaN/Inf, then that step's number; `first_nonfinite_what` says which (NONFINITE).
   """
   return {"sums": jax.tree.map(lambda s: jnp.zeros((), jnp.float32), metric_shapes),
           "count": jnp.zeros((), jnp.int32),
-          "first_nonfinite_step": jnp.full((), -1, jnp.int32)}
+          "first_nonfinite_step": jnp.full((), -1, jnp.int32),
+          "first_nonfinite_what": jnp.zeros((), jnp.int32)}
+
+
+def nonfinite_code(loss, grad_norm, params) -> jax.Array:
+  """0 when loss, gradient norm and every parameter are finite, else the NONFINITE code
+  of the first that is not (int32 scalar)."""
+  params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p))
+                                     for p in jax.tree.leaves(params)]))
+  return jnp.where(~jnp.isfinite(loss), 1, jnp.where(
+      ~jnp.isfinite(grad_norm), 2, jnp.where(~params_finite, 3, 0))).astype(jnp.int32)
 
 
 def _split_microbatches(batch: dict, n: int) -> dict:
@@ -103,11 +118,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
       ema_params = optax.incremental_update(params, ema_params, 1.0 - ema_decay)
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads))
 
-    finite = jnp.isfinite(loss)
-    first_bad = jnp.where((acc["first_nonfinite_step"] < 0) & ~finite,
-                          state.step, acc["first_nonfinite_step"])
+    code = nonfinite_code(loss, metrics["grad_norm"], params)
+    first = (acc["first_nonfinite_step"] < 0) & (code > 0)
     acc = {"sums": jax.tree.map(lambda s, m: s + m.astype(jnp.float32), acc["sums"], metrics),
-           "count": acc["count"] + 1, "first_nonfinite_step": first_bad}
+           "count": acc["count"] + 1,
+           "first_nonfinite_step": jnp.where(first, state.step, acc["first_nonfinite_step"]),
+           "first_nonfinite_what": jnp.where(first, code, acc["first_nonfinite_what"])}
     new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                               opt_state=opt_state, ema_params=ema_params)
     return new_state, acc

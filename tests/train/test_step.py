@@ -57,5 +57,7 @@ def test_first_nonfinite_step_is_recorded(cnn):
   acc = step_lib.init_metric_accumulator({"loss": 0, "accuracy": 0, "grad_norm": 0})
   for _ in range(3):
     state, acc = step(state, batch, acc)
-  # Step 0 had finite params; its infinite update makes step 1's loss NaN.
-  assert int(acc["first_nonfinite_step"]) == 1
+  # Step 0's loss is finite, but its infinite update makes the parameters non-finite:
+  # caught at step 0 (its loss turns NaN only at step 1), and named.
+  assert int(acc["first_nonfinite_step"]) == 0
+  assert step_lib.NONFINITE[int(acc["first_nonfinite_what"])] == "the updated parameters"
