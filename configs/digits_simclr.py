@@ -15,8 +15,7 @@ Command:
 from mmjax.config import default_config
 
 
-def get_config(arg=None):
-  del arg
+def get_config():
   c = default_config()
   c.data.preprocess_train = "to_float|keep('image')"
   c.data.preprocess_eval = "to_float|keep('image')"

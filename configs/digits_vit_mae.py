@@ -16,8 +16,7 @@ Command:
 from mmjax.config import default_config
 
 
-def get_config(arg=None):
-  del arg
+def get_config():
   c = default_config()
   c.data.name = "mmjax_digits"
   c.data.preprocess_train = "to_float|random_crop(28, pad=2)|keep('image', 'label')"

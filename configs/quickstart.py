@@ -30,8 +30,7 @@ from mmjax.config import default_config
 from configs.common import use_multimodal_digits
 
 
-def get_config(arg=None):
-  del arg
+def get_config():
   c = default_config()
   use_multimodal_digits(c, max_len=40)
   c.model = dict(

@@ -27,8 +27,7 @@ _QUESTION = "digit_vqa|tokenize('question', 'text', max_len=32)"
 _KEEP = "keep('image', 'text', 'text_mask', 'label')"
 
 
-def get_config(arg=None):
-  del arg
+def get_config():
   c = default_config()
   c.data.name = "mmjax_digits"
   # No random_crop: with 7x7 patches, random_crop(28, pad=2) cost 6 points of eval

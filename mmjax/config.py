@@ -11,6 +11,7 @@ evaluator (`evals.NAME.*`): the component checks them before any compute
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -99,10 +100,14 @@ def default_config() -> ml_collections.ConfigDict:
   # linear_probe | lora | adapter picks what trains; `trainable` adds path regexes.
   c.finetune = dict(init_from="", mode="full", trainable=())
   # eval_batch_size: the global batch of every evaluator that sets no batch_size.
+  # checkpoint_every: 0 = no checkpoints on the way; the final one is written unless
+  # final_checkpoint=False. allow_config_change: resume a workdir with a config that
+  # differs in what defines the run (data, batch size, seed, model, objective,
+  # adversarial, optim; mmjax/train/resume_check.py).
   c.train = dict(
       total_steps=100, batch_size=64, seed=0, log_every=10, eval_every=0,
-      eval_batch_size=256, checkpoint_every=0, keep_checkpoints=3, async_checkpoints=True,
-      device_prefetch=2,
+      eval_batch_size=256, checkpoint_every=0, final_checkpoint=True, keep_checkpoints=3,
+      async_checkpoints=True, device_prefetch=2, allow_config_change=False,
   )
   # Device mesh and logical-axis rules (mmjax/parallel/rules.py, docs/scaling.md):
   # {'data': -1} is data parallelism; {'fsdp': -1} FSDP; {'model': N} tensor parallelism.
@@ -140,6 +145,10 @@ def load_config_file(path: str, arg: str | None = None) -> ml_collections.Config
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"Config file {path!r} defines no get_config(arg=None).")
+  if arg is not None and not inspect.signature(module.get_config).parameters:
+    raise ConfigError(f"{path} has no variants: its get_config() takes no argument, got "
+                      f":{arg}. Drop the ':{arg}' (variants are listed in a config file's "
+                      "docstring).")
   try:
     return module.get_config(arg) if arg is not None else module.get_config()
   except (AttributeError, KeyError) as e:
@@ -229,6 +238,36 @@ def add_new_evaluators(config: ml_collections.ConfigDict, argv: Sequence[str]) -
     config.evals[name] = ml_collections.ConfigDict({"type": type_name})
 
 
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def _check_override_value(config: ml_collections.ConfigDict, key: str, arg: str) -> None:
+  """ConfigError for --config.KEY=VALUE whose VALUE cannot be the type of the existing
+  field KEY (bool, int, float), instead of absl's raw flag-parsing failure."""
+  if "=" not in arg:
+    return
+  value = arg.split("=", 1)[1]
+  node = config
+  for part in key.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return   # a new or free-form key: its owner checks it
+    node = node[part]
+  kind = type(node)
+  if kind not in _TYPE_WORDS:
+    return
+  try:
+    if kind is bool:
+      ok = value.lower() in ("true", "false", "1", "0")
+    else:
+      kind(value)
+      ok = True
+  except ValueError:
+    ok = False
+  if not ok:
+    raise ConfigError(f"--config.{key}={value}: {key} is {_TYPE_WORDS[kind]} (now "
+                      f"{node!r}), and {value!r} is not. E.g. --config.{key}={node}.")
+
+
 def check_override_keys(argv: Sequence[str], model_fields=None) -> None:
   """Raises a ConfigError for any --config.KEY=VALUE whose KEY the config lacks.
 
@@ -256,6 +295,7 @@ def check_override_keys(argv: Sequence[str], model_fields=None) -> None:
     if not m:
       continue
     check_removed([m["key"]])
+    _check_override_value(config, m["key"], arg)
     parts = m["key"].split(".")
     if parts[0] == "evals" and len(parts) > 1:
       if len(parts) == 2 and parts[1] in LEGACY_EVAL_SHARED:

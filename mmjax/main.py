@@ -134,11 +134,25 @@ def _model_fields(model_config) -> set[str]:
 
 
 def run() -> None:
+  if "--library_logs" in sys.argv:
+    os.environ["MMJAX_LIBRARY_LOGS"] = "1"   # read where tfds is imported
+  else:
+    # Before TensorFlow is imported: its C++ INFO/WARNING lines (the oneDNN notice, ...)
+    # are library noise unless asked for.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   try:
     config_lib.check_override_keys(sys.argv[1:], model_fields=_model_fields)
   except MmjaxError as e:
     _fail(str(e))
-  app.run(_main)
+  # Flags parsed here so that a bad one (a value of the wrong type, an unknown --mode, a
+  # missing --workdir) is a one-line `mmjax: error:` with exit status 2, as every other
+  # user error, instead of absl's "FATAL Flags parsing error" and status 1.
+  app.define_help_flags()
+  try:
+    remaining = flags.FLAGS(sys.argv)
+  except flags.Error as e:
+    _fail(str(e))
+  app.run(_main, flags_parser=lambda argv: remaining)
 
 
 if __name__ == "__main__":

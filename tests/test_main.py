@@ -1,5 +1,7 @@
 """The binary: bad inputs give one clear error line and change nothing; SIGKILL resume."""
+import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -43,7 +45,9 @@ BAD_INPUTS = {
     # The MNIST CNN's own fields are listed; a transformer's `attention` is not one of them.
     "unknown_model_field": (["--config.model.attention=xla"],
                             r"model has no key 'attention'. Valid keys there: .*num_classes"),
-    "wrong_type": (["--config.train.batch_size=abc"], r"batch_size=abc.*invalid literal"),
+    "wrong_type": (["--config.train.batch_size=abc"],
+                   r"--config.train.batch_size=abc: train.batch_size is an integer"),
+    "wrong_type_in_a_flag": (["--num_processes=two"], r"--num_processes=two.*int"),
     "unknown_model": (["--config.model.name=vitt"], r"Unknown model 'vitt'.*vit"),
     "unknown_objective": (["--config.objective.name=mle"], r"Unknown objective 'mle'"),
     "unknown_dataset": (["--config.data.name=not_a_dataset_xyz"], r"not_a_dataset_xyz"),
@@ -105,8 +109,8 @@ def test_bad_input_one_clear_error_nothing_damaged(case, trained_workdir, digits
   overrides, message = BAD_INPUTS[case]
   before = files_snapshot(trained_workdir)
   proc = run(mmjax_cmd(trained_workdir, digits_data_dir, *overrides))
-  assert proc.returncode != 0
-  assert re.search(message, proc.stderr, re.S), proc.stderr[-2000:]
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert re.search(r"mmjax: error: .*" + message, proc.stderr, re.S), proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert files_snapshot(trained_workdir) == before
 
@@ -143,7 +147,6 @@ def test_mode_eval_runs_chosen_evaluators_including_one_added_by_flags(
     trained_workdir, digits_data_dir, tmp_path):
   """--mode=eval on a checkpoint runs the evaluators --evals names: here only a robust
   one that flags add to a config without it."""
-  import json
   import shutil
   workdir = str(tmp_path / "copy")
   shutil.copytree(trained_workdir, workdir)
@@ -160,6 +163,41 @@ def test_mode_eval_runs_chosen_evaluators_including_one_added_by_flags(
   assert os.path.isfile(os.path.join(workdir, "robustness_fgsm", "step_10.json"))
   proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=eval", "--evals=robsut"))
   assert proc.returncode == 2 and "--evals names ['robsut']" in proc.stderr
+
+
+def test_a_variant_of_a_config_without_variants_is_an_error(tmp_path):
+  proc = run([sys.executable, "-m", "mmjax.main", "--config=configs/digits_cnn.py:tiny",
+              f"--workdir={tmp_path / 'run'}"])
+  assert proc.returncode == 2
+  assert "configs/digits_cnn.py has no variants" in proc.stderr
+  assert not os.path.exists(tmp_path / "run")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(digits_data_dir,
+                                                                    tmp_path):
+  """A preemption notice (SIGTERM) mid-run: the step it arrived in is checkpointed, the
+  process exits 0 without evaluating, and the same command resumes and finishes."""
+  workdir = str(tmp_path / "run")
+  steps = ["--config.train.total_steps=400", "--config.train.checkpoint_every=1000",
+           "--config.train.log_every=1"]
+  victim = subprocess.Popen(mmjax_cmd(workdir, digits_data_dir, *steps), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  while time.time() < deadline and not (
+      os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 20):
+    time.sleep(0.2)
+  victim.send_signal(signal.SIGTERM)
+  _, stderr = victim.communicate(timeout=120)
+  assert victim.returncode == 0, stderr[-3000:]
+  assert "Preempted at step" in stderr
+  saved = os.listdir(os.path.join(workdir, "checkpoints"))
+  assert len(saved) == 1 and 20 <= int(saved[0]) < 400, saved
+  assert '"split": "eval"' not in open(metrics).read()
+  proc = run(mmjax_cmd(workdir, digits_data_dir, *steps))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"Resumed from the checkpoint at step {saved[0]}" in proc.stderr
+  assert "400" in os.listdir(os.path.join(workdir, "checkpoints"))
 
 
 def test_unwritable_workdir(digits_data_dir, tmp_path):
@@ -180,28 +218,47 @@ def test_batch_not_divisible_by_devices(digits_data_dir, tmp_path):
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
 
 
+def _kill_when(cmd, ckpts, ready, timeout=240):
+  """Starts `cmd`, SIGKILLs it as soon as `ready(entries of the checkpoint directory)`;
+  -> whether it was killed before it finished."""
+  victim = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  deadline = time.time() + timeout
+  while time.time() < deadline and victim.poll() is None:
+    if ready(os.listdir(ckpts) if os.path.isdir(ckpts) else []):
+      break
+    time.sleep(0.01)
+  victim.send_signal(signal.SIGKILL)
+  return victim.wait() == -signal.SIGKILL
+
+
 def test_sigkill_and_restart_gives_bit_identical_params(digits_data_dir, tmp_path):
+  """Killed twice (once while a checkpoint is being written, once after a random later
+  checkpoint), restarted each time: the final parameters equal an unbroken run's, the
+  metrics hold one row per step and split, and the dead runs' locks were taken over."""
   steps = ["--config.train.total_steps=300", "--config.train.checkpoint_every=20",
            "--config.train.log_every=20"]
   unbroken, killed = str(tmp_path / "unbroken"), str(tmp_path / "killed")
   proc = run(mmjax_cmd(unbroken, digits_data_dir, *steps))
   assert proc.returncode == 0, proc.stderr[-3000:]
 
-  victim = subprocess.Popen(mmjax_cmd(killed, digits_data_dir, *steps), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpts = os.path.join(killed, "checkpoints")
-  deadline = time.time() + 240
-  while time.time() < deadline:
-    done = [d for d in (os.listdir(ckpts) if os.path.isdir(ckpts) else []) if d.isdigit()]
-    if any(int(d) >= 40 for d in done):
-      break
-    time.sleep(0.02)
-  victim.send_signal(signal.SIGKILL)
-  assert victim.wait() == -signal.SIGKILL
-  saved = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
-  assert saved and saved[-1] < 300, f"run was not interrupted: {saved}"
+  cmd = mmjax_cmd(killed, digits_data_dir, *steps)
+  # Mid-save: orbax writes a step into a temporary directory and renames it when done.
+  mid_save = lambda entries: any("tmp" in e and int(e.split(".")[0]) >= 40
+                                 for e in entries if e.split(".")[0].isdigit())
+  assert _kill_when(cmd, ckpts, mid_save)
+  later = random.Random(0).randrange(60, 240, 20)
+  saved = lambda entries: any(e.isdigit() and int(e) >= later for e in entries)
+  assert _kill_when(cmd, ckpts, saved)
+  assert max(int(d) for d in os.listdir(ckpts) if d.isdigit()) < 300
 
-  proc = run(mmjax_cmd(killed, digits_data_dir, *steps))
+  proc = run(cmd)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Resumed from the checkpoint at step" in proc.stderr
+  assert "Taking over the workdir lock" in proc.stderr
   assert_trees_equal(final_params(unbroken, 300), final_params(killed, 300))
+  rows = [json.loads(line) for line in open(os.path.join(killed, "metrics.jsonl"))]
+  keys = [(r["step"], r["split"]) for r in rows]
+  assert len(keys) == len(set(keys)), "duplicated metric rows after the kills"
+  assert not os.path.exists(os.path.join(killed, "run.lock"))

@@ -39,6 +39,11 @@ import tensorflow_datasets as tfds
 from mmjax.data import device_ops, in_memory, ops, packing
 from mmjax.errors import ConfigError, DataError
 
+if not os.environ.get("MMJAX_LIBRARY_LOGS"):
+  # tqdm bars (escape codes in non-TTY logs) and "Unknown size" notices are library noise
+  # in a training log; `python -m mmjax.main --library_logs` keeps them.
+  tfds.disable_progress_bar()
+
 EMBEDDED = ("mmjax_digits",)
 _DEFAULTS = dict(name="mmjax_digits", data_dir=None, train_split="train", eval_split="test",
                  download=False, shuffle_buffer=10_000, preprocess_train=None,

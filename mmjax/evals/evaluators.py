@@ -7,7 +7,10 @@ retrieval, zero_shot, probe, caption); a plug-in registers from anywhere with
 """
 from __future__ import annotations
 
+import time
+
 import ml_collections
+from absl import logging
 
 from mmjax.errors import ConfigError
 from mmjax.evals import base
@@ -73,11 +76,19 @@ def build(exp, names=None) -> list[Scheduled]:
   return out
 
 
-def evaluate(scheduled: list[Scheduled], state, step: int, final: bool = True
-             ) -> dict[str, float]:
-  """The metrics of the evaluators due at `step` (all of them when `final`)."""
+def evaluate(scheduled: list[Scheduled], state, step: int, final: bool = True,
+             progress: bool = True) -> dict[str, float]:
+  """The metrics of the evaluators due at `step` (all of them when `final`); with
+  `progress`, a log line as each one starts and ends (some take minutes)."""
   metrics: dict[str, float] = {}
-  for entry in scheduled:
-    if entry.due(step, final):
-      metrics.update(entry(state, step))
+  due = [e for e in scheduled if e.due(step, final)]
+  for i, entry in enumerate(due):
+    started = time.perf_counter()
+    if progress:
+      logging.info("eval at step %d: %s (%s, %d/%d)...", step, entry.name,
+                   entry.evaluator.type_name, i + 1, len(due))
+    metrics.update(entry(state, step))
+    if progress:
+      logging.info("eval at step %d: %s done in %.1f s.", step, entry.name,
+                   time.perf_counter() - started)
   return metrics

@@ -10,6 +10,7 @@ after it then see `run.final`. A new hook is one class registered in `HOOKS` who
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable
 
 import jax
@@ -18,7 +19,7 @@ from absl import logging
 from mmjax.errors import NonFiniteLossError
 from mmjax.evals import evaluators as evaluators_lib
 from mmjax.registry import Registry
-from mmjax.train import writers
+from mmjax.train import step as step_lib, writers
 
 HOOKS = Registry("train hook")
 
@@ -41,6 +42,7 @@ class Run:
   # Fields every later eval row carries (e.g. guard/stopped after an early stop).
   eval_extras: dict = dataclasses.field(default_factory=dict)
   evaluate_at_start: bool = False   # e.g. a run resumed after an early stop
+  preempted: bool = False   # stopped by a preemption notice: checkpoint, no evals
 
   @property
   def final(self) -> bool:
@@ -73,6 +75,9 @@ class Hook:
   def after_step(self, run: Run) -> None:
     """After each train step; `run.step` steps are done."""
 
+  def at_end(self, run: Run) -> None:
+    """After the last step of a run that ended without an error."""
+
   def close(self) -> None:
     """When the run ends, also on an error."""
 
@@ -87,6 +92,46 @@ def build_hooks(exp) -> list[Hook]:
   hooks = [h for name in HOOKS.names()
            if (h := HOOKS.get(name).from_experiment(exp)) is not None]
   return sorted(hooks, key=lambda h: h.order)
+
+
+@register_hook("first_step_time")
+class FirstStepTimeHook(Hook):
+  """Says when the train step starts compiling and how long the first step (its
+  compilation included) took: the long silence at the start of a run, explained."""
+  order = 1
+
+  def __init__(self):
+    self.started = None
+
+  def at_start(self, run: Run) -> None:
+    if run.end > run.start:
+      logging.info("Compiling the train step (the first step includes it)...")
+      self.started = time.perf_counter()
+
+  def after_step(self, run: Run) -> None:
+    if self.started is not None:
+      jax.block_until_ready(run.acc)
+      logging.info("First train step done in %.1f s (compilation included).",
+                   time.perf_counter() - self.started)
+      self.started = None
+
+
+@register_hook("summary")
+class SummaryHook(Hook):
+  """At the end, the final eval metrics as a table, one per line (per-check details
+  such as sanity/* and after/* are in metrics.jsonl and the evaluators' files)."""
+  order = 90
+  detail = ("/sanity/", "/after/", "num_examples")
+
+  def at_end(self, run: Run) -> None:
+    rows = {k: v for k, v in run.last_eval.items()
+            if not any(d in f"/{k}" for d in self.detail)}
+    if not rows:
+      return
+    width = max(map(len, rows))
+    lines = [f"  {k:<{width}}  {v:.4g}" for k, v in sorted(rows.items())]
+    logging.info("Final eval at step %d (%d metrics; all in metrics.jsonl):\n%s",
+                 run.step, len(rows), "\n".join(lines))
 
 
 @register_hook("log")
@@ -122,16 +167,23 @@ class LogHook(Hook):
 @register_hook("checkpoint")
 class CheckpointHook(Hook):
   """An asynchronous checkpoint (state and data position) every train.checkpoint_every
-  steps and after the final one; none when checkpoint_every is 0."""
+  steps (0: none on the way) and after the final one, unless
+  train.final_checkpoint=False."""
   order = 30
 
-  def __init__(self, checkpointer, every: int):
-    self.checkpointer, self.every = checkpointer, every
+  def __init__(self, checkpointer, every: int, final: bool):
+    self.checkpointer, self.every, self.final = checkpointer, every, final
 
   @classmethod
   def from_experiment(cls, exp):
-    every = exp.config.train.checkpoint_every
-    return cls(exp.checkpointer, every) if every else None
+    t = exp.config.train
+    if not (t.checkpoint_every or t.final_checkpoint):
+      return None
+    return cls(exp.checkpointer, t.checkpoint_every, t.final_checkpoint)
+
+  def due(self, run: Run) -> bool:
+    on_the_way = bool(self.every and run.step % self.every == 0)
+    return on_the_way or run.preempted or (run.final and self.final)
 
   def after_step(self, run: Run) -> None:
     if self.due(run):
@@ -155,7 +207,7 @@ class EvalHook(Hook):
     return cls(evaluators_lib.build(exp))
 
   def due(self, run: Run) -> bool:
-    return any(e.due(run.step, run.final) for e in self.scheduled)
+    return not run.preempted and any(e.due(run.step, run.final) for e in self.scheduled)
 
   def at_start(self, run: Run) -> None:
     if run.evaluate_at_start:
@@ -166,11 +218,15 @@ class EvalHook(Hook):
       self._evaluate(run, run.step, final=run.final)
 
   def _evaluate(self, run: Run, step: int, final: bool) -> None:
-    metrics = evaluators_lib.evaluate(self.scheduled, run.state, step, final)
+    metrics = evaluators_lib.evaluate(self.scheduled, run.state, step, final,
+                                      progress=True)
     metrics.update(run.eval_extras)
     run.writer.write(step, "eval", metrics)
-    logging.info("eval at step %d: %s", step,
-                 ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    shown = [k for k in metrics if not any(d in f"/{k}" for d in SummaryHook.detail)]
+    more = len(metrics) - len(shown[:12])
+    logging.info("eval at step %d: %s%s", step,
+                 ", ".join(f"{k} {metrics[k]:.4g}" for k in shown[:12]),
+                 f" (+{more} more in metrics.jsonl)" if more > 0 else "")
     run.last_eval = metrics
 
 
@@ -178,10 +234,13 @@ def _raise_if_nonfinite(host_acc: dict, checkpointer) -> None:
   bad = int(host_acc["first_nonfinite_step"])
   if bad < 0:
     return
+  what = step_lib.NONFINITE.get(int(host_acc.get("first_nonfinite_what", 1)),
+                                "the training loss")
   checkpointer.wait()
   last = checkpointer.latest_step()
   kept = (f"the last good checkpoint (step {last}) is kept in {checkpointer.directory} and "
           "a rerun resumes from it" if last is not None else "no checkpoint was written yet")
   raise NonFiniteLossError(
-      f"Training loss became NaN or Inf at step {bad + 1}; stopped without saving that "
-      f"state; {kept}. Lower optim.learning_rate, set optim.clip_norm, or check the inputs.")
+      f"{what[0].upper()}{what[1:]} became NaN or Inf at step {bad + 1}; stopped without "
+      f"saving that state; {kept}. Lower optim.learning_rate, set optim.clip_norm, or "
+      "check the inputs.")

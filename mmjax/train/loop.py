@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 from typing import Any, Callable
 
 import jax
@@ -22,13 +23,13 @@ from absl import logging
 
 from mmjax import models, objectives, parallel
 from mmjax.data import device_ops   # JAX only; TensorFlow enters with mmjax.data's iterators
-from mmjax.errors import CheckpointError, ConfigError
+from mmjax.errors import CheckpointError, ConfigError, MmjaxError
 from mmjax.evals import batched, evaluators as evaluators_lib
 from mmjax.objectives import adversarial
 from mmjax.train import checkpoint as checkpoint_lib
-from mmjax.train import checks, finetune, hooks as hooks_lib, optim
-from mmjax.train import overfitting_guard  # noqa: F401  (registers its hook)
-from mmjax.train import state as state_lib, step as step_lib, writers
+from mmjax.train import checks, finetune, hooks as hooks_lib, optim, resume_check
+from mmjax.train import overfitting_guard, preemption  # noqa: F401  (register hooks)
+from mmjax.train import state as state_lib, step as step_lib, workdir_lock, writers
 
 
 def check_workdir(workdir: str) -> str:
@@ -64,6 +65,19 @@ class Experiment:
   checkpointer: checkpoint_lib.Checkpointer | None   # None in plan mode
   rules: Any = parallel.DEFAULT_RULES  # logical axis -> mesh axes
   updates_per_step: int = 1  # optimizer updates per train step (loss_fn.updates_per_step)
+  lock: workdir_lock.WorkdirLock | None = None   # held by train and eval runs
+  metric_shapes: Any = None   # {metric: ShapeDtypeStruct} of the loss (one abstract trace)
+  created_workdir: bool = False   # this run created the workdir
+  training_started: bool = False   # the first train step was launched
+
+  def close(self) -> None:
+    """Finishes pending checkpoint writes and releases the workdir."""
+    try:
+      if self.checkpointer is not None:
+        self.checkpointer.close()
+    finally:
+      if self.lock is not None:
+        self.lock.release()
 
   @property
   def state_shardings(self):
@@ -109,7 +123,6 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   rules = parallel.rules_from_config(config.mesh)
   checks.check_config(config, mode, batch_shards=parallel.batch_shards(
       mesh, parallel.batch_axes(rules)))
-  workdir = check_workdir(workdir)
   model = models.build_model(config.model)
   loss_fn = adversarial.make_adversarial(
       config.adversarial, objectives.make_objective(config.objective, model))
@@ -142,17 +155,36 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
       abstract, models.logical_partition_specs(model, init_batch), tx, mesh, rules)
   abstract = jax.tree.map(
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), abstract, shardings)
+  # One abstract trace of the loss: what only tracing finds (an attacked modality the
+  # batch lacks, an output the objective needs) fails here, before the workdir is touched.
+  _, (metric_shapes, _) = jax.eval_shape(
+      lambda s, b: loss_fn(s.params, b, s.rng, model_state=s.model_state, train=True),
+      abstract, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), example))
+  # Everything above is checked before the workdir is created or touched; a run holds the
+  # workdir's lock before its checkpointer opens (and tidies) the checkpoint directory.
   # Plans and benchmarks neither read nor write checkpoints.
-  checkpointer = None if mode in ("plan", "bench") else checkpoint_lib.Checkpointer(
-      workdir, keep=config.train.keep_checkpoints,
-      async_save=config.train.async_checkpoints)
+  created = not os.path.exists(os.path.abspath(os.path.expanduser(workdir or ".")))
+  workdir = check_workdir(workdir)
+  lock, checkpointer = None, None
+  if mode not in ("plan", "bench"):
+    if jax.process_index() == 0:   # one lock per run: its processes share the workdir
+      lock = workdir_lock.WorkdirLock(workdir)
+      lock.acquire()
+    checkpointer = checkpoint_lib.Checkpointer(
+        workdir, keep=config.train.keep_checkpoints,
+        async_save=config.train.async_checkpoints)
   exp = Experiment(config=config, workdir=workdir, mesh=mesh, model=model,
                    loss_fn=loss_fn, tx=tx, schedule=schedule,
                    init_state=jax.jit(init_fn, out_shardings=shardings),
                    abstract_state=abstract, example_batch=example,
                    checkpointer=checkpointer, rules=rules,
-                   updates_per_step=updates_per_step)
-  parallel.check_process_batches(mesh, exp.batch_sharding, config.train.batch_size)
+                   updates_per_step=updates_per_step, lock=lock,
+                   metric_shapes=metric_shapes, created_workdir=created)
+  try:
+    parallel.check_process_batches(mesh, exp.batch_sharding, config.train.batch_size)
+  except Exception:
+    exp.close()
+    raise
   return exp
 
 
@@ -188,15 +220,11 @@ def restore_or_init(exp: Experiment) -> tuple[state_lib.TrainState, int]:
 def accumulator_factory(exp: Experiment) -> Callable[[], dict]:
   """A zero-argument function returning a fresh metric accumulator for the train step.
 
-  The metric shapes are traced once, here. Each accumulator is placed like the step's
+  The metric shapes were traced once, by build_experiment. Each accumulator is placed like the step's
   outputs (replicated on the mesh), so a fresh one hits the same compiled executable as
   the step's own output does; an uncommitted one would make the step compile again.
   """
-  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), exp.example_batch)
-  _, (metrics, _) = jax.eval_shape(
-      lambda s, b: exp.loss_fn(s.params, b, s.rng, model_state=s.model_state, train=True),
-      exp.abstract_state, batch)
-  shapes = dict(metrics, grad_norm=jax.ShapeDtypeStruct((), jnp.float32))
+  shapes = dict(exp.metric_shapes, grad_norm=jax.ShapeDtypeStruct((), jnp.float32))
   replicated = parallel.replicated(exp.mesh)
   return lambda: jax.device_put(step_lib.init_metric_accumulator(shapes), replicated)
 
@@ -244,14 +272,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns the final eval metrics (and the last train metrics under 'train/...').
   """
   exp = build_experiment(config, workdir, "train")
-  t = config.train
+  try:
+    return _train(exp)
+  except MmjaxError:
+    # A user error found before the first step (an evaluator's examples lack a key, a
+    # resume under another config, ...) leaves no trace of a workdir this run created.
+    exp.close()
+    if exp.created_workdir and not exp.training_started:
+      shutil.rmtree(exp.workdir, ignore_errors=True)
+    raise
+  finally:
+    exp.close()
+
+
+def _train(exp: Experiment) -> dict[str, float]:
+  config, t = exp.config, exp.config.train
   state, consumed = restore_or_init(exp)
   start = int(jax.device_get(state.step))
   if consumed != start:
     raise CheckpointError(f"Checkpoint inconsistency: step {start} but {consumed} batches "
                           "consumed. Use a new --workdir.")
+  if start > t.total_steps:
+    raise ConfigError(f"train.total_steps={t.total_steps} is below the step of the newest "
+                      f"checkpoint in {exp.checkpointer.directory} ({start}): this run would "
+                      f"do nothing. Set --config.train.total_steps above {start} to train "
+                      "on, evaluate that checkpoint with --mode=eval, or use a new "
+                      "--workdir.")
   if start == 0:
     _write_config(exp)
+  else:   # every process that sees config.json refuses alike
+    resume_check.check_resume(exp.workdir, config, start)
+  if start and start == t.total_steps:
+    logging.info("The newest checkpoint is at train.total_steps=%d already: nothing to "
+                 "train (raise total_steps to train on; --mode=eval evaluates it).", start)
   n_params = models.param_count(state.params)
   logging.info("Model %s: %s parameters; %d devices; global batch %d.", config.model.name,
                f"{n_params:,}", jax.device_count(), t.batch_size)
@@ -267,12 +320,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                            sharding=exp.batch_sharding))
   train_step, _ = compile_steps(exp)
   new_acc = accumulator_factory(exp)
+  # Rows a killed run wrote after the step this run resumes from are dropped, so the
+  # metrics keep one row per step and split.
   run = hooks_lib.Run(exp=exp, state=state, acc=new_acc(), new_acc=new_acc,
-                      writer=writers.MetricWriter(exp.workdir), start=start,
-                      end=t.total_steps, step=start)
+                      writer=writers.MetricWriter(exp.workdir, resume_step=start),
+                      start=start, end=t.total_steps, step=start)
   try:
     for hook in hooks:
       hook.at_start(run)
+    exp.training_started = True
     for step in range(run.start, run.end):
       run.state, run.acc = train_step(run.state, next(device_batches), run.acc)
       run.step = step + 1
@@ -280,6 +336,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         hook.after_step(run)
       if run.stop:
         break
+    for hook in hooks:
+      hook.at_end(run)
   finally:
     for hook in hooks:
       hook.close()
@@ -299,19 +357,22 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, names=None
   checkpoint in the workdir."""
   if names:
     evaluators_lib.check_names(config, names)
+  checkpoint_lib.require_checkpoints(workdir)   # before anything is built or created
   exp = build_experiment(config, workdir, "eval")
   try:
     restored = exp.checkpointer.restore_latest(exp.abstract_state)
-  finally:
     exp.checkpointer.close()
-  if restored is None:
-    raise CheckpointError(f"No checkpoint in {exp.checkpointer.directory} to evaluate. "
-                          "Train first with --mode=train and the same --workdir.")
-  state, _, step = restored
-  scheduled = evaluators_lib.build(exp, names or None)
-  metrics = evaluators_lib.evaluate(scheduled, state, step)
-  writer = writers.MetricWriter(exp.workdir)
-  writer.write(step, "eval", metrics)
-  writer.close()
+    if restored is None:
+      raise CheckpointError(f"No readable checkpoint in {exp.checkpointer.directory} to "
+                            "evaluate. Train first with --mode=train and the same "
+                            "--workdir.")
+    state, _, step = restored
+    scheduled = evaluators_lib.build(exp, names or None)
+    metrics = evaluators_lib.evaluate(scheduled, state, step)
+    writer = writers.MetricWriter(exp.workdir)
+    writer.write(step, "eval", metrics)
+    writer.close()
+  finally:
+    exp.close()
   logging.info("eval of step %d: %s", step, json.dumps(metrics))
   return metrics

@@ -168,7 +168,7 @@ class OverfittingGuard(Hook):
   def after_step(self, run: Run) -> None:
     """A check when due; on a collapse, run.state gets the best check's parameters and
     the run stops."""
-    if not self.check_due(run.step):
+    if run.preempted or not self.check_due(run.step):
       return
     state, step, writer = run.state, run.step, run.writer
     accs = self.measure(state.params, state.model_state)

@@ -16,16 +16,25 @@ from absl import logging
 
 
 class MetricWriter:
-  """Writes scalars to `<workdir>/metrics.jsonl` and `<workdir>/tensorboard/`."""
+  """Writes scalars to `<workdir>/metrics.jsonl` and `<workdir>/tensorboard/`.
 
-  def __init__(self, workdir: str):
+  `resume_step`: a run resumed from the checkpoint at that step first drops the rows a
+  killed run wrote after it (metrics.jsonl rewritten atomically; TensorBoard told to
+  purge those steps), so both keep one row per step and split.
+  """
+
+  def __init__(self, workdir: str, resume_step: int | None = None):
     self.enabled = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
     if self.enabled:
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+      path = os.path.join(workdir, "metrics.jsonl")
+      if resume_step is not None:
+        drop_rows_after(path, resume_step)
+      self._jsonl = open(path, "a", buffering=1)
       from tensorboardX import SummaryWriter  # no TensorFlow needed
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      purge = resume_step + 1 if resume_step else None
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -40,6 +49,32 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._tb.close()
+
+
+def drop_rows_after(path: str, step: int) -> int:
+  """Rewrites the JSONL file `path` without its rows whose 'step' is above `step`
+  (atomically: a new file renamed over the old); -> how many rows were dropped."""
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      row_step = json.loads(line).get("step", -1)
+    except ValueError:   # a line cut short by a kill: drop it too
+      continue
+    if row_step <= step:
+      keep.append(line if line.endswith("\n") else line + "\n")
+  dropped = len(lines) - len(keep)
+  if dropped:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      f.writelines(keep)
+    os.replace(tmp, path)
+    logging.info("Dropped %d metric rows after step %d from %s (written by a run that "
+                 "did not checkpoint them).", dropped, step, path)
+  return dropped
 
 
 class Progress:

@@ -88,6 +88,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path):
   config = tiny_config(total_steps=30, checkpoint_every=5)
   # Same optimizer (so the checkpoint fits), infinite step size: params blow up at once.
   config.optim.update(dict(learning_rate=float("inf"), schedule="constant"))
+  config.train.allow_config_change = True   # the changed learning rate is the point
   with pytest.raises(NonFiniteLossError, match=r"NaN or Inf at step 1[1-9]\b.*step 10"):
     loop.train_and_evaluate(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["10"]
