@@ -38,8 +38,9 @@ setup(
         # pytest-xdist: the suite runs on 2 workers (README's test command), 11 min instead
         # of 14 on 2 cores: most tests wait on single-threaded XLA compiles or subprocesses.
         # seqeval: tests compare mmjax.evals.report's entity-level F1 with it live.
+        # fairlearn: tests compare mmjax.evals.fairness's group metrics with it live.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "sacrebleu>=2.3",
-                 "seqeval>=1.2"],
+                 "seqeval>=1.2", "fairlearn>=0.10,<1"],
         # The PyTorch side of the throughput comparison (mmjax/bench/torch_gpt.py,
         # bench.compare 'torch_eager'/'torch_compile') only.
         "bench": ["torch>=2.3"],
