@@ -81,6 +81,12 @@ class StepContract:
     """Raises a ConfigError for step options this loss cannot train under (none here)."""
     del grad_accum_steps
 
+  def initial_state(self) -> dict:
+    """State the loss keeps across steps ({collection: pytree}), added to the train
+    state's model_state, so it is checkpointed and resumed (e.g. Group DRO's weights);
+    none by default."""
+    return {}
+
   def replay_updates(self, tx, params, opt_state, model_state, batch, rng):
     """The step's updates from one batch, for a loss with `makes_own_updates`.
 

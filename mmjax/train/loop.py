@@ -147,7 +147,10 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
 
   def init_fn():
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
-    variables = models.init_variables(model, init_batch, init_rng)
+    # Plus the loss's own state across steps (e.g. Group DRO's weights): checkpointed
+    # with the rest.
+    variables = {**models.init_variables(model, init_batch, init_rng),
+                 **loss_fn.initial_state()}
     return state_lib.create_train_state(variables, tx, state_rng, ema=ema)
 
   abstract = jax.eval_shape(init_fn)

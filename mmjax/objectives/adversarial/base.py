@@ -118,6 +118,10 @@ class AdversarialMethod(StepContract):
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"adversarial.{name}={value!r} must be a positive int.")
 
+  def initial_state(self) -> dict:
+    """The wrapped objective's state across steps (e.g. Group DRO's weights)."""
+    return self.objective.initial_state()
+
   def _check_eps(self):
     eps = to_plain(self.eps)
     if eps is None:
