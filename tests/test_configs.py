@@ -48,6 +48,7 @@ TEST_SIZE = {
     "probe": dict(train_examples=32, test_examples=16, steps=10, attack_steps=1),
     # Robust evals run too, at test size (their numbers: tests/evals/test_robust_evaluator).
     "robust": dict(num_examples=16, steps=2, restarts=1, sanity=False, curve_eps=()),
+    "fairness": dict(num_examples=32, steps=2),
 }
 
 
