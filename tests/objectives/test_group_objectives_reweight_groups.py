@@ -90,3 +90,23 @@ def test_a_group_key_missing_from_the_batch_is_named(cnn):
   with pytest.raises(ConfigError, match=r"group_key='colour' is not in the training batch"):
     dro(variables["params"], batch, jax.random.PRNGKey(1),
         model_state=_state(dro, variables), train=True)
+
+
+def test_an_adversarial_method_wraps_group_dro_and_keeps_its_weights(cnn):
+  """Robust and fair training: madry(group_dro) carries Group DRO's state and updates it
+  from the group losses at the attacked inputs."""
+  from mmjax.config import default_config
+  from mmjax.objectives import adversarial
+  model, batch, variables = cnn
+  dro = make_objective(dict(name="group_dro", group_key="group", num_groups=2, eta=0.5),
+                       model)
+  adv = default_config().adversarial
+  adv.update(dict(kind="madry", eps=0.1, steps=2, step_size=0.05))
+  method = adversarial.make_adversarial(adv, dro)
+  assert set(method.initial_state()) == {"group_dro"}
+  state = _state(method, variables)
+  loss, (metrics, state) = method(variables["params"], batch, jax.random.PRNGKey(1),
+                                  model_state=state, train=True)
+  q = np.asarray(state["group_dro"]["q"])
+  assert not np.allclose(q, [0.5, 0.5]) and np.isclose(q.sum(), 1.0)
+  assert {"adv/loss", "adv/worst_group_loss", "adv/max_group_weight"} <= set(metrics)
