@@ -11,6 +11,14 @@ the reference); for integrated gradients 'integrated_gradients/completeness_gap'
 relative |sum of attributions - (f(x) - f(x'))|) and its max. Files
 (`output_dir('attributions')`): step_N.json and step_N.png (the inputs and each method's
 heatmap, `pictures` rows).
+
+With `randomization` (Adebayo et al. 2018), each method's maps are recomputed after
+randomising the model's parameters module by module from the output end (cascading):
+'m/randomized_rank_correlation' is the Spearman correlation of the maps of the fully
+randomised model with the trained model's (near 1: the map does not depend on what the
+model learned), 'm/randomization_passed' is 1 when it is below
+`randomization_threshold`; the whole cascade is in the JSON, and a method that fails is
+logged.
 """
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from mmjax.errors import ConfigError
 from mmjax.evals.base import Evaluator, register_evaluator
@@ -34,7 +43,8 @@ class AttributionEvaluator(Evaluator):
   options = dict(methods=("gradient", "smoothgrad", "integrated_gradients"),
                  modality="image", num_examples=32, target="predicted", baseline="zeros",
                  ig_steps=64, smoothgrad_samples=16, smoothgrad_sigma=0.15,
-                 deletion_steps=20, foreground_threshold=0.5, pictures=8)
+                 deletion_steps=20, foreground_threshold=0.5, pictures=8,
+                 randomization=True, randomization_threshold=0.5)
   choices = {"target": ("predicted", "label"), "baseline": methods.BASELINES}
 
   @classmethod
@@ -108,6 +118,19 @@ class AttributionEvaluator(Evaluator):
         gap = np.asarray(gap)
         metrics[f"{method}/completeness_gap"] = float(gap.mean())
         metrics[f"{method}/completeness_gap_max"] = float(gap.max())
+    cascades = {}
+    if cfg.randomization:
+      cascades = self._randomization(variables, inputs, target, maps)
+      for method, cascade in cascades.items():
+        final = cascade[-1]
+        metrics[f"{method}/randomized_rank_correlation"] = final
+        metrics[f"{method}/randomization_passed"] = float(
+            final < cfg.randomization_threshold)
+        if final >= cfg.randomization_threshold:
+          logging.warning("%s at step %d: %s maps of the fully randomised model still "
+                          "correlate %.2f with the trained model's: they do not show "
+                          "what the model learned (Adebayo et al. 2018).", self.key, step,
+                          method, final)
     rand = faithfulness.curves(logits_fn, x, target, np.ones_like(x),
                                baseline=np.asarray(baseline), steps=cfg.deletion_steps,
                                random_seed=step)
@@ -118,10 +141,26 @@ class AttributionEvaluator(Evaluator):
       os.makedirs(out_dir, exist_ok=True)
       with open(os.path.join(out_dir, f"step_{step}.json"), "w") as f:
         json.dump({"step": step, "methods": list(cfg.methods), "target": cfg.target,
-                   "baseline": cfg.baseline, "metrics": metrics}, f, indent=2)
+                   "baseline": cfg.baseline, "metrics": metrics,
+                   "randomization_cascade": cascades}, f, indent=2)
       _heatmaps(os.path.join(out_dir, f"step_{step}.png"), x[:cfg.pictures],
                 {m: a[:cfg.pictures] for m, a in maps.items()}, target[:cfg.pictures])
     return metrics
+
+
+  def _randomization(self, variables, inputs, target, maps) -> dict[str, list[float]]:
+    """{method: [rank correlation with the trained maps after randomising the top 1, 2,
+    ..., all modules]}."""
+    params = variables["params"]
+    out = {m: [] for m in maps}
+    for layers in range(1, len(params) + 1):
+      random_params = faithfulness.randomize_from_top(params, layers, self.key_rng)
+      random_vars = {**variables, "params": random_params}
+      for method, trained in maps.items():
+        attributions, _, _ = self.attribute(random_vars, inputs, jnp.asarray(target),
+                                            self.key_rng, method=method)
+        out[method].append(faithfulness.spearman(trained, np.asarray(attributions)))
+    return out
 
 
 def _heatmaps(path: str, images: np.ndarray, maps: dict, target: np.ndarray) -> None:

@@ -47,3 +47,37 @@ def auc(curve: np.ndarray) -> float:
   """Area under a curve sampled at evenly spaced fractions 0..1 (trapezoidal)."""
   curve = np.asarray(curve, np.float64)
   return float(((curve[1:] + curve[:-1]) / 2).mean())
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+  """Mean over examples of the Spearman rank correlation of two maps [B, ...] (of their
+  absolute values, as saliency is read; ties get their average rank, as in
+  scipy.stats.spearmanr)."""
+  from scipy import stats   # pylint: disable=g-import-not-at-top
+  a = np.abs(a).reshape(len(a), -1)
+  b = np.abs(b).reshape(len(b), -1)
+  ra = stats.rankdata(a, axis=1)
+  rb = stats.rankdata(b, axis=1)
+  ra -= ra.mean(1, keepdims=True)
+  rb -= rb.mean(1, keepdims=True)
+  denom = np.sqrt((ra ** 2).sum(1) * (rb ** 2).sum(1))
+  return float(np.mean((ra * rb).sum(1) / np.maximum(denom, 1e-12)))
+
+
+def randomize_from_top(params: dict, layers: int, key) -> dict:
+  """`params` with its last `layers` top-level modules (the output end first) re-drawn
+  from a normal of each array's own standard deviation: Adebayo et al.'s cascading
+  model-parameter randomisation."""
+  names = list(params)
+  chosen = set(names[len(names) - layers:])
+  out = {}
+  for i, name in enumerate(names):
+    if name not in chosen:
+      out[name] = params[name]
+      continue
+    leaves, tree = jax.tree.flatten(params[name])
+    keys = jax.random.split(jax.random.fold_in(key, i), len(leaves))
+    out[name] = jax.tree.unflatten(tree, [
+        jax.random.normal(k, x.shape, x.dtype) * (jnp.std(x) + 1e-3)
+        for k, x in zip(keys, leaves)])
+  return out

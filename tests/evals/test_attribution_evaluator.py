@@ -22,6 +22,10 @@ def test_attributions_of_the_digits_cnn_are_faithful_and_drawn(tiny_config, tmp_
   assert (result["attr/integrated_gradients/insertion_auc"]
           > result["attr/random/insertion_auc"])
   assert 0 <= result["attr/gradient/foreground_share"] <= 1
+  # Adebayo et al.'s test: the gradient map of the randomised model no longer matches;
+  # IG from a zero baseline keeps the input's shape whatever the weights (flagged).
+  assert result["attr/gradient/randomization_passed"] == 1.0
+  assert result["attr/integrated_gradients/randomized_rank_correlation"] > 0.9
   picture = matplotlib.image.imread(os.path.join(workdir, "attributions_attr",
                                                  "step_60.png"))
   assert picture.ndim == 3 and picture.shape[0] > 100 and picture.shape[1] > 100

@@ -76,3 +76,19 @@ def test_baselines_and_refusals():
     methods.attribute("saliency", f, x, jnp.array([0, 1]))
   with pytest.raises(ConfigError, match="'blur' needs images"):
     methods.make_baseline("blur", jnp.ones((2, 5)))
+
+
+def test_spearman_equals_scipys_and_randomisation_cascades_from_the_top():
+  from scipy import stats
+  rng = np.random.default_rng(0)
+  a, b = rng.random((3, 4, 4, 1)), rng.random((3, 4, 4, 1))
+  b[0] = a[0] * 2   # same ranks
+  expected = np.mean([stats.spearmanr(a[i].ravel(), b[i].ravel())[0] for i in range(3)])
+  assert faithfulness.spearman(a, b) == pytest.approx(expected)
+  params = {"conv1": {"kernel": jnp.ones((2, 2))}, "conv2": {"kernel": jnp.ones((2, 2))},
+            "head": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}}
+  one = faithfulness.randomize_from_top(params, 1, jax.random.PRNGKey(0))
+  assert one["conv1"] is params["conv1"] and one["conv2"] is params["conv2"]
+  assert not np.allclose(one["head"]["kernel"], 1.0)
+  two = faithfulness.randomize_from_top(params, 2, jax.random.PRNGKey(0))
+  assert two["conv1"] is params["conv1"] and not np.allclose(two["conv2"]["kernel"], 1.0)
