@@ -22,7 +22,7 @@ from ml_collections import config_dict
 
 from mmjax.errors import ConfigError
 
-MODES = ("train", "eval", "plan", "bench")
+MODES = ("train", "eval", "explain", "plan", "bench")
 
 
 def per_modality(default) -> config_dict.FieldReference:
@@ -122,6 +122,11 @@ def default_config() -> ml_collections.ConfigDict:
   # (the real input pipeline) in the same run. Each of `rounds` rounds runs every
   # contender for `steps` steps in turn, so a ratio compares neighbours in time.
   c.bench = dict(steps=20, warmup=3, rounds=3, compare=())
+  # --mode=explain: attributions of the newest checkpoint, by the options of the
+  # `attribution` evaluator (mmjax/evals/attribution_eval.py, docs/explainability.md);
+  # files in WORKDIR/attributions_explain/.
+  c.explain = ml_collections.ConfigDict(dict(
+      methods=("gradient", "smoothgrad", "integrated_gradients"), num_examples=32))
   # Named evaluators, each {type, every, <its options>} (mmjax/evals/, docs/evaluators.md):
   # e.g. c.evals.robust = dict(type='robust', attack='autoattack', eps=0.3). Each runs
   # every `every` steps (0: train.eval_every) and after the last step; its metrics are
@@ -311,6 +316,8 @@ def check_override_keys(argv: Sequence[str], model_fields=None) -> None:
       keys = set(node.keys()) if isinstance(node, ml_collections.ConfigDict) else set()
       if walked == ["adversarial"] and m["key"] == f"adversarial.{part}":
         break   # a method's own option (a value: nothing below it), checked by the method
+      if walked == ["explain"] and m["key"] == f"explain.{part}":
+        break   # an attribution evaluator option, checked by the evaluator
       if walked == ["model"] and model_fields is None:
         break
       if walked == ["model"]:

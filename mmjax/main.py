@@ -1,7 +1,7 @@
 """mmjax's binary.
 
   python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/qs \
-      [--mode=train|eval|plan|bench] [--config.train.total_steps=300 ...]
+      [--mode=train|eval|explain|plan|bench] [--config.train.total_steps=300 ...]
       [--mode=eval --evals=robust,probe] [--config.evals.NAME.type=robust ...]
 
 Multi-host runs start JAX's distributed runtime first: from --coordinator_address,
@@ -54,7 +54,8 @@ _CONFIG = _define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "train: train (resuming from the workdir); eval: evaluate the "
-                          "newest checkpoint in the workdir; plan: compile the train step "
+                          "newest checkpoint in the workdir; explain: attributions of the newest checkpoint "
+                          "(config.explain); plan: compile the train step "
                           "for the config's mesh without running it and report FLOPs and "
                           "per-device memory (config.plan); bench: time warm train steps on "
                           "synthetic data, with MFU (config.bench).")
@@ -102,6 +103,8 @@ def _main(argv) -> None:
       loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "eval":
       loop.evaluate(_CONFIG.value, _WORKDIR.value, _EVALS.value)
+    elif _MODE.value == "explain":
+      loop.explain(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "plan":
       from mmjax.bench import plan
       plan.plan_train_step(_CONFIG.value, _WORKDIR.value)

@@ -101,6 +101,10 @@ BAD_INPUTS = {
                              r"train.eval_batch_size"),
     "eval_names_outside_eval_mode": (["--evals=loss"], r"--evals chooses evaluators for "
                                                        r"--mode=eval"),
+    "explain_misspelt_option": (["--mode=explain", "--config.explain.ig_step=3"],
+                                r"Unknown option\(s\) \['ig_step'\] of evals.explain "
+                                r"\(type 'attribution'\). Did you mean 'ig_step' -> "
+                                r"'ig_steps'"),
 }
 
 
@@ -163,6 +167,21 @@ def test_mode_eval_runs_chosen_evaluators_including_one_added_by_flags(
   assert os.path.isfile(os.path.join(workdir, "robustness_fgsm", "step_10.json"))
   proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=eval", "--evals=robsut"))
   assert proc.returncode == 2 and "--evals names ['robsut']" in proc.stderr
+
+
+def test_mode_explain_draws_the_attributions_of_the_newest_checkpoint(
+    trained_workdir, digits_data_dir, tmp_path):
+  import shutil
+  workdir = str(tmp_path / "copy")
+  shutil.copytree(trained_workdir, workdir)
+  proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=explain",
+                       "--config.explain.num_examples=8",
+                       "--config.explain.methods=('gradient',)",
+                       "--config.explain.randomization=False"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  row = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))][-1]
+  assert row["step"] == 10 and 0 <= row["explain/gradient/deletion_auc"] <= 1
+  assert os.path.getsize(os.path.join(workdir, "attributions_explain", "step_10.png")) > 1000
 
 
 def test_a_variant_of_a_config_without_variants_is_an_error(tmp_path):

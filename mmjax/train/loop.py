@@ -354,6 +354,16 @@ def _train(exp: Experiment) -> dict[str, float]:
   return dict(run.last_eval) | {f"train/{k}": v for k, v in run.last_train.items()}
 
 
+def explain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """--mode=explain: the `attribution` evaluator with config.explain's options, alone, on
+  the newest checkpoint (metrics 'explain/...', files in WORKDIR/attributions_explain/)."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.evals.explain = ml_collections.ConfigDict(
+        dict(type="attribution", **config.explain.to_dict()))
+  return evaluate(config, workdir, ["explain"])
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str, names=None
              ) -> dict[str, float]:
   """--mode=eval: runs the evaluators of config.evals (or those in `names`) on the newest
