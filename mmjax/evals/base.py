@@ -120,9 +120,10 @@ def legacy_entry_error(name: str, entry: Any) -> ConfigError:
   """The error for a config still in the old shape: fixed sections with on/off keys and
   shared batch_size / max_batches / use_ema."""
   if not isinstance(entry, Mapping) and not hasattr(entry, "items"):
-    return ConfigError(f"evals.{name} is no longer a shared setting: config.evals holds "
-                       f"only named evaluators {{type, every, ...}}; {config_lib.LEGACY_EVAL_SHARED.get(name, '')} "
-                       "See docs/evaluators.md.")
+    if name in config_lib.LEGACY_EVAL_SHARED:
+      return config_lib.legacy_eval_key_error(f"evals.{name}")
+    return ConfigError(f"evals.{name}={entry!r} is not an evaluator: config.evals holds "
+                       "named entries {type, every, ...}. See docs/evaluators.md.")
   return ConfigError(
       f"evals.{name} has no 'type': evaluators are named entries now, e.g. "
       f"c.evals.{name} = dict(type={name!r}, ...) in a config file or "
