@@ -165,11 +165,13 @@ class AttributionEvaluator(Evaluator):
 
 def _heatmaps(path: str, images: np.ndarray, maps: dict, target: np.ndarray) -> None:
   """A grid: each row an input and its |attribution| per method (own colour scale)."""
-  import matplotlib   # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt   # pylint: disable=g-import-not-at-top
+  # Figure + FigureCanvasAgg, as mmjax.evals.report: no global backend or pyplot state.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
   rows, cols = len(images), 1 + len(maps)
-  fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows), squeeze=False)
+  fig = Figure(figsize=(1.6 * cols, 1.6 * rows))
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(rows, cols, squeeze=False)
   for i in range(rows):
     img = images[i]
     axes[i, 0].imshow(img[..., 0] if img.shape[-1] == 1 else np.clip(img, 0, 1),
@@ -183,4 +185,3 @@ def _heatmaps(path: str, images: np.ndarray, maps: dict, target: np.ndarray) -> 
     ax.axis("off")
   fig.tight_layout()
   fig.savefig(path, dpi=80)
-  plt.close(fig)

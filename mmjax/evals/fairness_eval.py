@@ -200,12 +200,14 @@ def _num(v: float) -> str:
 
 def _bar_chart(path: str, names, clean, robust, *, title: str) -> None:
   """Clean (and robust) accuracy per group as grouped bars."""
-  import matplotlib   # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt   # pylint: disable=g-import-not-at-top
+  # Figure + FigureCanvasAgg, as mmjax.evals.report: no global backend or pyplot state.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
   x = np.arange(len(names))
   width = 0.4 if robust is not None else 0.8
-  fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(names) + 2), 3.2))
+  fig = Figure(figsize=(max(4, 0.5 * len(names) + 2), 3.2))
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot()
   ax.bar(x - (width / 2 if robust is not None else 0), np.nan_to_num(clean), width,
          label="clean")
   if robust is not None:
@@ -217,4 +219,3 @@ def _bar_chart(path: str, names, clean, robust, *, title: str) -> None:
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
-  plt.close(fig)
