@@ -8,6 +8,7 @@ in its directory; a restore verifies them first, and a checkpoint whose bytes ch
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -40,6 +41,19 @@ def file_checksums(directory: str) -> dict[str, str]:
       with open(path, "rb") as f:
         sums[rel] = hashlib.file_digest(f, "sha256").hexdigest()
   return dict(sorted(sums.items()))
+
+
+def write_checksums(directory: str) -> None:
+  """Writes `directory`'s CHECKSUM_FILE (atomically); nothing when keep-K removed the
+  step meanwhile."""
+  try:
+    sums = file_checksums(directory)
+    tmp = os.path.join(directory, CHECKSUM_FILE + ".tmp")
+    with open(tmp, "w") as f:
+      json.dump(sums, f, indent=0)
+    os.replace(tmp, os.path.join(directory, CHECKSUM_FILE))
+  except FileNotFoundError:
+    pass
 
 
 def verify_checksums(directory: str) -> str | None:
@@ -90,7 +104,10 @@ class Checkpointer:
         item_handlers={"state": ocp.StandardCheckpointHandler(),
                        "data": ocp.JsonCheckpointHandler()})
     self._closed = False
-    self._unsummed: list[int] = []   # finished saves without checksums yet
+    self._unsummed: list[int] = []   # saves whose checksums are not yet asked for
+    self._summer = concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="mmjax-checksums")
+    self._summing: list[concurrent.futures.Future] = []
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -120,29 +137,27 @@ class Checkpointer:
         "cause) and rerun the same command to resume.")
 
   def wait(self) -> None:
-    """Waits for pending saves, then writes their checksums (process 0)."""
+    """Waits for pending saves; process 0 then writes their checksums on a background
+    thread (reading a checkpoint back would otherwise stall the train step)."""
     steps, self._unsummed = self._unsummed, []
     try:
       self._manager.wait_until_finished()
     except OSError as e:   # an asynchronous write that failed
       raise self._write_error(steps[-1] if steps else -1, e) from None
-    if jax.process_index() != 0:
-      return
-    for step in steps:
-      directory = os.path.join(self.directory, str(step))
-      if os.path.isdir(directory):   # not already removed by keep-K
-        sums = file_checksums(directory)
-        tmp = os.path.join(directory, CHECKSUM_FILE + ".tmp")
-        with open(tmp, "w") as f:
-          json.dump(sums, f, indent=0)
-        os.replace(tmp, os.path.join(directory, CHECKSUM_FILE))
+    if jax.process_index() == 0:
+      self._summing += [self._summer.submit(write_checksums, os.path.join(
+          self.directory, str(step))) for step in steps]
 
   def close(self) -> None:
-    """Waits for pending saves and closes; a second call does nothing."""
+    """Waits for pending saves and their checksums, and closes; a second call does
+    nothing."""
     if self._closed:
       return
     self._closed = True
     self.wait()
+    for future in self._summing:
+      future.result()
+    self._summer.shutdown()
     self._manager.close()
 
   def restore_latest(self, abstract_state: Any) -> tuple[Any, int, int] | None:
