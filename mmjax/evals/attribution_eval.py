@@ -146,8 +146,10 @@ class AttributionEvaluator(Evaluator):
         json.dump({"step": step, "methods": list(cfg.methods), "target": cfg.target,
                    "baseline": cfg.baseline, "metrics": metrics,
                    "randomization_cascade": cascades}, f, indent=2)
-      _heatmaps(os.path.join(out_dir, f"step_{step}.png"), x[:cfg.pictures],
-                {m: a[:cfg.pictures] for m, a in maps.items()}, target[:cfg.pictures])
+      png = os.path.join(out_dir, f"step_{step}.png")
+      _heatmaps(png, x[:cfg.pictures], {m: a[:cfg.pictures] for m, a in maps.items()},
+                target[:cfg.pictures])
+      self.add_picture("heatmaps", png)
     return metrics
 
 

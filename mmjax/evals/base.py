@@ -59,6 +59,7 @@ class Evaluator:
 
   def __init__(self, exp, name: str, options: ml_collections.ConfigDict):
     self.exp, self.name, self.cfg = exp, name, options
+    self._pictures: list[tuple[str, str]] = []
     self.key = f"evals.{name}"
     self.workdir = exp.workdir
     self.batch_size = options.batch_size // jax.process_count()
@@ -73,6 +74,16 @@ class Evaluator:
     name is its type's, else workdir/`base`_<name>, so two of one type never collide."""
     return os.path.join(self.workdir, base if self.name == self.type_name
                         else f"{base}_{self.name}")
+
+  def add_picture(self, tag: str, png_path: str) -> None:
+    """Shows the PNG at `png_path` (written by this evaluator) in TensorBoard as the
+    image `<name>/<tag>` at the step being evaluated."""
+    self._pictures.append((f"{self.name}/{tag}", png_path))
+
+  def take_pictures(self) -> list[tuple[str, str]]:
+    """The (tag, path) pairs added since the last call."""
+    pictures, self._pictures = self._pictures, []
+    return pictures
 
   @classmethod
   def check_options(cls, options: ml_collections.ConfigDict, key: str,

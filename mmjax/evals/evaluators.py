@@ -78,9 +78,10 @@ def build(exp, names=None) -> list[Scheduled]:
 
 
 def evaluate(scheduled: list[Scheduled], state, step: int, final: bool = True,
-             progress: bool = True) -> dict[str, float]:
+             progress: bool = True, writer=None) -> dict[str, float]:
   """The metrics of the evaluators due at `step` (all of them when `final`); with
-  `progress`, a log line as each one starts and ends (some take minutes)."""
+  `progress`, a log line as each one starts and ends (some take minutes). The pictures
+  they drew (reports, charts, heatmaps) go to `writer`'s TensorBoard when given."""
   metrics: dict[str, float] = {}
   due = [e for e in scheduled if e.due(step, final)]
   for i, entry in enumerate(due):
@@ -89,6 +90,10 @@ def evaluate(scheduled: list[Scheduled], state, step: int, final: bool = True,
       logging.info("eval at step %d: %s (%s, %d/%d)...", step, entry.name,
                    entry.evaluator.type_name, i + 1, len(due))
     metrics.update(entry(state, step))
+    pictures = entry.evaluator.take_pictures()
+    if writer is not None:
+      for tag, path in pictures:
+        writer.write_image(step, tag, path)
     if progress:
       logging.info("eval at step %d: %s done in %.1f s.", step, entry.name,
                    time.perf_counter() - started)

@@ -188,6 +188,7 @@ class FairnessEvaluator(Evaluator):
                [row["accuracy"] for row in per_group.values()],
                [row.get("robust_accuracy") for row in per_group.values()] if robust else None,
                title=f"{self.name} at step {step}")
+    self.add_picture("groups", base + ".png")
 
 
 def _pct(v: float) -> str:

@@ -112,8 +112,10 @@ class ReportEvaluator(Evaluator):
                                                class_names=self.class_names)
     confusion = report_lib.confusion_matrix(y, pred, k)
     if jax.process_index() == 0:
-      report_lib.write_report(report, out_dir, "report", confusion=confusion,
-                              class_names=self.class_names)
+      paths = report_lib.write_report(report, out_dir, "report", confusion=confusion,
+                                      class_names=self.class_names)
+      if "png" in paths:
+        self.add_picture("confusion", paths["png"])
       logging.info("Classification report (%d examples):\n%s", len(y),
                    report_lib.format_report(report))
     return {"accuracy": report["accuracy"],

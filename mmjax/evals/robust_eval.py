@@ -181,6 +181,9 @@ class RobustEvaluator(Evaluator):
         robustness.save_curve(curve, os.path.join(out_dir, f"step_{step}"),
                               attack=cfg.attack, norm=cfg.norm, steps=cfg.steps,
                               restarts=cfg.restarts, step=step, label=label)
+        png = os.path.join(out_dir, f"step_{step}", "robustness_curve.png")
+        if os.path.exists(png):
+          self.add_picture("curve", png)
     if jax.process_index() == 0:
       os.makedirs(out_dir, exist_ok=True)
       with open(os.path.join(out_dir, f"step_{step}.json"), "w") as f:

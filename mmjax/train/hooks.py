@@ -219,7 +219,7 @@ class EvalHook(Hook):
 
   def _evaluate(self, run: Run, step: int, final: bool) -> None:
     metrics = evaluators_lib.evaluate(self.scheduled, run.state, step, final,
-                                      progress=True)
+                                      progress=True, writer=run.writer)
     metrics.update(run.eval_extras)
     run.writer.write(step, "eval", metrics)
     shown = [k for k in metrics if not any(d in f"/{k}" for d in SummaryHook.detail)]

@@ -381,8 +381,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, names=None
                             "--workdir.")
     state, _, step = restored
     scheduled = evaluators_lib.build(exp, names or None)
-    metrics = evaluators_lib.evaluate(scheduled, state, step)
     writer = writers.MetricWriter(exp.workdir)
+    metrics = evaluators_lib.evaluate(scheduled, state, step, writer=writer)
     writer.write(step, "eval", metrics)
     writer.close()
   finally:

@@ -12,6 +12,7 @@ import time
 from typing import Mapping
 
 import jax
+import numpy as np
 from absl import logging
 
 
@@ -44,6 +45,15 @@ class MetricWriter:
     self._jsonl.write(json.dumps(row) + "\n")
     for k, v in scalars.items():
       self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+
+  def write_image(self, step: int, tag: str, png_path: str) -> None:
+    """Shows the PNG file `png_path` in TensorBoard as image `tag` at `step`."""
+    if not self.enabled:
+      return
+    from PIL import Image   # Pillow arrives with matplotlib, which drew the PNG
+    with Image.open(png_path) as image:
+      pixels = np.asarray(image.convert("RGB"))   # [H, W, 3] uint8
+    self._tb.add_image(tag, pixels, int(step), dataformats="HWC")
 
   def close(self) -> None:
     if self.enabled:

@@ -8,6 +8,7 @@ import pytest
 
 from mmjax.errors import ConfigError
 from mmjax.train import loop
+from tests import tensorboard_events
 
 
 def test_attributions_of_the_digits_cnn_are_faithful_and_drawn(tiny_config, tmp_path):
@@ -29,6 +30,8 @@ def test_attributions_of_the_digits_cnn_are_faithful_and_drawn(tiny_config, tmp_
   picture = matplotlib.image.imread(os.path.join(workdir, "attributions_attr",
                                                  "step_60.png"))
   assert picture.ndim == 3 and picture.shape[0] > 100 and picture.shape[1] > 100
+  images = tensorboard_events.images(os.path.join(workdir, "tensorboard"))
+  assert [(tag, step) for tag, step, _ in images] == [("attr/heatmaps", 60)]
 
 
 @pytest.mark.parametrize("entry, match", [

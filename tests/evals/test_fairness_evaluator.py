@@ -1,13 +1,16 @@
 """The fairness evaluator in the trainer: per-class groups clean and under attack, its
 report files, --mode=eval, and its refusals."""
+import io
 import json
 import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from mmjax.errors import ConfigError
 from mmjax.train import loop
+from tests import tensorboard_events
 
 
 def test_per_class_fairness_clean_and_robust_with_its_report(tiny_config, tmp_path):
@@ -40,6 +43,12 @@ def test_per_class_fairness_clean_and_robust_with_its_report(tiny_config, tmp_pa
   again = loop.evaluate(config, workdir, ["fairness"])
   assert again["fairness/worst_group_accuracy"] == result["fairness/worst_group_accuracy"]
   assert "loss" not in again
+  # The bar chart is in TensorBoard too, once from training and once from --mode=eval.
+  images = tensorboard_events.images(os.path.join(workdir, "tensorboard"))
+  assert [(tag, step) for tag, step, _ in images] == [("fairness/groups", 10)] * 2
+  written = Image.open(os.path.join(workdir, "fairness", "step_10.png"))
+  assert Image.open(io.BytesIO(images[0][2])).size == written.size
+
 
 
 @pytest.mark.parametrize("entry, match", [
