@@ -71,6 +71,9 @@ class StepContract:
   `check_step`, before any compute.
   """
   makes_own_updates: ClassVar[bool] = False
+  # The loss of a batch is the mean of its examples' losses, each a function of that
+  # example alone (what DP-SGD clips); false for losses whose negatives are the batch.
+  per_example_loss: ClassVar[bool] = True
 
   @property
   def updates_per_step(self) -> int:

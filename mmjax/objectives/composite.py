@@ -33,6 +33,10 @@ class WeightedSum(Objective):
   objectives: dict[str, Objective] = dataclasses.field(init=False)
   weights: dict[str, float] = dataclasses.field(init=False)
 
+  @property
+  def per_example_loss(self) -> bool:
+    return all(o.per_example_loss for o in self.objectives.values())
+
   def __post_init__(self):
     if not self.terms:
       raise ConfigError("Objective 'sum' needs objective.terms, e.g. "

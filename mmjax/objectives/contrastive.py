@@ -11,6 +11,7 @@ zero-filled into it.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +69,8 @@ class CrossModalContrastive(Objective):
   over pairs), '{a}_{b}/loss', '{a}_{b}/accuracy' (in-batch top-1 retrieval, both
   directions; InfoNCE), '{a}_{b}/pairs' (valid pairs), `temperature` (1/t).
   """
+  # Each example's loss contrasts it with the rest of the batch.
+  per_example_loss: ClassVar[bool] = False
   pairs: tuple = (("image", "text"),)
   loss: str = "infonce"
   max_scale: float = MAX_LOGIT_SCALE

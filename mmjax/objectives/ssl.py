@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import ClassVar, Optional
 
 import jax
 import jax.numpy as jnp
@@ -190,6 +190,8 @@ class SimCLR(Objective):
   Metrics: `loss`, `contrastive_accuracy` (the positive is the top-1 match among the
   2B-1 candidates, averaged over both directions).
   """
+  # Each example's loss contrasts it with the rest of the batch.
+  per_example_loss: ClassVar[bool] = False
   temperature: float = 0.5
   crop_scale: tuple[float, float] = (0.5, 1.0)
   flip: bool = True

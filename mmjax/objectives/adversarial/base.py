@@ -118,6 +118,11 @@ class AdversarialMethod(StepContract):
       if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"adversarial.{name}={value!r} must be a positive int.")
 
+  @property
+  def per_example_loss(self) -> bool:
+    """The wrapped objective's (the attack itself is per example)."""
+    return self.objective.per_example_loss
+
   def initial_state(self) -> dict:
     """The wrapped objective's state across steps (e.g. Group DRO's weights)."""
     return self.objective.initial_state()
