@@ -39,8 +39,15 @@ setup(
         # of 14 on 2 cores: most tests wait on single-threaded XLA compiles or subprocesses.
         # seqeval: tests compare mmjax.evals.report's entity-level F1 with it live.
         # fairlearn: tests compare mmjax.evals.fairness's group metrics with it live.
+        # privacy: tests compare mmjax.privacy.accounting with dp-accounting live and
+        # train with DP-SGD.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "sacrebleu>=2.3",
-                 "seqeval>=1.2", "fairlearn>=0.10,<1"],
+                 "seqeval>=1.2", "fairlearn>=0.10,<1", "dp-accounting>=0.4,<1",
+                 "jax-privacy>=2,<3"],
+        # DP training (mmjax/privacy): Google's dp-accounting for ε (RDP and PLD), and
+        # jax-privacy for per-example clipping (vmapped, microbatched) and the canary
+        # auditor. dp-accounting pins attrs<24.
+        "privacy": ["dp-accounting>=0.4,<1", "jax-privacy>=2,<3"],
         # The PyTorch side of the throughput comparison (mmjax/bench/torch_gpt.py,
         # bench.compare 'torch_eager'/'torch_compile') only.
         "bench": ["torch>=2.3"],

@@ -109,6 +109,23 @@ def default_config() -> ml_collections.ConfigDict:
       eval_batch_size=256, checkpoint_every=0, final_checkpoint=True, keep_checkpoints=3,
       async_checkpoints=True, device_prefetch=2, allow_config_change=False,
   )
+  # Differentially private training (mmjax/privacy/, docs/privacy.md): per-example
+  # gradients clipped to `clip_norm` (each parameter tensor to clip_norm/sqrt(L) with
+  # `per_layer`), Gaussian noise of std noise_multiplier * clip_norm once per batch.
+  # noise_multiplier 0 with target_epsilon > 0: calibrated before training to reach
+  # target_epsilon at `delta` after train.total_steps. sampling 'poisson' (what the
+  # accountants assume; train.batch_size is the expected batch, padded to
+  # physical_batch_size, 0 = chosen so overflow adds <= delta/100 over up to 1e6
+  # steps) or 'shuffle'.
+  # epsilon_budget (0: target_epsilon, if any) stops the run when spent. microbatch_size:
+  # examples per vmapped chunk of per-example gradients (0: the whole batch at once).
+  # audit_canaries: m mislabelled canaries, each trained on with probability 1/2, for
+  # the `privacy_audit` evaluator's empirical lower bound on ε (also with privacy off).
+  c.privacy = dict(
+      enabled=False, clip_norm=1.0, noise_multiplier=0.0, target_epsilon=0.0, delta=1e-5,
+      accountant="pld", sampling="poisson", physical_batch_size=0, epsilon_budget=0.0,
+      per_layer=False, microbatch_size=0, audit_canaries=0,
+  )
   # Device mesh and logical-axis rules (mmjax/parallel/rules.py, docs/scaling.md):
   # {'data': -1} is data parallelism; {'fsdp': -1} FSDP; {'model': N} tensor parallelism.
   c.mesh = dict(shape=ml_collections.ConfigDict({"data": -1, "fsdp": 1, "model": 1}),

@@ -9,17 +9,26 @@ not import TensorFlow; calling `make_train_iterator`, `make_eval_iterator` or
       of host-local numpy batches {key: [batch_size, ...]}
   make_eval_iterator(data_config, *, batch_size) -> one pass, padded, with `mask` [batch_size]
   dataset_info(data_config) -> dict of split sizes, features, num_classes, element specs
+  held_train_split(data_config) -> the train split as numpy arrays (privacy audits)
 """
 from __future__ import annotations
 
 from typing import Any
 
 
-def make_train_iterator(data_config: Any, *, batch_size: int, seed: int, start_batch: int = 0):
+def make_train_iterator(data_config: Any, *, batch_size: int, seed: int, start_batch: int = 0,
+                        poisson_rate: float = 0.0, held_transform=None):
   """See `mmjax.data.pipeline.make_train_iterator`."""
   from mmjax.data import pipeline  # pylint: disable=g-import-not-at-top  # imports TF
   return pipeline.make_train_iterator(data_config, batch_size=batch_size, seed=seed,
-                                      start_batch=start_batch)
+                                      start_batch=start_batch, poisson_rate=poisson_rate,
+                                      held_transform=held_transform)
+
+
+def held_train_split(data_config: Any):
+  """See `mmjax.data.pipeline.held_train_split`."""
+  from mmjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.held_train_split(data_config)
 
 
 def make_eval_iterator(data_config: Any, *, batch_size: int):
@@ -34,4 +43,4 @@ def dataset_info(data_config: Any) -> dict[str, Any]:
   return pipeline.dataset_info(data_config)
 
 
-__all__ = ["make_train_iterator", "make_eval_iterator", "dataset_info"]
+__all__ = ["make_train_iterator", "make_eval_iterator", "dataset_info", "held_train_split"]

@@ -136,6 +136,44 @@ def train_batches(shards: Sequence[tuple[int, Arrays]], *, shard_batch: int, see
     batch += 1
 
 
+# Folded into the Poisson sampler's seed, so its draws never equal the shuffles'.
+_POISSON_STREAM = 0x9015
+
+
+def poisson_indices(seed: int, shard: int, batch: int, n: int, rate: float, cap: int
+                    ) -> np.ndarray:
+  """Indices into a shard of `n` examples drawn for `batch`: each example independently
+  with probability `rate` (Poisson sampling, what DP accountants assume), in random
+  order, at most `cap` of them (the rest dropped at random: a truncation whose
+  probability mmjax.privacy.accounting bounds)."""
+  rng = np.random.default_rng((seed, shard, batch, _POISSON_STREAM))
+  chosen = np.flatnonzero(rng.random(n) < rate)
+  return rng.permutation(chosen)[:cap]
+
+
+def poisson_batches(shards: Sequence[tuple[int, Arrays]], *, rate: float, shard_batch: int,
+                    seed: int, start_batch: int = 0) -> Iterator[Arrays]:
+  """Endless process batches of Poisson samples: for each (shard index, arrays) in
+  `shards`, the examples `poisson_indices` draws for that batch, zero-padded to
+  `shard_batch` with `mask` float32 = 0, concatenated in shard order. Batch k depends on
+  (seed, shard, k) alone, so a resumed iterator (`start_batch=k`) continues exactly."""
+  seed = int(seed) % (2**63)
+  batch = int(start_batch)
+  while True:
+    parts = []
+    for shard, arrays in shards:
+      n = len(next(iter(arrays.values())))
+      index = poisson_indices(seed, shard, batch, n, rate, shard_batch)
+      pad = shard_batch - len(index)
+      part = {k: np.concatenate([v[index], _padding(v, pad)]) for k, v in arrays.items()}
+      part["mask"] = np.concatenate([np.ones(len(index), np.float32),
+                                     np.zeros(pad, np.float32)])
+      parts.append(part)
+    yield parts[0] if len(parts) == 1 else {
+        k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    batch += 1
+
+
 def _padding(array: np.ndarray, count: int) -> np.ndarray:
   if array.dtype == object:  # Strings pad with b'', as tf.zeros does for tf.string.
     return np.full((count,) + array.shape[1:], b"", dtype=object)
@@ -156,4 +194,5 @@ def eval_batches(arrays: Arrays, *, batch_size: int, num_batches: int) -> Iterat
 
 
 __all__ = ["check_config", "check_fits", "load", "train_batches", "eval_batches",
+           "poisson_batches", "poisson_indices",
            "shard_positions", "MAX_MEMORY_SHARE"]

@@ -30,7 +30,7 @@ import math
 import os
 import socket
 import urllib.parse
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -227,12 +227,19 @@ def _dataset(builder, split, preprocess, *, seed: int, shuffle: bool,
 
 
 def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
-                        start_batch: int = 0) -> Iterator[Batch]:
+                        start_batch: int = 0, poisson_rate: float = 0.0,
+                        held_transform: Callable[[in_memory.Arrays], in_memory.Arrays]
+                        | None = None) -> Iterator[Batch]:
   """Endless iterator of host-local numpy batches, each value [batch_size, ...].
 
   Deterministic given `seed`; `start_batch=k` yields exactly batches k, k+1, ... of a
   fresh iterator. `batch_size` is the per-host batch size. The keys are whatever
   `preprocess_train` leaves (int64 is cast to int32, float64 to float32).
+
+  `poisson_rate` > 0 (DP training; data.in_memory only): each batch holds every
+  example with that probability instead, zero-padded to `batch_size` with a `mask`.
+  `held_transform` (data.in_memory only) changes each held shard's arrays before any
+  batch is drawn (e.g. the privacy audit's canaries).
   """
   if batch_size <= 0 or start_batch < 0:
     raise ConfigError(f"Need batch_size > 0 and start_batch >= 0, got {batch_size}, {start_batch}.")
@@ -242,6 +249,8 @@ def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
   held = bool(_get(data_config, "in_memory"))
   if held:
     in_memory.check_config(data_config)
+  elif poisson_rate > 0 or held_transform is not None:
+    raise ConfigError("Poisson sampling and audit canaries need data.in_memory=True.")
   num_shards, shards = process_shards(data_config, batch_size)
   builder = get_builder(data_config)
   split = _get(data_config, "train_split")
@@ -257,6 +266,12 @@ def make_train_iterator(data_config: Any, *, batch_size: int, seed: int,
     arrays = [(i, _held_split(builder, shard_splits[i], preprocess,
                               f"train shard {i} of {split!r}", "preprocess_train"))
               for i in shards]
+    if held_transform is not None:
+      arrays = [(i, held_transform(a)) for i, a in arrays]
+    if poisson_rate > 0:
+      return in_memory.poisson_batches(arrays, rate=float(poisson_rate),
+                                       shard_batch=shard_batch, seed=int(seed),
+                                       start_batch=int(start_batch))
     return in_memory.train_batches(arrays, shard_batch=shard_batch, seed=int(seed),
                                    start_batch=int(start_batch))
   datasets = [_shard_stream(builder, shard_splits[i], preprocess, pack, seed=int(seed),
@@ -343,6 +358,18 @@ def _held_eval_split(data_config, builder, split, preprocess, what: str) -> in_m
       _HELD.pop(next(iter(_HELD)))
     _HELD[key] = _held_split(builder, split, preprocess, what, "preprocess_eval")
   return _HELD[key]
+
+
+def held_train_split(data_config: Any) -> in_memory.Arrays:
+  """The whole train split as the one train shard of a one-process run holds it
+  (preprocessed by data.preprocess_train, which in memory has no random ops), as numpy
+  arrays [N, ...] in file order."""
+  preprocess = ops.build_preprocess_fn(_get(data_config, "preprocess_train"))
+  builder = get_builder(data_config)
+  split = _get(data_config, "train_split")
+  shard = tfds.even_splits(split, n=1, drop_remainder=True)[0]
+  return _held_split(builder, shard, preprocess, f"train split {split!r}",
+                     "preprocess_train")
 
 
 def make_eval_iterator(data_config: Any, *, batch_size: int) -> SizedIterator:

@@ -1,7 +1,8 @@
 """Checkpoints with orbax: async saves, keep-K, automatic resume, corrupt-step fallback.
 
 A checkpoint holds two items: `state` (the TrainState pytree) and `data` (JSON with the
-number of batches the run consumed, so the input pipeline resumes at the same batch).
+number of batches the run consumed, so the input pipeline resumes at the same batch,
+plus what hooks keep beside the state, e.g. the privacy ledger).
 Once a save has finished, a SHA-256 of every file in it goes to `mmjax_checksums.json`
 in its directory; a restore verifies them first, and a checkpoint whose bytes changed
 (bit rot, a partial overwrite) is set aside like an unreadable one, naming the file.
@@ -108,6 +109,8 @@ class Checkpointer:
     self._summer = concurrent.futures.ThreadPoolExecutor(
         max_workers=1, thread_name_prefix="mmjax-checksums")
     self._summing: list[concurrent.futures.Future] = []
+    # The JSON `data` item of the checkpoint the last restore_latest returned.
+    self.restored_data: dict = {}
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -115,14 +118,17 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, batches_consumed: int) -> None:
+  def save(self, step: int, state: Any, batches_consumed: int,
+           extra: dict | None = None) -> None:
     """Starts an asynchronous save; returns once the arrays are copied off the devices.
-    The previous save is finished (and its checksums written) first."""
+    The previous save is finished (and its checksums written) first. `extra`: more
+    JSON-able entries of the `data` item (restored as `restored_data`)."""
     self.wait()
     try:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
-          data=ocp.args.JsonSave({"batches_consumed": int(batches_consumed)})))
+          data=ocp.args.JsonSave({**(extra or {}),
+                                  "batches_consumed": int(batches_consumed)})))
     except OSError as e:
       raise self._write_error(step, e) from None
     self._unsummed.append(step)
@@ -189,6 +195,7 @@ class Checkpointer:
       except Exception as e:
         self._set_aside(step, e)
         continue
+      self.restored_data = dict(restored["data"])
       return restored["state"], int(restored["data"]["batches_consumed"]), step
     return None
 

@@ -31,6 +31,8 @@ def check_config(config: ml_collections.ConfigDict, mode: str = "train",
   evaluators.check_config(config, n_dev)
   from mmjax.train import overfitting_guard
   overfitting_guard.check_config(config)
+  from mmjax.privacy import plan as privacy_plan   # no dp-accounting unless enabled
+  privacy_plan.check_config(config)
 
 
 def check_train(config: ml_collections.ConfigDict, n_dev: int, mesh_split: bool) -> None:

@@ -39,8 +39,12 @@ class Run:
   stop: bool = False
   last_train: dict = dataclasses.field(default_factory=dict)
   last_eval: dict = dataclasses.field(default_factory=dict)
-  # Fields every later eval row carries (e.g. guard/stopped after an early stop).
+  # Fields every later eval row carries (e.g. guard/stopped after an early stop); a
+  # callable value is called at each eval (e.g. the privacy spent so far).
   eval_extras: dict = dataclasses.field(default_factory=dict)
+  # JSON-able entries saved with each checkpoint beside the state (e.g. the privacy
+  # ledger); a resumed run finds them in exp.checkpointer.restored_data.
+  checkpoint_extras: dict = dataclasses.field(default_factory=dict)
   evaluate_at_start: bool = False   # e.g. a run resumed after an early stop
   preempted: bool = False   # stopped by a preemption notice: checkpoint, no evals
 
@@ -188,7 +192,8 @@ class CheckpointHook(Hook):
   def after_step(self, run: Run) -> None:
     if self.due(run):
       run.host_metrics()   # never save a state after a NaN/Inf loss
-      self.checkpointer.save(run.step, run.state, batches_consumed=run.step)
+      self.checkpointer.save(run.step, run.state, batches_consumed=run.step,
+                             extra=run.checkpoint_extras)
 
 
 @register_hook("evaluate")
@@ -220,7 +225,7 @@ class EvalHook(Hook):
   def _evaluate(self, run: Run, step: int, final: bool) -> None:
     metrics = evaluators_lib.evaluate(self.scheduled, run.state, step, final,
                                       progress=True, writer=run.writer)
-    metrics.update(run.eval_extras)
+    metrics.update({k: v() if callable(v) else v for k, v in run.eval_extras.items()})
     run.writer.write(step, "eval", metrics)
     shown = [k for k in metrics if not any(d in f"/{k}" for d in SummaryHook.detail)]
     more = len(metrics) - len(shown[:12])

@@ -28,6 +28,7 @@ from mmjax.evals import batched, evaluators as evaluators_lib
 from mmjax.objectives import adversarial
 from mmjax.train import checkpoint as checkpoint_lib
 from mmjax.train import checks, finetune, hooks as hooks_lib, optim, resume_check
+from mmjax.privacy import hook as privacy_hook  # noqa: F401  (registers its hook)
 from mmjax.train import overfitting_guard, preemption  # noqa: F401  (register hooks)
 from mmjax.train import state as state_lib, step as step_lib, workdir_lock, writers
 
@@ -69,6 +70,7 @@ class Experiment:
   metric_shapes: Any = None   # {metric: ShapeDtypeStruct} of the loss (one abstract trace)
   created_workdir: bool = False   # this run created the workdir
   training_started: bool = False   # the first train step was launched
+  privacy: Any = None   # mmjax.privacy.plan.PrivacyPlan of a DP run, else None
 
   def close(self) -> None:
     """Finishes pending checkpoint writes and releases the workdir."""
@@ -89,8 +91,16 @@ class Experiment:
     return parallel.batch_sharding(self.mesh, parallel.batch_axes(self.rules))
 
   @property
+  def batch_size(self) -> int:
+    """The global batch every step holds: train.batch_size, or under DP Poisson
+    sampling the padded size of a batch whose expected size is train.batch_size."""
+    if self.privacy is not None:
+      return self.privacy.physical_batch_size
+    return self.config.train.batch_size
+
+  @property
   def per_process_batch(self) -> int:
-    return self.config.train.batch_size // jax.process_count()
+    return self.batch_size // jax.process_count()
 
   @functools.cached_property
   def model_logits(self):
@@ -121,8 +131,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   """
   mesh = parallel.make_mesh(config.mesh, devices)
   rules = parallel.rules_from_config(config.mesh)
-  checks.check_config(config, mode, batch_shards=parallel.batch_shards(
-      mesh, parallel.batch_axes(rules)))
+  batch_shards = parallel.batch_shards(mesh, parallel.batch_axes(rules))
+  checks.check_config(config, mode, batch_shards=batch_shards)
   model = models.build_model(config.model)
   loss_fn = adversarial.make_adversarial(
       config.adversarial, objectives.make_objective(config.objective, model))
@@ -134,16 +144,24 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   tx, schedule = optim.make_optimizer(
       config.optim, total_steps=config.train.total_steps * updates_per_step)
   finetune.check_init_from(config)
+  num_train = None
   if element is None:
     from mmjax import data  # TensorFlow enters here, and only for the input pipeline
     # Unknown or unprepared dataset: fails here, clearly, before any compute.
-    element = data.dataset_info(config.data)["train_element"]
-  per_process = config.train.batch_size // jax.process_count()
-  example = _zeros_batch(element, per_process)
+    info = data.dataset_info(config.data)
+    element, num_train = info["train_element"], info["train_examples"]
+  privacy = _privacy_plan(config, num_train, batch_shards)
+  batch_size = privacy.physical_batch_size if privacy else config.train.batch_size
+  example = _zeros_batch(element, batch_size // jax.process_count())
   init_batch = jax.tree.map(lambda x: x[:1], example)
+  if privacy and privacy.sampling == "poisson":
+    example["mask"] = np.ones((batch_size // jax.process_count(),), np.float32)
   ema = config.optim.ema_decay > 0
-  tx = finetune.freeze_optimizer(
-      tx, config.finetune, models.abstract_variables(model, init_batch)["params"])
+  abstract_variables = models.abstract_variables(model, init_batch)
+  if privacy:
+    from mmjax.privacy import plan as privacy_plan
+    privacy_plan.check_loss_and_model(loss_fn, list(abstract_variables))
+  tx = finetune.freeze_optimizer(tx, config.finetune, abstract_variables["params"])
 
   def init_fn():
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
@@ -182,13 +200,45 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
                    abstract_state=abstract, example_batch=example,
                    checkpointer=checkpointer, rules=rules,
                    updates_per_step=updates_per_step, lock=lock,
-                   metric_shapes=metric_shapes, created_workdir=created)
+                   metric_shapes=metric_shapes, created_workdir=created, privacy=privacy)
   try:
-    parallel.check_process_batches(mesh, exp.batch_sharding, config.train.batch_size)
+    parallel.check_process_batches(mesh, exp.batch_sharding, exp.batch_size)
   except Exception:
     exp.close()
     raise
   return exp
+
+
+def _privacy_plan(config: ml_collections.ConfigDict, num_train: int | None,
+                  batch_shards: int):
+  """The run's PrivacyPlan, or None when privacy is off. Without the dataset's size
+  (plan and bench modes read none) the batches are the configured ones: the step, and
+  so its cost, is the same."""
+  if not config.privacy.enabled:
+    return None
+  from mmjax.privacy import audit, plan as privacy_plan
+  if num_train is None:
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.privacy.sampling = "shuffle"
+      config.privacy.target_epsilon = 0.0
+      config.privacy.noise_multiplier = config.privacy.noise_multiplier or 1.0
+    num_train = config.train.batch_size
+  elif config.privacy.audit_canaries:   # the audit's out-canaries leave the train set
+    num_train -= int((~audit.included_flags(config.train.seed,
+                                             config.privacy.audit_canaries)).sum())
+  return privacy_plan.resolve(config, num_train, batch_shards)
+
+
+def _canaries(config: ml_collections.ConfigDict):
+  """arrays -> arrays planting privacy.audit_canaries canaries (mmjax/privacy/audit.py),
+  or None without an audit."""
+  if not config.privacy.audit_canaries:
+    return None
+  from mmjax.privacy import audit
+  return lambda arrays: audit.choose(
+      arrays["label"], config.privacy.audit_canaries, config.model.get("num_classes", 0),
+      config.train.seed).apply(arrays)
 
 
 def _zeros_batch(element: dict, batch_size: int) -> dict[str, np.ndarray]:
@@ -228,6 +278,9 @@ def accumulator_factory(exp: Experiment) -> Callable[[], dict]:
   the step's own output does; an uncommitted one would make the step compile again.
   """
   shapes = dict(exp.metric_shapes, grad_norm=jax.ShapeDtypeStruct((), jnp.float32))
+  if exp.privacy is not None:   # the DP step's own metrics (mmjax/train/step.py)
+    shapes.update({k: jax.ShapeDtypeStruct((), jnp.float32)
+                   for k in ("dp/clipped_fraction", "dp/batch_size")})
   replicated = parallel.replicated(exp.mesh)
   return lambda: jax.device_put(step_lib.init_metric_accumulator(shapes), replicated)
 
@@ -238,7 +291,8 @@ def train_step_fn(exp: Experiment):
   return step_lib.make_train_step(exp.loss_fn, exp.tx,
                                   grad_accum_steps=config.optim.grad_accum_steps,
                                   ema_decay=config.optim.ema_decay,
-                                  trainable=finetune.trainable_fn(config.finetune))
+                                  trainable=finetune.trainable_fn(config.finetune),
+                                  privacy=exp.privacy and exp.privacy.dp_settings())
 
 
 def compile_steps(exp: Experiment):
@@ -310,13 +364,16 @@ def _train(exp: Experiment) -> dict[str, float]:
                  "train (raise total_steps to train on; --mode=eval evaluates it).", start)
   n_params = models.param_count(state.params)
   logging.info("Model %s: %s parameters; %d devices; global batch %d.", config.model.name,
-               f"{n_params:,}", jax.device_count(), t.batch_size)
+               f"{n_params:,}", jax.device_count(), exp.batch_size)
   finetune.log_trainable(state.params, config.finetune)
 
   from mmjax import data
   hooks = hooks_lib.build_hooks(exp)   # evaluators read their examples here
+  poisson = exp.privacy is not None and exp.privacy.sampling == "poisson"
   batches = data.make_train_iterator(
-      config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed)
+      config.data, batch_size=exp.per_process_batch, seed=t.seed, start_batch=consumed,
+      poisson_rate=exp.privacy.sampling_rate if poisson else 0.0,
+      held_transform=_canaries(config))
   device_batches = parallel.prefetch_to_mesh(
       batches, exp.mesh, t.device_prefetch, exp.batch_sharding,
       transform=device_ops.train_transform(config.data, seed=t.seed, start_batch=consumed,
@@ -383,6 +440,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, names=None
     scheduled = evaluators_lib.build(exp, names or None)
     writer = writers.MetricWriter(exp.workdir)
     metrics = evaluators_lib.evaluate(scheduled, state, step, writer=writer)
+    if exp.privacy is not None:   # the privacy the checkpoint's training spent
+      ledger = privacy_hook.ledger_from(exp.checkpointer.restored_data)
+      metrics.update({"privacy/epsilon": exp.privacy.epsilon(ledger),
+                      "privacy/delta": exp.privacy.delta})
     writer.write(step, "eval", metrics)
     writer.close()
   finally:

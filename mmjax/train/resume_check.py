@@ -22,14 +22,15 @@ from absl import logging
 from mmjax.errors import ConfigError
 
 # What defines the data stream and the optimisation.
-DEFINING_SECTIONS = ("data", "model", "objective", "adversarial", "optim", "finetune")
+DEFINING_SECTIONS = ("data", "model", "objective", "adversarial", "optim", "finetune",
+                     "privacy")
 DEFINING_TRAIN_KEYS = ("batch_size", "seed")
 # Keys of those sections that change neither the training stream nor its updates.
 FREE_KEYS = ("data.data_dir", "data.download", "data.prefetch", "data.eval_split",
              "data.preprocess_eval", "data.device_preprocess_eval",
              "adversarial.guard_every", "adversarial.guard_start", "adversarial.guard_steps",
              "adversarial.guard_step_size", "adversarial.guard_max_drop",
-             "adversarial.guard_patience")
+             "adversarial.guard_patience", "privacy.epsilon_budget")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -44,6 +45,9 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 def defining_keys(config: dict) -> dict[str, Any]:
   """{dotted key: JSON value} of the keys that define a run, from a config dict."""
   picked = {s: config.get(s, {}) for s in DEFINING_SECTIONS}
+  if not picked["privacy"].get("enabled", False):
+    # Off, its settings mean nothing (and configs from before it had none).
+    del picked["privacy"]
   picked["train"] = {k: config.get("train", {}).get(k) for k in DEFINING_TRAIN_KEYS}
   flat = _flat(json.loads(json.dumps(picked, default=str)))
   return {k: v for k, v in flat.items() if k not in FREE_KEYS}

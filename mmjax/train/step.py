@@ -46,7 +46,8 @@ def _split_microbatches(batch: dict, n: int) -> dict:
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
                     grad_accum_steps: int = 1, ema_decay: float = 0.0,
-                    trainable: Callable[[Any], Any] | None = None
+                    trainable: Callable[[Any], Any] | None = None,
+                    privacy=None,
                     ) -> Callable[[TrainState, dict, dict], tuple[TrainState, dict]]:
   """Returns train_step(state, batch, acc) -> (state, acc), to be jitted with donation.
 
@@ -64,6 +65,11 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
   `trainable(params) -> tree of bools` (fine-tuning) stops the gradients of the frozen
   parameters, so their weight gradients are never computed (the optimizer already
   ignores them).
+
+  `privacy` (a `mmjax.privacy.gradients.DPSettings`) makes the gradient DP-SGD's: each
+  example's gradient of the trainable parameters clipped, the clipped sums of all
+  micro-batches added, the noise drawn once per step and the sum divided by the
+  expected batch size (mmjax/privacy/gradients.py).
   """
   loss_fn.check_step(grad_accum_steps=grad_accum_steps)
 
@@ -104,6 +110,10 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
     params = optax.apply_updates(state.params, updates)
     return params, opt_state, model_state, loss, metrics, grads
 
+  if privacy is not None:
+    gradient_update = _private_gradient_update(loss_fn, tx, privacy, grad_accum_steps,
+                                               trainable)
+
   def train_step(state: TrainState, batch: dict, acc: dict):
     rng = jax.random.fold_in(state.rng, state.step)
     if loss_fn.makes_own_updates:
@@ -129,6 +139,42 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
     return new_state, acc
 
   return train_step
+
+
+def _private_gradient_update(loss_fn, tx, settings, grad_accum_steps: int, trainable):
+  """gradient_update(state, batch, rng) of DP-SGD; metrics are means over the batch's
+  real examples plus dp/clipped_fraction and dp/batch_size (the realised count)."""
+  from mmjax.privacy import gradients   # the optional privacy extra
+
+  clipped_sums = gradients.clipped_sums_fn(loss_fn, settings)
+
+  def update(state: TrainState, batch: dict, rng):
+    split = gradients.TrainableSplit(
+        state.params, None if trainable is None else trainable(state.params))
+    if grad_accum_steps == 1:
+      sums = clipped_sums(split, state.model_state, batch, rng)
+    else:
+      def body(total, xs):
+        micro, i = xs
+        return total + clipped_sums(split, state.model_state, micro,
+                                    jax.random.fold_in(rng, i)), None
+      first = jax.tree.map(lambda x: x[:x.shape[0] // grad_accum_steps], batch)
+      zero = jax.eval_shape(lambda b: clipped_sums(split, state.model_state, b, rng),
+                            first)
+      zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zero)
+      sums, _ = jax.lax.scan(body, zero, (_split_microbatches(batch, grad_accum_steps),
+                                          jnp.arange(grad_accum_steps)))
+    noised = gradients.privatize(sums.grads, gradients.noise_key(rng), settings)
+    grads = split.grads_with(noised)
+    count = jnp.maximum(sums.count, 1.0)
+    metrics = dict(jax.tree.map(lambda m: m / count, sums.metrics),
+                   **{"dp/clipped_fraction": sums.clipped / count,
+                      "dp/batch_size": sums.count})
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return params, opt_state, state.model_state, sums.loss / count, metrics, grads
+
+  return update
 
 
 def make_eval_step(loss_fn: LossFn) -> Callable[[Any, Any, dict], dict]:

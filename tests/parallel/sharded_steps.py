@@ -49,9 +49,12 @@ def batch_for(element, batch_size, rng):
   return out
 
 
-def one_step(model_name, mesh_shape, n_devices, optimizer, accum):
+def one_step(model_name, mesh_shape, n_devices, optimizer, accum, private=False):
   model, objective, element = MODELS[model_name]
   c = default_config()
+  if private:   # DP-SGD: per-example clipping and noise drawn once for the whole mesh
+    c.privacy.update(enabled=True, noise_multiplier=1.0, clip_norm=0.1,
+                     sampling="shuffle")
   c.model = model
   c.objective = objective
   c.mesh.shape = mesh_shape
@@ -88,6 +91,8 @@ CASES = {
     "vit_sgd_accum2": ("vit", "sgd", 2, ("one_device", "fsdp_tp")),
     # Compared with gpt_sgd's one-device loss: the loss is computed before the update.
     "gpt_adamw": ("gpt", "adamw", 1, ("fsdp",)),
+    # DP-SGD on the ViT, with accumulation: the noised update must not depend on the mesh.
+    "vit_dp_accum2": ("vit", "sgd", 2, ("one_device", "dp", "fsdp")),
 }
 
 
@@ -98,15 +103,20 @@ def main():
   for case, (model_name, optimizer, accum, meshes) in CASES.items():
     for name in meshes:
       shape, n = MESHES[name]
+      private = "_dp" in case
       loss, params, specs, mu_specs, fraction = one_step(model_name, shape, n, optimizer,
-                                                         accum)
-      reference = references.setdefault(model_name, (loss, params))
+                                                         accum, private)
+      reference = references.setdefault(model_name + "_dp" * private, (loss, params))
       diff = max(float(np.max(np.abs(a - b))) for a, b in
                  zip(jax.tree.leaves(params), jax.tree.leaves(reference[1])))
       results[f"{case}/{name}"] = {
           "loss": loss, "loss_diff": abs(loss - reference[0]), "max_param_diff": diff,
           "param_specs": specs, "opt_state_specs": sorted(set(mu_specs)),
           "param_bytes_per_device_fraction": fraction}
+      if private:   # how far the noised update is from the non-private one
+        results[f"{case}/{name}"]["vs_nonprivate"] = max(
+            float(np.max(np.abs(a - b))) for a, b in
+            zip(jax.tree.leaves(params), jax.tree.leaves(references[model_name][1])))
   results["device_preprocess"] = device_preprocess_diff()
   print("RESULTS " + json.dumps(results))
 

@@ -41,6 +41,14 @@ def test_gradient_accumulation_under_fsdp_x_tp_matches_one_device(sharded_result
   assert r["loss_diff"] < 1e-5 and r["max_param_diff"] < 1e-5
 
 
+@pytest.mark.parametrize("mesh", ["dp", "fsdp"])
+def test_dp_sgd_step_is_the_same_on_1_and_8_devices(sharded_results, mesh):
+  r = sharded_results[f"vit_dp_accum2/{mesh}"]
+  assert r["loss_diff"] < 1e-5 and r["max_param_diff"] < 1e-5
+  # Against the non-private step on the same batch: the noise moved the parameters.
+  assert r["vs_nonprivate"] > 1e-3
+
+
 def test_strategies_place_parameters_as_the_rules_say(sharded_results):
   fsdp = sharded_results["gpt_sgd/fsdp"]["param_specs"]
   assert fsdp["encoder/blocks/mlp/fc1/kernel"] == "P(None, 'fsdp', None)"  # [L, D, F]
