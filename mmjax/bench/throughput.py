@@ -18,6 +18,8 @@ throughput of a large jitted matmul in that dtype, timed in every round beside t
               + optax, donated), the overhead ratio of mmjax's step against it;
   'pipeline'  the config's real input pipeline (TFDS, needs TensorFlow) feeding the same
               compiled step through the trainer's device prefetch, against synthetic data;
+  'nonprivate' (with privacy.enabled) the same step without DP-SGD's per-example
+              clipping and noise: the cost of privacy, as a ratio;
   'torch_eager', 'torch_compile'
               the same causal GPT in PyTorch, eager and torch.compile, in a child process
               that runs its blocks while this one waits (CPU; mmjax/bench/torch_compare.py).
@@ -60,7 +62,7 @@ PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("TPU v5", {"bfloat16": 459e12, "float32": 459e12}),
     ("TPU v4", {"bfloat16": 275e12, "float32": 275e12}),
 )
-COMPARISONS = ("bare", "pipeline", "torch_eager", "torch_compile")
+COMPARISONS = ("bare", "pipeline", "nonprivate", "torch_eager", "torch_compile")
 
 
 # The CPU's MFU reference: a jitted matmul of this size in the compute dtype, timed for at
@@ -155,6 +157,7 @@ def _ratio(timed: dict, numerator: str, denominator: str) -> float:
 # Each comparison's headline: (report key, numerator, denominator, minus one?).
 _RATIOS = {"bare": ("overhead_vs_bare", "mmjax", "bare", True),
            "pipeline": ("pipeline_slowdown", "pipeline", "mmjax", True),
+           "nonprivate": ("privacy_cost", "mmjax", "nonprivate", False),
            "torch_eager": ("speedup_vs_torch_eager", "torch_eager", "mmjax", False),
            "torch_compile": ("speedup_vs_torch_compile", "torch_compile", "mmjax", False)}
 
@@ -179,6 +182,9 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
     raise ConfigError(f"bench.steps, bench.warmup and bench.rounds must be >= 1 and "
                       f"bench.compare a subset of {COMPARISONS}; got steps={b.steps}, "
                       f"warmup={b.warmup}, rounds={b.rounds}, compare={tuple(b.compare)}.")
+  if "nonprivate" in b.compare and not config.privacy.enabled:
+    raise ConfigError("bench.compare='nonprivate' times the DP step against the ordinary "
+                      "one: set privacy.enabled=True (and privacy.noise_multiplier).")
   element = plan_lib.example_element(config)
   torch_modes = [torch_compare.MODES[c] for c in b.compare if c in torch_compare.MODES]
   if torch_modes:   # Refused here, before anything compiles.
@@ -220,6 +226,9 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   if "bare" in b.compare:
     bare_step, carries["bare"] = _bare_step(exp)
     contenders["bare"] = _LocalStep(bare_step, lambda: batch, carries, "bare")
+  if "nonprivate" in b.compare:
+    plain_step, carries["nonprivate"] = _nonprivate_step(config, workdir, element)
+    contenders["nonprivate"] = _LocalStep(plain_step, lambda: batch, carries, "nonprivate")
   with contextlib.ExitStack() as stack:
     if "pipeline" in b.compare:
       device_batches = _pipeline_batches(exp)
@@ -258,7 +267,7 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
                    f"CPU, in each of the {b.rounds} rounds beside the steps (median)")
   stats = _stats(times)
   memory, memory_source = _peak_memory(device, compiled)
-  global_batch = config.train.batch_size
+  global_batch = exp.batch_size
   # Text tokens per step (0 for models without text).
   tokens = int(np.prod(element["text"]["shape"])) * global_batch if "text" in element else 0
   report = {
@@ -293,6 +302,18 @@ def run_bench(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
       json.dump(report, f, indent=2)
   logging.info("%s", format_report(report))
   return report
+
+
+def _nonprivate_step(config, workdir: str, element: dict) -> tuple[Any, tuple]:
+  """(step(carry, batch) -> carry, carry) of the config with privacy off, compiled."""
+  from mmjax.train import loop  # pylint: disable=g-import-not-at-top
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.privacy.enabled = False
+  exp = loop.build_experiment(config, workdir, "bench", element=element)
+  train_step, _ = loop.compile_steps(exp)
+  step = lambda carry, batch: train_step(carry[0], batch, carry[1])
+  return step, (exp.init_state(), loop.accumulator_factory(exp)())
 
 
 def _bare_step(exp) -> tuple[Any, tuple]:
@@ -356,6 +377,9 @@ def format_report(r: dict) -> str:
   if "bare" in r:
     lines.append(f"  bare jax.jit step {r['bare']['pipelined_mean_s'] * 1e3:.1f} ms: mmjax "
                  f"overhead {100 * r['overhead_vs_bare']:+.1f}%")
+  if "nonprivate" in r:
+    lines.append(f"  without DP-SGD {r['nonprivate']['pipelined_mean_s'] * 1e3:.1f} ms: the "
+                 f"private step costs {r['privacy_cost']:.2f}x")
   if "pipeline" in r:
     lines.append(f"  real input pipeline {r['pipeline']['pipelined_mean_s'] * 1e3:.1f} ms: "
                  f"{100 * r['pipeline_slowdown']:+.1f}% vs synthetic; alone "

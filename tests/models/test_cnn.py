@@ -44,6 +44,8 @@ def _count(cfg, hw, channels=3):
 
 def test_published_param_counts():
   assert _count({"name": "mnist_cnn"}, 28, 1) == 166_406
+  # TF Privacy's DP-SGD tutorial CNN (Papernot et al. 2021's MNIST net).
+  assert _count({"name": "dp_mnist_cnn"}, 28, 1) == 26_010
   # 11,171,146 (ResNet-18 figure) + the final pre-activation BatchNorm (2 * 512).
   assert _count({"name": "preact_resnet18"}, 32) == 11_172_170
   assert _count({"name": "wide_resnet", "depth": 34, "widen_factor": 10}, 32) == 46_160_474
