@@ -2,9 +2,13 @@
 summed, Gaussian noise of std noise_multiplier * clip_norm added once per logical batch,
 divided by the expected batch size.
 
-Per-example clipping is jax-privacy's `clipped_grad` (vmapped per example, chunked by
-`microbatch_size` to bound the memory of per-example gradients, padding examples
-contributing exactly zero). Only the trainable parameters are differentiated and
+Per-example gradients are `jax.vmap` of `jax.grad`, in chunks of `microbatch_size`
+examples to bound their memory; each is clipped by a factor folded into one contraction
+over the batch, so the clipped gradients are never materialised, and padding examples
+contribute exactly zero. It equals jax-privacy's `clipped_grad` (tested live) and is
+2.1x faster on the digits CNN on CPU (docs/privacy.md): jax-privacy's version makes
+NaN-safety passes over every per-example gradient and accumulates through
+optax's micro_vmap. Only the trainable parameters are differentiated and
 noised: under LoRA or a linear probe the frozen weights get neither per-example
 gradients (which would cost B copies of the model) nor noise. The noise is drawn from the
 step's key, replicated on every process, so under data-parallel or FSDP meshes each
@@ -80,15 +84,29 @@ class TrainableSplit:
     return self.treedef.unflatten(leaves)
 
 
-def _per_layer_clip(clip_norm: float) -> Callable[[list], list]:
-  """Clips each tensor of a per-example gradient list to clip_norm / sqrt(len)."""
-  def transform(grads: list) -> list:
-    bound = clip_norm / len(grads) ** 0.5
-    def clip(g):
-      norm = jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32))))
-      return g * jnp.minimum(1.0, bound / jnp.maximum(norm, 1e-30)).astype(g.dtype)
-    return [clip(g) for g in grads]
-  return transform
+def clip_factors(norms: jax.Array, clip_norm: float) -> jax.Array:
+  """min(1, clip_norm / norm) per example ([B] -> [B]); 1 for a zero gradient."""
+  return jnp.minimum(1.0, clip_norm / jnp.maximum(norms, 1e-30))
+
+
+def _clipped_sum(per_example: list, mask: jax.Array, settings: DPSettings
+                 ) -> tuple[list, jax.Array]:
+  """(Σ_i mask_i · clip(g_i), [B] norms before clipping) of per-example gradients
+  `per_example` (a list of [B, ...] arrays). With `per_layer` each tensor of g_i is
+  clipped to clip_norm / sqrt(L) on its own; the norms are then the whole g_i's."""
+  b = mask.shape[0]
+  squares = [jnp.sum(jnp.square(g.reshape(b, -1).astype(jnp.float32)), axis=1)
+             for g in per_example]
+  norms = jnp.sqrt(sum(squares))
+  if settings.per_layer:
+    bound = settings.clip_norm / len(per_example) ** 0.5
+    factors = [clip_factors(jnp.sqrt(sq), bound) * mask for sq in squares]
+  else:
+    factors = [clip_factors(norms, settings.clip_norm) * mask] * len(per_example)
+  # One contraction over the batch per tensor: the clipped per-example gradients are
+  # never formed.
+  sums = [jnp.tensordot(f.astype(g.dtype), g, axes=1) for f, g in zip(factors, per_example)]
+  return sums, norms
 
 
 def clipped_sums_fn(loss_fn, settings: DPSettings
@@ -97,34 +115,46 @@ def clipped_sums_fn(loss_fn, settings: DPSettings
   when present, marks the real examples).
 
   `loss_fn(params, batch, rng, *, model_state, train)` is mmjax's loss contract; each
-  example's loss is the loss of a batch of that one example, with its own key.
+  example's loss is the loss of a batch of that one example, with its own key (the
+  batch key folded with the example's index). Per-example gradients are `jax.vmap`
+  of `jax.grad`, over chunks of `microbatch_size` examples scanned in sequence.
   """
-  from jax_privacy import clipping   # the optional privacy extra
-
-  pre_clipping = _per_layer_clip(settings.clip_norm) if settings.per_layer else None
-
   def sums(split: TrainableSplit, model_state, batch: dict, rng) -> ClippedSums:
-    def example_loss(trainable, example, rng):
-      # The frozen leaves enter by closure, unmapped; only `trainable` is differentiated.
-      params = split.params_with(trainable)
-      loss, (metrics, _) = loss_fn(params, example, rng, model_state=model_state,
-                                   train=True)
-      return loss, (loss, metrics)
+    def example_grad(trainable, example, index):
+      def example_loss(trainable):
+        # The frozen leaves enter by closure, unmapped; only `trainable` is
+        # differentiated.
+        params = split.params_with(trainable)
+        one = jax.tree.map(lambda x: x[None], example)
+        loss, (metrics, _) = loss_fn(params, one, jax.random.fold_in(rng, index),
+                                     model_state=model_state, train=True)
+        return loss, metrics
+      (loss, metrics), grads = jax.value_and_grad(example_loss, has_aux=True)(trainable)
+      return grads, loss, metrics
 
-    grad_fn = clipping.clipped_grad(
-        example_loss, argnums=0, has_aux=True, l2_clip_norm=settings.clip_norm,
-        batch_argnums=1, prng_argnum=2, return_grad_norms=True,
-        microbatch_size=settings.microbatch_size,
-        **({"pre_clipping_transform": pre_clipping} if pre_clipping else {}))
+    def chunk_sums(chunk: dict, mask: jax.Array, index: jax.Array) -> ClippedSums:
+      grads, losses, metrics = jax.vmap(example_grad, (None, 0, 0))(
+          split.trainable, chunk, index)
+      summed, norms = _clipped_sum(grads, mask, settings)
+      weigh = lambda v: jnp.sum(v.astype(jnp.float32) * mask)
+      return ClippedSums(grads=summed, loss=weigh(losses),
+                         metrics=jax.tree.map(weigh, metrics), count=jnp.sum(mask),
+                         clipped=weigh(norms > settings.clip_norm))
+
     batch = dict(batch)
     size = jax.tree.leaves(batch)[0].shape[0]
     mask = batch.pop("mask", jnp.ones((size,), jnp.float32)).astype(jnp.float32)
-    grads, aux = grad_fn(split.trainable, batch, rng, is_padding_example=mask == 0)
-    losses, metrics = aux.aux
-    weigh = lambda v: jnp.sum(v.astype(jnp.float32) * mask)
-    return ClippedSums(grads=grads, loss=weigh(losses),
-                       metrics=jax.tree.map(weigh, metrics), count=jnp.sum(mask),
-                       clipped=weigh(aux.grad_norms > settings.clip_norm))
+    index = jnp.arange(size)
+    chunk = settings.microbatch_size or size
+    if chunk >= size:
+      return chunk_sums(batch, mask, index)
+    split_chunks = lambda x: x.reshape((size // chunk, chunk) + x.shape[1:])
+    chunks = jax.tree.map(split_chunks, (batch, mask, index))
+    first = jax.tree.map(lambda x: x[0], chunks)
+    zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                        jax.eval_shape(lambda c: chunk_sums(*c), first))
+    total, _ = jax.lax.scan(lambda acc, c: (acc + chunk_sums(*c), None), zero, chunks)
+    return total
 
   return sums
 

