@@ -106,6 +106,7 @@ FULL_SIZES = {
     "gpt2_124m": ("c4/en", 1.244e8, 1.245e8),
     "bert_base_mlm": ("wikipedia/20230601.en", 1.095e8, 1.096e8),
     "lora_glue": ("glue/sst2", 1.097e8, 1.098e8),
+    "dp_sgd_mnist": ("mnist", 26_010, 26_010),
 }
 
 

@@ -36,7 +36,7 @@ def element_spec(config: Any) -> Element:
   if name == "vit":
     size = m.get("image_size", 28)
     return {"image": _spec((size, size, m.get("channels", 1)), "float32")} | label
-  if name == "mnist_cnn":
+  if name in ("mnist_cnn", "dp_mnist_cnn"):
     return {"image": _spec((28, 28, 1), "float32")} | label
   if name in ("preact_resnet18", "wide_resnet"):
     return {"image": _spec((32, 32, 3), "float32")} | label
