@@ -7,6 +7,9 @@
   integrated_gradients   (x - x') · the mean gradient on the straight path from the baseline
                          x' to x, by the trapezoidal rule over `steps` intervals
                          (Sundararajan et al. 2017); sum of attributions ≈ f(x) - f(x')
+  occlusion              f(x) - f(x with a window replaced by the baseline), slid over
+                         the input; each element gets the mean drop of the windows that
+                         cover it (Zeiler & Fergus 2014; Captum's Occlusion)
 
 t is each example's target class. Every method returns attributions shaped like x; all are
 jitted (one compile per shape) and batched over examples, the path or the noise samples.
@@ -14,14 +17,17 @@ jitted (one compile per shape) and batched over examples, the path or the noise 
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mmjax.errors import ConfigError
 
-METHODS = ("gradient", "gradient_x_input", "smoothgrad", "integrated_gradients")
+METHODS = ("gradient", "gradient_x_input", "smoothgrad", "integrated_gradients",
+           "occlusion")
 BASELINES = ("zeros", "blur", "uniform")
 
 
@@ -108,13 +114,65 @@ def completeness_gap(logits_fn, x, target, attributions, baseline) -> jax.Array:
   return jnp.abs(total - (fx - fb)) / jnp.maximum(jnp.abs(fx - fb), 1e-12)
 
 
+def occlusion_windows(shape: tuple[int, ...], window: tuple[int, ...],
+                      stride: tuple[int, ...]) -> np.ndarray:
+  """Every position of a `window` slid by `stride` over an example of `shape` (no batch
+  dim) -> masks [W, *shape] of 0/1 (1 = occluded). A window or stride entry of 0 means
+  the whole axis (e.g. window (1, 0) occludes one text token's whole embedding). The
+  last window on an axis is aligned to its end, so every element is covered."""
+  if len(window) != len(shape) or len(stride) != len(shape):
+    raise ConfigError(f"Occlusion window {window} and stride {stride} need one entry per "
+                      f"input axis {shape} (0 = the whole axis).")
+  starts = []
+  for size, w, s in zip(shape, window, stride):
+    w, s = (w or size), (s or w or size)
+    if not 1 <= w <= size or s < 1:
+      raise ConfigError(f"Occlusion window {window} / stride {stride} do not fit an "
+                        f"input of shape {shape}: each must be in 1..size (or 0).")
+    axis = list(range(0, size - w + 1, s))
+    if axis[-1] != size - w:
+      axis.append(size - w)
+    starts.append([(a, w) for a in axis])
+  masks = []
+  for corner in itertools.product(*starts):
+    m = np.zeros(shape, np.float32)
+    m[tuple(slice(a, a + w) for a, w in corner)] = 1.0
+    masks.append(m)
+  return np.stack(masks)
+
+
+def occlusion(logits_fn, x, target, *, window: tuple[int, ...], stride=None,
+              baseline=None):
+  """Occlusion attributions [B, ...]: for each window position (`occlusion_windows`),
+  the drop of the target logit when the window is replaced by `baseline` (an array like
+  x; default zeros); each element gets the mean drop over the windows covering it."""
+  window = tuple(window)
+  stride = window if stride is None else tuple(stride)
+  masks = jnp.asarray(occlusion_windows(tuple(x.shape[1:]), window, stride))
+  baseline = jnp.zeros_like(x) if baseline is None else baseline
+  if baseline.shape != x.shape:
+    raise ConfigError(f"The occlusion baseline has shape {baseline.shape}, the input "
+                      f"{x.shape}; pass a baseline shaped like the input.")
+  target = jnp.asarray(target, jnp.int32)[:, None]
+  score = lambda z: jnp.take_along_axis(logits_fn(z), target, axis=1)[:, 0]
+  full = score(x)
+
+  def one(total, mask):
+    occluded = x * (1.0 - mask) + baseline * mask
+    drop = full - score(occluded)                                   # [B]
+    return total + drop.reshape((-1,) + (1,) * (x.ndim - 1)) * mask, None
+
+  total, _ = jax.lax.scan(one, jnp.zeros_like(x), masks)
+  return total / jnp.maximum(masks.sum(0), 1.0)
+
+
 def check_positive(what: str, value) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ConfigError(f"{what}={value!r} must be a positive integer.")
 
 
 def attribute(method: str, logits_fn, x, target, *, key=None, baseline=None, steps=64,
-              samples=16, sigma=0.15):
+              samples=16, sigma=0.15, window=None, stride=None):
   """One of METHODS by name -> attributions [B, ...] (see each function)."""
   if method == "gradient":
     return gradient(logits_fn, x, target)
@@ -126,9 +184,15 @@ def attribute(method: str, logits_fn, x, target, *, key=None, baseline=None, ste
                       samples=samples, sigma=sigma)
   if method == "integrated_gradients":
     return integrated_gradients(logits_fn, x, target, baseline=baseline, steps=steps)
+  if method == "occlusion":
+    if window is None:
+      raise ConfigError("occlusion needs a window: one size per input axis, e.g. (4, 4, 0) "
+                        "for images [H, W, C] (0 = the whole axis).")
+    return occlusion(logits_fn, x, target, window=window, stride=stride,
+                     baseline=baseline)
   raise ConfigError(f"Unknown attribution method {method!r}; choose one of "
                     f"{', '.join(METHODS)}.")
 
 
 jitted_attribute = functools.partial(jax.jit, static_argnames=(
-    "method", "logits_fn", "steps", "samples", "sigma"))(attribute)
+    "method", "logits_fn", "steps", "samples", "sigma", "window", "stride"))(attribute)

@@ -151,3 +151,21 @@ def cpu_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | No
       allowed = rows if allowed is None else allowed & rows
     out.append(_attend_heads_first(q[:, :, lo:hi], k[:, :, :keys], v[:, :, :keys], allowed))
   return jnp.concatenate(out, axis=2).transpose(0, 2, 1, 3)
+
+
+def probabilities(q: jax.Array, k: jax.Array, mask: jax.Array | None, *,
+                  causal: bool) -> jax.Array:
+  """The attention probabilities that `attend` applies to v: q [B,T,N,H], k [B,S,N,H],
+  mask broadcastable to [B,N,T,S] (True = may attend) or None -> [B,N,T,S] float32, each
+  row summing to 1 over the allowed keys. The fused kernels never materialise them;
+  explanations (attention rollout, caption grounding) recompute them with this."""
+  t, s = q.shape[1], k.shape[1]
+  logits = jnp.einsum("btnh,bsnh->bnts", q.astype(jnp.float32), k.astype(jnp.float32))
+  logits = logits * q.shape[-1] ** -0.5
+  allowed = jnp.ones((1, 1, t, s), bool)
+  if causal:
+    allowed = allowed & jnp.tril(jnp.ones((t, s), bool))[None, None]
+  if mask is not None:
+    allowed = allowed & mask
+  large_negative = -0.7 * float(jnp.finfo(jnp.float32).max)
+  return jax.nn.softmax(jnp.where(allowed, logits, large_negative), axis=-1)

@@ -208,7 +208,8 @@ class MultiHeadAttention(nn.Module):
   Dropout is applied by the block on the residual branch; attention probabilities are not
   dropped because `dot_product_attention` (whose implementations include cuDNN flash
   attention) has no dropout. The causal mask is its `is_causal` flag; padding is a boolean
-  key mask, so the two combine.
+  key mask, so the two combine. With the 'intermediates' collection mutable, it sows its
+  attention probabilities [B,N,T,S] as 'attention' (`mmjax.explain.rollout`).
   """
   num_heads: int
   causal: bool = False
@@ -242,6 +243,12 @@ class MultiHeadAttention(nn.Module):
     attn_mask = None if mask is None else mask[:, None, None, :].astype(bool)
     out = attention_lib.attend(q, k, v, attn_mask, causal=self.causal,
                                choice=self.tuning.attention)
+    if self.is_mutable_collection("intermediates"):
+      # Only when a caller asks (mmjax.explain): the probabilities [B,N,T,S], which the
+      # fused kernel above never materialises, recomputed for attention rollout and
+      # caption grounding. Training never makes the collection mutable, so costs nothing.
+      self.sow("intermediates", "attention",
+               attention_lib.probabilities(q, k, attn_mask, causal=self.causal))
     out = constrain(out, heads)
     y = nn.DenseGeneral(
         features=width, axis=(-2, -1), dtype=self.dtype, name="out",

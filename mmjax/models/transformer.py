@@ -54,7 +54,8 @@ class Encoder(nn.Module):
                   activation=self.activation, tuning=self.tuning)
     if self.scan_layers:
       stack = nn.scan(block_cls,
-                      variable_axes={"params": 0},
+                      # Sown attention probabilities stack on the layer axis too.
+                      variable_axes={"params": 0, "intermediates": 0},
                       split_rngs={"params": True, "dropout": True},
                       in_axes=nn.broadcast,  # the same mask for every layer
                       length=self.depth,

@@ -92,3 +92,42 @@ def test_spearman_equals_scipys_and_randomisation_cascades_from_the_top():
   assert not np.allclose(one["head"]["kernel"], 1.0)
   two = faithfulness.randomize_from_top(params, 2, jax.random.PRNGKey(0))
   assert two["conv1"] is params["conv1"] and not np.allclose(two["conv2"]["kernel"], 1.0)
+
+
+def test_occlusion_of_a_linear_model():
+  """One-element windows give exactly (x - x')·w; a non-overlapping window gives each of
+  its elements the whole window's drop; overlapping windows average the drops."""
+  rng = np.random.default_rng(1)
+  w = rng.normal(size=(6, 6, 2, 3)).astype(np.float32)
+  f = lambda z: jnp.einsum("bhwc,hwck->bk", z, w)
+  x = jnp.asarray(rng.random((4, 6, 6, 2)), jnp.float32)
+  t = jnp.array([0, 1, 2, 0])
+  exact = x * jnp.moveaxis(w, -1, 0)[t]
+  np.testing.assert_allclose(methods.occlusion(f, x, t, window=(1, 1, 1)), exact,
+                             rtol=1e-5, atol=1e-6)
+  blocks = methods.occlusion(f, x, t, window=(3, 3, 0))
+  top_left = exact[:, :3, :3].sum((1, 2, 3))
+  np.testing.assert_allclose(blocks[:, 1, 2, 1], top_left, rtol=1e-5, atol=1e-5)
+  # Stride 1 over 6 with window 3: pixel 0 is in one window, pixel 2 in three.
+  rows = methods.occlusion(f, x, t, window=(3, 0, 0), stride=(1, 0, 0))
+  drops = [exact[:, a:a + 3].sum((1, 2, 3)) for a in range(4)]
+  np.testing.assert_allclose(rows[:, 0, 0, 0], drops[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(rows[:, 2, 0, 0], (drops[0] + drops[1] + drops[2]) / 3,
+                             rtol=1e-5, atol=1e-5)
+  # Text-shaped input [B, T, D]: a window of one token and the whole embedding.
+  v = rng.normal(size=(5, 4)).astype(np.float32)
+  g = lambda z: z.sum(-1) @ v[:, :2]
+  e = jnp.asarray(rng.normal(size=(3, 5, 4)), jnp.float32)
+  tok = methods.occlusion(g, e, jnp.array([0, 1, 0]), window=(1, 0))
+  np.testing.assert_allclose(tok.sum(-1) / 4, e.sum(-1) * v[:, [0, 1, 0]].T, rtol=1e-5)
+
+
+def test_occlusion_refuses_windows_that_do_not_fit():
+  f = lambda z: z.reshape(2, -1)[:, :3]
+  x = jnp.ones((2, 6, 6, 1))
+  with pytest.raises(ConfigError, match="one entry per input axis"):
+    methods.occlusion(f, x, jnp.array([0, 1]), window=(2, 2))
+  with pytest.raises(ConfigError, match=r"do not fit an input of shape \(6, 6, 1\)"):
+    methods.occlusion(f, x, jnp.array([0, 1]), window=(7, 2, 0))
+  with pytest.raises(ConfigError, match="occlusion needs a window"):
+    methods.attribute("occlusion", f, x, jnp.array([0, 1]))
