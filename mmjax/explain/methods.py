@@ -166,6 +166,32 @@ def occlusion(logits_fn, x, target, *, window: tuple[int, ...], stride=None,
   return total / jnp.maximum(masks.sum(0), 1.0)
 
 
+def modality_contributions(logits_fn, inputs: dict, target, keys, *, steps: int = 64):
+  """How much of the target logit each input in `keys` carries: integrated gradients
+  over all of them at once, from an all-zeros baseline (no pixels, no token embeddings,
+  a silent spectrogram), summed per input.
+
+  logits_fn(inputs dict) -> [B, C]; inputs {key: [B, ...] float} -> ({key: [B]}, the
+  completeness gap [B]). By completeness the contributions sum to f(x) - f(0)."""
+  check_positive("integrated_gradients steps", steps)
+  keys = tuple(keys)
+  b = inputs[keys[0]].shape[0]
+  flat = [jnp.reshape(inputs[k], (b, -1)) for k in keys]
+  sizes = [f.shape[1] for f in flat]
+  ends = list(itertools.accumulate(sizes))
+
+  def unflatten(z):
+    parts = jnp.split(z, ends[:-1], axis=1)
+    return {**inputs, **{k: p.reshape(inputs[k].shape) for k, p in zip(keys, parts)}}
+
+  flat_fn = lambda z: logits_fn(unflatten(z))
+  x = jnp.concatenate(flat, axis=1)
+  ig = integrated_gradients(flat_fn, x, target, steps=steps)
+  gap = completeness_gap(flat_fn, x, target, ig, jnp.zeros_like(x))
+  parts = jnp.split(ig, ends[:-1], axis=1)
+  return {k: p.sum(-1) for k, p in zip(keys, parts)}, gap
+
+
 def check_positive(what: str, value) -> None:
   if isinstance(value, bool) or not isinstance(value, int) or value < 1:
     raise ConfigError(f"{what}={value!r} must be a positive integer.")

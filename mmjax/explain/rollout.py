@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.errors import ConfigError
+from mmjax.models.layers import pair
 
 
 def rollout(attentions: Sequence[jax.Array], residual: float = 0.5) -> jax.Array:
@@ -97,3 +98,104 @@ def patches_to_pixels(relevance: np.ndarray, grid: tuple[int, int],
   per_pixel = np.asarray(relevance).reshape(b, gh, gw) / (ph * pw * channels)
   up = np.repeat(np.repeat(per_pixel, ph, axis=1), pw, axis=2)
   return np.repeat(up[..., None], channels, axis=-1)
+
+
+def rollout_map(model, variables, inputs: dict, modality: str, *, residual: float = 0.5
+                ) -> np.ndarray:
+  """Attention rollout of `model` as a map shaped like `inputs[modality]` (numpy): how
+  much each input element reaches the pooled representation the class head reads.
+
+  ViT: the [CLS] row (pool 'cls') or the mean row (pool 'gap') over the image patches.
+  TextTransformer: the row its pool reads ('first', 'last' real token, or the mean of
+  the real tokens) over the tokens. MultimodalTransformer: the mean of the real tokens'
+  rows, in the modality's tower ('towers' fusion) or in the joint encoder over all the
+  present modalities' tokens ('concat'). A patch's or token's relevance is spread evenly
+  over its pixels or embedding dimensions, so each map sums to the modality's share."""
+  from mmjax.models.multimodal import INPUT_KEY, MultimodalTransformer
+  from mmjax.models.text import TextTransformer
+  from mmjax.models.vit import ViT
+  check_supported(model, modality)
+  x = np.asarray(inputs[modality])
+  b = x.shape[0]
+  if isinstance(model, ViT):
+    _, found = model_attentions(model, variables, inputs)
+    rel = np.asarray(token_relevance(rollout(found, residual),
+                                     "cls" if model.pool == "cls" else "mean"))
+    rel = rel[:, 1:] if model.pool == "cls" else rel
+    p = model.patch_size
+    return patches_to_pixels(rel, (x.shape[1] // p, x.shape[2] // p), (p, p), x.shape[3])
+  if isinstance(model, TextTransformer):
+    _, found = model_attentions(model, variables, inputs)
+    rolled = np.asarray(rollout(found, residual))
+    mask = np.asarray(inputs["text_mask"], np.float32)
+    if model.pool == "last":
+      last = (np.arange(mask.shape[1])[None] * (mask > 0)).max(1)
+      rel = rolled[np.arange(b), last] * mask
+      rel = rel / np.maximum(rel.sum(-1, keepdims=True), 1e-12)
+    else:
+      rel = np.asarray(token_relevance(rolled, model.pool, mask))
+    return np.repeat(rel[..., None] / x.shape[-1], x.shape[-1], axis=-1)
+  if isinstance(model, MultimodalTransformer):
+    name = {v: k for k, v in INPUT_KEY.items()}[modality]
+    present = [m for m in model.modalities if INPUT_KEY[m] in inputs]
+    masks = {m: (np.asarray(inputs["text_mask"], np.float32) if m == "text" else None)
+             for m in present}
+    scope = f"towers_{name}" if model.fusion == "towers" else "encoder"
+    _, found = model_attentions(model, variables, inputs, scope=scope)
+    rolled = np.asarray(rollout(found, residual))
+    order = [name] if model.fusion == "towers" else present
+    sizes = [_tokens(model, m, inputs) for m in order]
+    mask = np.concatenate([masks[m] if masks[m] is not None else np.ones((b, n), np.float32)
+                           for m, n in zip(order, sizes)], axis=1)
+    mask = mask * np.concatenate([np.repeat(np.asarray(inputs[f"{m}_present"],
+                                                       np.float32)[:, None], n, axis=1)
+                                  for m, n in zip(order, sizes)], axis=1)
+    rel = np.asarray(token_relevance(rolled, "mean", mask))
+    start = sum(sizes[:order.index(name)])
+    rel = rel[:, start:start + sizes[order.index(name)]]
+    if name == "text":
+      return np.repeat(rel[..., None] / x.shape[-1], x.shape[-1], axis=-1)
+    ph, pw = pair(model.patch_size if name == "image" else model.spec_patch)
+    if name == "image":
+      return patches_to_pixels(rel, (x.shape[1] // ph, x.shape[2] // pw), (ph, pw),
+                               x.shape[3])
+    return patches_to_pixels(rel, (x.shape[1] // ph, x.shape[2] // pw), (ph, pw), 1)[..., 0]
+  raise AssertionError("unreachable: check_supported refused the model")
+
+
+def check_supported(model, modality: str) -> None:
+  """Refuses (ConfigError, before any compute) a model or modality `rollout_map` cannot
+  roll out, naming what would work."""
+  from mmjax.models.multimodal import MultimodalTransformer
+  from mmjax.models.text import TextTransformer
+  from mmjax.models.vit import ViT
+  use = "use a gradient method (gradient, integrated_gradients, occlusion) instead."
+  expected = {ViT: ("image",), TextTransformer: ("text",),
+              MultimodalTransformer: ("image", "text", "spectrogram")}
+  kind = next((k for k in expected if isinstance(model, k)), None)
+  if kind is None:
+    raise ConfigError(f"Attention rollout is for Transformers (vit, text_transformer, "
+                      f"multimodal); {type(model).__name__} has no attention to roll "
+                      f"out: {use}")
+  if modality not in expected[kind]:
+    raise ConfigError(f"Attention rollout of {type(model).__name__} covers "
+                      f"{expected[kind]}, not {modality!r}: {use}")
+  if kind is MultimodalTransformer:
+    if model.fusion == "bottleneck":
+      raise ConfigError("Attention rollout is defined for 'towers' and 'concat' fusion; "
+                        "bottleneck fusion routes modalities through shared tokens that "
+                        f"rollout does not follow: {use}")
+    if modality == "spectrogram" and model.spec_stride not in (None, model.spec_patch):
+      raise ConfigError("Attention rollout maps non-overlapping audio patches onto the "
+                        f"spectrogram; this model's spec_stride overlaps them: {use}")
+
+
+def _tokens(model, m: str, inputs: dict) -> int:
+  """How many tokens the multimodal model makes of modality m's input."""
+  if m == "text":
+    return inputs["text"].shape[1]
+  from mmjax.models.multimodal import INPUT_KEY
+  grid = inputs[INPUT_KEY[m]].shape[1:3]
+  ph, pw = pair(model.patch_size if m == "image" else model.spec_patch)
+  return (grid[0] // ph) * (grid[1] // pw)
+
