@@ -119,6 +119,9 @@ class AttributionEvaluator(Evaluator):
     self.attribute = jax.jit(functools.partial(self._attribute, modality),
                              static_argnames=("method",))
     self.shares = jax.jit(self._shares)
+    self.rollout = jax.jit(functools.partial(rollout.rollout_map, self.model,
+                                             modality=modality,
+                                             residual=options.rollout_residual))
     self.key_rng = jax.random.PRNGKey(exp.config.train.seed + 17)
     self.tokenizer = None
     if modality == "text":
@@ -161,8 +164,7 @@ class AttributionEvaluator(Evaluator):
   def _maps(self, variables, inputs, target, method) -> np.ndarray:
     """One method's attributions [N, ...] like inputs[modality] (numpy)."""
     if method == ROLLOUT:
-      return rollout.rollout_map(self.model, variables, inputs, self.cfg.modality,
-                                 residual=self.cfg.rollout_residual)
+      return np.asarray(self.rollout(variables, inputs))
     attributions, _, _ = self.attribute(variables, inputs, jnp.asarray(target),
                                         self.key_rng, method=method)
     return np.asarray(attributions)

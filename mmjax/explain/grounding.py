@@ -88,7 +88,8 @@ def to_pixels(model, maps: np.ndarray) -> np.ndarray:
     raise ConfigError(f"Caption grounding maps over {s} source tokens, but the model's "
                       f"{model.image_size}px images have {gh}x{gw} patches: pixel maps "
                       "need config.model.caption_source='image'.")
-  pixels = rollout.patches_to_pixels(maps.reshape(b * t, s), (gh, gw), patch, 1)
+  pixels = np.asarray(rollout.patches_to_pixels(maps.reshape(b * t, s), (gh, gw), patch,
+                                                1))
   return pixels[..., 0].reshape(b, t, gh * patch[0], gw * patch[1])
 
 

@@ -13,7 +13,6 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mmjax.errors import ConfigError
 from mmjax.models.layers import pair
@@ -87,23 +86,30 @@ def token_relevance(rolled: jax.Array, pool: str, mask: jax.Array | None = None
   return rel / jnp.maximum(rel.sum(-1, keepdims=True), 1e-12)
 
 
-def patches_to_pixels(relevance: np.ndarray, grid: tuple[int, int],
-                      patch: tuple[int, int], channels: int) -> np.ndarray:
+def patches_to_pixels(relevance: jax.Array, grid: tuple[int, int],
+                      patch: tuple[int, int], channels: int) -> jax.Array:
   """Patch relevance [B, gh*gw] (row-major, the order of PatchEmbed) -> a pixel map
   [B, gh*ph, gw*pw, channels] in which each pixel carries its patch's relevance shared
   evenly among the patch's pixels and channels (the map sums to the relevance's sum)."""
   b = relevance.shape[0]
   gh, gw = grid
   ph, pw = patch
-  per_pixel = np.asarray(relevance).reshape(b, gh, gw) / (ph * pw * channels)
-  up = np.repeat(np.repeat(per_pixel, ph, axis=1), pw, axis=2)
-  return np.repeat(up[..., None], channels, axis=-1)
+  per_pixel = jnp.reshape(relevance, (b, gh, gw)) / (ph * pw * channels)
+  up = jnp.repeat(jnp.repeat(per_pixel, ph, axis=1), pw, axis=2)
+  return jnp.repeat(up[..., None], channels, axis=-1)
+
+
+def _spread(rel: jax.Array, width: int) -> jax.Array:
+  """Token relevance [B,T] -> [B,T,width], each token's relevance shared over its
+  embedding."""
+  return jnp.repeat(rel[..., None] / width, width, axis=-1)
 
 
 def rollout_map(model, variables, inputs: dict, modality: str, *, residual: float = 0.5
-                ) -> np.ndarray:
-  """Attention rollout of `model` as a map shaped like `inputs[modality]` (numpy): how
-  much each input element reaches the pooled representation the class head reads.
+                ) -> jax.Array:
+  """Attention rollout of `model` as a map shaped like `inputs[modality]`: how much each
+  input element reaches the pooled representation the class head reads. Jit-able with
+  `model`, `modality` and `residual` static.
 
   ViT: the [CLS] row (pool 'cls') or the mean row (pool 'gap') over the image patches.
   TextTransformer: the row its pool reads ('first', 'last' real token, or the mean of
@@ -115,52 +121,59 @@ def rollout_map(model, variables, inputs: dict, modality: str, *, residual: floa
   from mmjax.models.text import TextTransformer
   from mmjax.models.vit import ViT
   check_supported(model, modality)
-  x = np.asarray(inputs[modality])
+  x = inputs[modality]
   b = x.shape[0]
   if isinstance(model, ViT):
     _, found = model_attentions(model, variables, inputs)
-    rel = np.asarray(token_relevance(rollout(found, residual),
-                                     "cls" if model.pool == "cls" else "mean"))
+    rel = token_relevance(rollout(found, residual),
+                          "cls" if model.pool == "cls" else "mean")
     rel = rel[:, 1:] if model.pool == "cls" else rel
     p = model.patch_size
     return patches_to_pixels(rel, (x.shape[1] // p, x.shape[2] // p), (p, p), x.shape[3])
   if isinstance(model, TextTransformer):
     _, found = model_attentions(model, variables, inputs)
-    rolled = np.asarray(rollout(found, residual))
-    mask = np.asarray(inputs["text_mask"], np.float32)
+    rolled = rollout(found, residual)
+    mask = jnp.asarray(inputs["text_mask"], jnp.float32)
     if model.pool == "last":
-      last = (np.arange(mask.shape[1])[None] * (mask > 0)).max(1)
-      rel = rolled[np.arange(b), last] * mask
-      rel = rel / np.maximum(rel.sum(-1, keepdims=True), 1e-12)
+      last = jnp.max(jnp.arange(mask.shape[1])[None] * (mask > 0), axis=1)
+      rel = rolled[jnp.arange(b), last] * mask
+      rel = rel / jnp.maximum(rel.sum(-1, keepdims=True), 1e-12)
     else:
-      rel = np.asarray(token_relevance(rolled, model.pool, mask))
-    return np.repeat(rel[..., None] / x.shape[-1], x.shape[-1], axis=-1)
-  if isinstance(model, MultimodalTransformer):
-    name = {v: k for k, v in INPUT_KEY.items()}[modality]
-    present = [m for m in model.modalities if INPUT_KEY[m] in inputs]
-    masks = {m: (np.asarray(inputs["text_mask"], np.float32) if m == "text" else None)
-             for m in present}
-    scope = f"towers_{name}" if model.fusion == "towers" else "encoder"
-    _, found = model_attentions(model, variables, inputs, scope=scope)
-    rolled = np.asarray(rollout(found, residual))
-    order = [name] if model.fusion == "towers" else present
-    sizes = [_tokens(model, m, inputs) for m in order]
-    mask = np.concatenate([masks[m] if masks[m] is not None else np.ones((b, n), np.float32)
-                           for m, n in zip(order, sizes)], axis=1)
-    mask = mask * np.concatenate([np.repeat(np.asarray(inputs[f"{m}_present"],
-                                                       np.float32)[:, None], n, axis=1)
-                                  for m, n in zip(order, sizes)], axis=1)
-    rel = np.asarray(token_relevance(rolled, "mean", mask))
-    start = sum(sizes[:order.index(name)])
-    rel = rel[:, start:start + sizes[order.index(name)]]
-    if name == "text":
-      return np.repeat(rel[..., None] / x.shape[-1], x.shape[-1], axis=-1)
-    ph, pw = pair(model.patch_size if name == "image" else model.spec_patch)
-    if name == "image":
-      return patches_to_pixels(rel, (x.shape[1] // ph, x.shape[2] // pw), (ph, pw),
-                               x.shape[3])
-    return patches_to_pixels(rel, (x.shape[1] // ph, x.shape[2] // pw), (ph, pw), 1)[..., 0]
-  raise AssertionError("unreachable: check_supported refused the model")
+      rel = token_relevance(rolled, model.pool, mask)
+    return _spread(rel, x.shape[-1])
+  assert isinstance(model, MultimodalTransformer)   # check_supported refused the rest
+  name = {v: k for k, v in INPUT_KEY.items()}[modality]
+  present = [m for m in model.modalities if INPUT_KEY[m] in inputs]
+  scope = f"towers_{name}" if model.fusion == "towers" else "encoder"
+  _, found = model_attentions(model, variables, inputs, scope=scope)
+  rolled = rollout(found, residual)
+  order = [name] if model.fusion == "towers" else present
+  sizes = [_tokens(model, m, inputs) for m in order]
+  mask = jnp.concatenate([
+      (jnp.asarray(inputs["text_mask"], jnp.float32) if m == "text"
+       else jnp.ones((b, n), jnp.float32))
+      * jnp.asarray(inputs[f"{m}_present"], jnp.float32).reshape(b, 1)
+      for m, n in zip(order, sizes)], axis=1)
+  rel = token_relevance(rolled, "mean", mask)
+  start = sum(sizes[:order.index(name)])
+  rel = rel[:, start:start + sizes[order.index(name)]]
+  if name == "text":
+    return _spread(rel, x.shape[-1])
+  ph, pw = pair(model.patch_size if name == "image" else model.spec_patch)
+  grid = (x.shape[1] // ph, x.shape[2] // pw)
+  if name == "image":
+    return patches_to_pixels(rel, grid, (ph, pw), x.shape[3])
+  return patches_to_pixels(rel, grid, (ph, pw), 1)[..., 0]
+
+
+def _tokens(model, m: str, inputs: dict) -> int:
+  """How many tokens the multimodal model makes of modality m's input."""
+  if m == "text":
+    return inputs["text"].shape[1]
+  from mmjax.models.multimodal import INPUT_KEY
+  grid = inputs[INPUT_KEY[m]].shape[1:3]
+  ph, pw = pair(model.patch_size if m == "image" else model.spec_patch)
+  return (grid[0] // ph) * (grid[1] // pw)
 
 
 def check_supported(model, modality: str) -> None:
@@ -188,14 +201,3 @@ def check_supported(model, modality: str) -> None:
     if modality == "spectrogram" and model.spec_stride not in (None, model.spec_patch):
       raise ConfigError("Attention rollout maps non-overlapping audio patches onto the "
                         f"spectrogram; this model's spec_stride overlaps them: {use}")
-
-
-def _tokens(model, m: str, inputs: dict) -> int:
-  """How many tokens the multimodal model makes of modality m's input."""
-  if m == "text":
-    return inputs["text"].shape[1]
-  from mmjax.models.multimodal import INPUT_KEY
-  grid = inputs[INPUT_KEY[m]].shape[1:3]
-  ph, pw = pair(model.patch_size if m == "image" else model.spec_patch)
-  return (grid[0] // ph) * (grid[1] // pw)
-
