@@ -55,8 +55,24 @@ def _batch_norm(dtype, name: str | None = None) -> nn.BatchNorm:
                       bias_init=layers.partitioned(layers.zeros, ("embed",)))
 
 
+class _PixelClassifier(nn.Module):
+  """The seam every CNN here shares: pixels pass `embed` unchanged (attacks perturb
+  them), `encode` (the subclass's) maps them to features and logits."""
+
+  def embed(self, batch: dict, *, train: bool = False) -> dict:
+    """batch -> {'image': [B,H,W,C]} pixels in [0,1]."""
+    del train
+    return {"image": batch["image"]}
+
+  def __call__(self, batch: dict, *, train: bool = False) -> dict:
+    return self.encode(self.embed(batch, train=train), train=train)
+
+  def initialize(self, batch: dict) -> dict:
+    return self(batch, train=False)
+
+
 @MODELS.register("mnist_cnn")
-class MnistCNN(nn.Module):
+class MnistCNN(_PixelClassifier):
   """[B,28,28,1] -> Conv16(4x4,s2,p1)-ReLU-Conv32(4x4,s2,p1)-ReLU-FC100-ReLU-FC10."""
   num_classes: int = 10
   pixel_mean: Any = 0.0
@@ -74,11 +90,6 @@ class MnistCNN(nn.Module):
       self.fc2 = layers.dense(self.num_classes, ("embed", None), jnp.float32,
                               kernel_init=_LECUN)
 
-  def embed(self, batch: dict, *, train: bool = False) -> dict:
-    """batch -> {'image': [B,H,W,C]} pixels in [0,1]."""
-    del train
-    return {"image": batch["image"]}
-
   def encode(self, inputs: dict, *, train: bool = False) -> dict:
     """{'image': [B,28,28,C]} -> {'pooled': [B,100], 'logits': [B,K]?}."""
     del train
@@ -90,18 +101,12 @@ class MnistCNN(nn.Module):
       out["logits"] = self.fc2(pooled)
     return out
 
-  def __call__(self, batch: dict, *, train: bool = False) -> dict:
-    return self.encode(self.embed(batch, train=train), train=train)
-
-  def initialize(self, batch: dict) -> dict:
-    return self(batch, train=False)
-
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": nn.relu}
 
 
 @MODELS.register("dp_mnist_cnn")
-class DpMnistCNN(nn.Module):
+class DpMnistCNN(_PixelClassifier):
   """Papernot et al. 2021's MNIST net for DP-SGD (TF Privacy's tutorial CNN, 26,010
   parameters): 'SAME' conv 16 8x8 stride 2, max-pool 2x2 stride 1, 'VALID' conv 32 4x4
   stride 2, max-pool 2x2 stride 1, dense 32, dense num_classes. `activation` 'tanh' is
@@ -127,11 +132,6 @@ class DpMnistCNN(nn.Module):
     self.fc2 = layers.dense(self.num_classes, ("embed", None), jnp.float32,
                             kernel_init=_LECUN)
 
-  def embed(self, batch: dict, *, train: bool = False) -> dict:
-    """batch -> {'image': [B,28,28,C]} pixels in [0,1]."""
-    del train
-    return {"image": batch["image"]}
-
   def encode(self, inputs: dict, *, train: bool = False) -> dict:
     """{'image': [B,28,28,C]} -> {'pooled': [B,32], 'logits': [B,K]}."""
     del train
@@ -142,12 +142,6 @@ class DpMnistCNN(nn.Module):
     x = pool(act(self.conv2(x)))
     pooled = act(self.fc1(x.reshape(x.shape[0], -1)))
     return {"pooled": pooled, "logits": self.fc2(pooled)}
-
-  def __call__(self, batch: dict, *, train: bool = False) -> dict:
-    return self.encode(self.embed(batch, train=train), train=train)
-
-  def initialize(self, batch: dict) -> dict:
-    return self(batch, train=False)
 
 
 class PreActBlock(nn.Module):
@@ -172,7 +166,7 @@ class PreActBlock(nn.Module):
     return out + shortcut
 
 
-class _PreActNet(nn.Module):
+class _PreActNet(_PixelClassifier):
   """Shared body: stem conv -> pre-activation stages -> BN-ReLU -> global average pool.
 
   Subclasses define the dataclass fields and `_arch() -> (stem, [(features, blocks,
@@ -195,11 +189,6 @@ class _PreActNet(nn.Module):
       width = stages[-1][0]
       self.projection = layers.ProjectionHead(width, self.projection_dim, dt)
 
-  def embed(self, batch: dict, *, train: bool = False) -> dict:
-    """batch -> {'image': [B,H,W,C]} pixels in [0,1]."""
-    del train
-    return {"image": batch["image"]}
-
   def encode(self, inputs: dict, *, train: bool = False) -> dict:
     """{'image': [B,H,W,C]} -> {'pooled': [B,F], 'logits': [B,K]?, 'projection': [B,P]?}.
 
@@ -218,12 +207,6 @@ class _PreActNet(nn.Module):
     if self.projection_dim > 0:
       out["projection"] = self.projection(pooled).astype(jnp.float32)
     return out
-
-  def __call__(self, batch: dict, *, train: bool = False) -> dict:
-    return self.encode(self.embed(batch, train=train), train=train)
-
-  def initialize(self, batch: dict) -> dict:
-    return self(batch, train=False)
 
 
 @MODELS.register("preact_resnet18")
