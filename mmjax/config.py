@@ -108,6 +108,16 @@ def default_config() -> ml_collections.ConfigDict:
       total_steps=100, batch_size=64, seed=0, log_every=10, eval_every=0,
       eval_batch_size=256, checkpoint_every=0, final_checkpoint=True, keep_checkpoints=3,
       async_checkpoints=True, device_prefetch=2, allow_config_change=False,
+      # Where metrics go (mmjax/train/sinks.py, docs/tracking.md): 'tensorboard',
+      # 'jsonl' (WORKDIR/metrics.jsonl, which resume reads), 'wandb', 'mlflow'.
+      loggers=("tensorboard", "jsonl"),
+  )
+  # Options of the tracking sinks named in train.loggers (docs/tracking.md). Offline by
+  # default: W&B writes WORKDIR/wandb/ for a later `wandb sync`; MLflow its file store
+  # WORKDIR/mlruns/ unless tracking_uri is set. '' names: the workdir's basename.
+  c.tracking = dict(
+      wandb=dict(project="mmjax", entity="", name="", group="", tags=(), mode="offline"),
+      mlflow=dict(tracking_uri="", experiment="mmjax", run_name=""),
   )
   # Differentially private training (mmjax/privacy/, docs/privacy.md): per-example
   # gradients clipped to `clip_norm` (each parameter tensor to clip_norm/sqrt(L) with

@@ -8,6 +8,7 @@ privacy_audit); a plug-in registers from anywhere with
 """
 from __future__ import annotations
 
+import os
 import time
 
 import ml_collections
@@ -83,7 +84,8 @@ def evaluate(scheduled: list[Scheduled], state, step: int, final: bool = True,
              progress: bool = True, writer=None) -> dict[str, float]:
   """The metrics of the evaluators due at `step` (all of them when `final`); with
   `progress`, a log line as each one starts and ends (some take minutes). The pictures
-  they drew (reports, charts, heatmaps) go to `writer`'s TensorBoard when given."""
+  they drew (reports, charts, heatmaps) go to `writer`'s sinks (TensorBoard, W&B, ...)
+  when given, and so do the JSON reports they wrote under the workdir."""
   metrics: dict[str, float] = {}
   due = [e for e in scheduled if e.due(step, final)]
   for i, entry in enumerate(due):
@@ -91,12 +93,38 @@ def evaluate(scheduled: list[Scheduled], state, step: int, final: bool = True,
     if progress:
       logging.info("eval at step %d: %s (%s, %d/%d)...", step, entry.name,
                    entry.evaluator.type_name, i + 1, len(due))
+    before = _reports(entry.evaluator.workdir) if writer is not None else {}
     metrics.update(entry(state, step))
     pictures = entry.evaluator.take_pictures()
     if writer is not None:
       for tag, path in pictures:
         writer.write_image(step, tag, path)
+      after = _reports(entry.evaluator.workdir)
+      for path in sorted(p for p, stamp in after.items() if before.get(p) != stamp):
+        writer.write_artifact(step, path)
     if progress:
       logging.info("eval at step %d: %s done in %.1f s.", step, entry.name,
                    time.perf_counter() - started)
   return metrics
+
+
+# Folders of the workdir that hold no evaluator output (checkpoints, sinks, plots).
+_NOT_REPORTS = ("checkpoints", "checkpoints_corrupt", "tensorboard", "wandb", "mlruns",
+                "plots")
+
+
+def _reports(workdir: str) -> dict[str, tuple[int, int]]:
+  """{path: (mtime_ns, size)} of the JSON files in the workdir's subfolders: an
+  evaluator's reports are the ones its call created or changed. Found by looking rather
+  than declared, so every evaluator's files count without each one saying so."""
+  out = {}
+  for top in os.listdir(workdir) if os.path.isdir(workdir) else ():
+    folder = os.path.join(workdir, top)
+    if top in _NOT_REPORTS or not os.path.isdir(folder):
+      continue
+    for root, _, files in os.walk(folder):
+      for f in files:
+        if f.endswith(".json"):
+          st = os.stat(os.path.join(root, f))
+          out[os.path.join(root, f)] = (st.st_mtime_ns, st.st_size)
+  return out

@@ -383,7 +383,8 @@ def _train(exp: Experiment) -> dict[str, float]:
   # Rows a killed run wrote after the step this run resumes from are dropped, so the
   # metrics keep one row per step and split.
   run = hooks_lib.Run(exp=exp, state=state, acc=new_acc(), new_acc=new_acc,
-                      writer=writers.MetricWriter(exp.workdir, resume_step=start),
+                      writer=writers.MetricWriter(exp.workdir, resume_step=start,
+                                                  config=config),
                       start=start, end=t.total_steps, step=start)
   try:
     for hook in hooks:
@@ -438,14 +439,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, names=None
                             "--workdir.")
     state, _, step = restored
     scheduled = evaluators_lib.build(exp, names or None)
-    writer = writers.MetricWriter(exp.workdir)
-    metrics = evaluators_lib.evaluate(scheduled, state, step, writer=writer)
-    if exp.privacy is not None:   # the privacy the checkpoint's training spent
-      ledger = privacy_hook.ledger_from(exp.checkpointer.restored_data)
-      metrics.update({"privacy/epsilon": exp.privacy.epsilon(ledger),
-                      "privacy/delta": exp.privacy.delta})
-    writer.write(step, "eval", metrics)
-    writer.close()
+    writer = writers.MetricWriter(exp.workdir, config=config)
+    try:
+      metrics = evaluators_lib.evaluate(scheduled, state, step, writer=writer)
+      if exp.privacy is not None:   # the privacy the checkpoint's training spent
+        ledger = privacy_hook.ledger_from(exp.checkpointer.restored_data)
+        metrics.update({"privacy/epsilon": exp.privacy.epsilon(ledger),
+                        "privacy/delta": exp.privacy.delta})
+      writer.write(step, "eval", metrics)
+    finally:
+      writer.close()
   finally:
     exp.close()
   logging.info("eval of step %d: %s", step, json.dumps(metrics))

@@ -1,90 +1,145 @@
-"""Metric sinks: a JSONL file, TensorBoard event files and a human progress line.
+"""The run's metric writer, which hands every row, picture and report to the sinks of
+train.loggers (mmjax/train/sinks.py), the check of train.loggers before compute, and
+the human progress line.
 
 Only process 0 writes; other processes get a writer that does nothing.
 """
 from __future__ import annotations
 
 import datetime
-import json
+import importlib
 import math
 import os
+import sys
 import time
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
-import numpy as np
+import ml_collections
 from absl import logging
+
+from mmjax.errors import ConfigError
+from mmjax.registry import check_known_keys
+from mmjax.train import sinks
+# The optional sinks register here; their libraries are imported only when opened.
+from mmjax.train import sink_mlflow, sink_wandb  # noqa: F401
+from mmjax.train.sinks import drop_rows_after  # noqa: F401  (its old home)
 
 
 class MetricWriter:
-  """Writes scalars to `<workdir>/metrics.jsonl` and `<workdir>/tensorboard/`.
+  """Writes scalars, pictures and reports to each sink of `config.train.loggers`
+  (without a config: metrics.jsonl and TensorBoard, as before loggers existed).
 
-  `resume_step`: a run resumed from the checkpoint at that step first drops the rows a
-  killed run wrote after it (metrics.jsonl rewritten atomically; TensorBoard told to
-  purge those steps), so both keep one row per step and split.
+  `resume_step`: a run resumed from the checkpoint at that step; sinks that can, first
+  drop what a killed run wrote after it (metrics.jsonl rewritten, TensorBoard told to
+  purge those steps), and tracking services continue the same run.
   """
 
-  def __init__(self, workdir: str, resume_step: int | None = None):
+  def __init__(self, workdir: str, resume_step: int | None = None,
+               config: ml_collections.ConfigDict | None = None):
     self.enabled = jax.process_index() == 0
-    self._jsonl = None
-    self._tb = None
-    if self.enabled:
-      path = os.path.join(workdir, "metrics.jsonl")
-      if resume_step is not None:
-        drop_rows_after(path, resume_step)
-      self._jsonl = open(path, "a", buffering=1)
-      from tensorboardX import SummaryWriter  # no TensorFlow needed
-      purge = resume_step + 1 if resume_step else None
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
+    self.workdir = workdir
+    self._sinks: list[sinks.Sink] = []
+    if not self.enabled:
+      return
+    try:
+      for name in loggers(config):
+        self._sinks.append(sinks.SINKS.get(name)(
+            workdir, options_of(config, name), config, resume_step))
+    except BaseException:
+      self.close()
+      raise
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
-    if not self.enabled:
-      return
-    row = {"step": int(step), "split": split, "time": time.time()}
-    row.update({k: float(v) for k, v in scalars.items()})
-    self._jsonl.write(json.dumps(row) + "\n")
-    for k, v in scalars.items():
-      self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+    """One row of `split` ('train', 'eval', ...) at `step`: {metric: value}."""
+    now = time.time()
+    for sink in self._sinks:
+      sink.scalars(int(step), split, scalars, now)
 
   def write_image(self, step: int, tag: str, png_path: str) -> None:
-    """Shows the PNG file `png_path` in TensorBoard as image `tag` at `step`."""
-    if not self.enabled:
-      return
-    from PIL import Image   # Pillow arrives with matplotlib, which drew the PNG
-    with Image.open(png_path) as image:
-      pixels = np.asarray(image.convert("RGB"))   # [H, W, 3] uint8
-    self._tb.add_image(tag, pixels, int(step), dataformats="HWC")
+    """Shows the PNG file `png_path` as image `tag` at `step` (TensorBoard, W&B, ...)."""
+    for sink in self._sinks:
+      sink.image(int(step), tag, png_path)
+
+  def write_artifact(self, step: int, path: str) -> None:
+    """Keeps the file `path` under the workdir (an evaluator's JSON report of `step`) in
+    the tracking sinks, named by its path relative to the workdir."""
+    name = os.path.relpath(path, self.workdir)
+    for sink in self._sinks:
+      sink.artifact(int(step), path, name)
 
   def close(self) -> None:
-    if self.enabled:
-      self._jsonl.close()
-      self._tb.close()
+    """Closes every sink; called in a `finally`, so an exception on its way out marks
+    tracking runs failed."""
+    failed = sys.exc_info()[0] is not None
+    sinks_, self._sinks = self._sinks, []
+    errors = []
+    for sink in sinks_:
+      try:
+        sink.close(failed=failed)
+      except Exception as e:   # one sink's failure must not lose the others' data
+        errors.append(e)
+    if errors and not failed:   # else the run's own error is the one to report
+      raise errors[0]
+    for e in errors:
+      logging.warning("A metric sink failed to close: %s", e)
 
 
-def drop_rows_after(path: str, step: int) -> int:
-  """Rewrites the JSONL file `path` without its rows whose 'step' is above `step`
-  (atomically: a new file renamed over the old); -> how many rows were dropped."""
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    lines = f.readlines()
-  keep = []
-  for line in lines:
-    try:
-      row_step = json.loads(line).get("step", -1)
-    except ValueError:   # a line cut short by a kill: drop it too
-      continue
-    if row_step <= step:
-      keep.append(line if line.endswith("\n") else line + "\n")
-  dropped = len(lines) - len(keep)
-  if dropped:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-      f.writelines(keep)
-    os.replace(tmp, path)
-    logging.info("Dropped %d metric rows after step %d from %s (written by a run that "
-                 "did not checkpoint them).", dropped, step, path)
-  return dropped
+def loggers(config: ml_collections.ConfigDict | None) -> tuple[str, ...]:
+  """The sink names of config.train.loggers (today's pair without a config)."""
+  if config is None:
+    return ("tensorboard", "jsonl")
+  return tuple(config.train.get("loggers", ("tensorboard", "jsonl")))
+
+
+def options_of(config: ml_collections.ConfigDict | None, name: str) -> dict[str, Any]:
+  """config.tracking.NAME as a plain dict ({} when the config has none)."""
+  if config is None or name not in config.get("tracking", {}):
+    return {}
+  section = config.tracking[name]
+  return section.to_dict() if hasattr(section, "to_dict") else dict(section)
+
+
+def check_config(config: ml_collections.ConfigDict, installed: bool = True) -> None:
+  """ConfigError, before any compute, for train.loggers: not a list of names, an
+  unknown or repeated name (with did-you-mean), an unknown or bad option under
+  config.tracking, or (with `installed`: modes that log) a sink whose package is not
+  installed, naming the extra."""
+  names = config.train.get("loggers", ())
+  if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+    raise ConfigError(f"train.loggers={names!r} must be a tuple of names, e.g. "
+                      "('tensorboard', 'jsonl', 'mlflow').")
+  repeated = sorted({n for n in names if list(names).count(n) > 1})
+  if repeated:
+    raise ConfigError(f"train.loggers names {repeated} more than once.")
+  from mmjax import config as config_lib
+  schema = config_lib.default_config().tracking
+  for name in names:
+    cls = sinks.SINKS.get(name, config_key="train.loggers")
+    options = options_of(config, name)
+    if name in schema:
+      check_known_keys(options, schema[name].keys(), where=f"config.tracking.{name}")
+    cls.check_options(options, f"tracking.{name}")
+    if installed:
+      check_installed(cls)
+  if config.train.get("plots", False) and "jsonl" not in names:
+    raise ConfigError("train.plots draws WORKDIR/metrics.jsonl, which train.loggers "
+                      f"{tuple(names)} does not write: add 'jsonl' or set "
+                      "--config.train.plots=False.")
+
+
+def check_installed(cls: type[sinks.Sink]) -> None:
+  """ConfigError naming `pip install 'mmjax[EXTRA]'` when the sink's package is missing."""
+  if cls.requires is None:
+    return
+  module, extra = cls.requires
+  try:
+    importlib.import_module(module)
+  except ImportError as e:
+    raise ConfigError(
+        f"train.loggers has {cls.name!r}, which needs the {module!r} package ({e}). "
+        f"Install it with: pip install 'mmjax[{extra}]' (or drop {cls.name!r} from "
+        "train.loggers).") from None
 
 
 class Progress:
