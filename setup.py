@@ -20,6 +20,9 @@ setup(
         # Pretrained checkpoints in Hugging Face format (mmjax.interop): a small, numpy-only
         # reader/writer; no PyTorch or transformers needed.
         "safetensors>=0.4",
+        # Every PNG mmjax draws (reports, attributions, WORKDIR/plots/, mmjax.compare);
+        # it used to arrive only through mlxtend in the `data` extra.
+        "matplotlib>=3.7",
     ],
     extras_require={
         # The input pipeline (mmjax/data) is the only TensorFlow user.

@@ -109,8 +109,9 @@ def default_config() -> ml_collections.ConfigDict:
       eval_batch_size=256, checkpoint_every=0, final_checkpoint=True, keep_checkpoints=3,
       async_checkpoints=True, device_prefetch=2, allow_config_change=False,
       # Where metrics go (mmjax/train/sinks.py, docs/tracking.md): 'tensorboard',
-      # 'jsonl' (WORKDIR/metrics.jsonl, which resume reads), 'wandb', 'mlflow'.
-      loggers=("tensorboard", "jsonl"),
+      # 'jsonl' (WORKDIR/metrics.jsonl, which plots, compare and resume read), 'wandb',
+      # 'mlflow'. plots: PNG curves of metrics.jsonl in WORKDIR/plots/ at the end.
+      loggers=("tensorboard", "jsonl"), plots=True,
   )
   # Options of the tracking sinks named in train.loggers (docs/tracking.md). Offline by
   # default: W&B writes WORKDIR/wandb/ for a later `wandb sync`; MLflow its file store

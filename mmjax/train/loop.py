@@ -29,7 +29,7 @@ from mmjax.objectives import adversarial
 from mmjax.train import checkpoint as checkpoint_lib
 from mmjax.train import checks, finetune, hooks as hooks_lib, optim, resume_check
 from mmjax.privacy import hook as privacy_hook  # noqa: F401  (registers its hook)
-from mmjax.train import overfitting_guard, preemption  # noqa: F401  (register hooks)
+from mmjax.train import overfitting_guard, plot_hook, preemption  # noqa: F401  (hooks)
 from mmjax.train import state as state_lib, step as step_lib, workdir_lock, writers
 
 
@@ -449,6 +449,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, names=None
       writer.write(step, "eval", metrics)
     finally:
       writer.close()
+    if config.train.plots and jax.process_index() == 0:
+      plot_hook.plot(exp.workdir)
   finally:
     exp.close()
   logging.info("eval of step %d: %s", step, json.dumps(metrics))

@@ -1,9 +1,9 @@
-"""Tracking sinks (W&B offline, MLflow) on a tiny run read back with each library's own
-reader.
+"""Tracking sinks (W&B offline, MLflow), the run's curves and `mmjax.compare`, on tiny
+runs read back with each library's own reader.
 
 One run trains 10 steps with every installed sink and is resumed to 20 (one tracking
-run, not two). It has the `report` evaluator, which draws a confusion PNG and writes a
-JSON report.
+run, not two); a second run at another learning rate is the other side of compare.
+Both have the `report` evaluator, which draws a confusion PNG and writes a JSON report.
 """
 import importlib.util
 import json
@@ -28,17 +28,19 @@ def _config(data_dir, lr=3e-3, **train):
 
 @pytest.fixture(scope="module")
 def runs(digits_data_dir, tmp_path_factory):
-  """{'a': workdir trained 10 + resumed 10 steps with every installed sink}."""
+  """{'a': workdir trained 10 + resumed 10 steps with every installed sink, 'b': 20
+  steps at lr 1e-3 with the default loggers}."""
   from mmjax.train import loop
   root = tmp_path_factory.mktemp("tracking")
-  a = str(root / "lr3e-3")
+  a, b = str(root / "lr3e-3"), str(root / "lr1e-3")
   c = _config(digits_data_dir, total_steps=10)
   c.train.loggers = ("tensorboard", "jsonl") + tuple(m for m in ("wandb", "mlflow")
                                                       if HAS[m])
   loop.train_and_evaluate(c, a)
   c.train.total_steps = 20
   loop.train_and_evaluate(c, a)   # resumes from the checkpoint at step 10
-  return {"a": a}
+  loop.train_and_evaluate(_config(digits_data_dir, lr=1e-3, total_steps=20), b)
+  return {"a": a, "b": b}
 
 
 def _pairs(got, want):
@@ -124,17 +126,66 @@ def test_wandb_offline_run_reads_back_with_its_reader(runs):
   assert artifacts == ["reports/step_10/report.json", "reports/step_20/report.json"]
 
 
+def test_every_run_draws_its_curves_and_eval_mode_redraws_them(runs, digits_data_dir):
+  from matplotlib import image
+  from mmjax.train import loop
+  for workdir in runs.values():
+    names = sorted(os.listdir(os.path.join(workdir, "plots")))
+    assert names == ["accuracy.png", "grad_norm.png", "loss.png", "lr.png"]
+    for name in names:
+      pixels = image.imread(os.path.join(workdir, "plots", name))
+      assert pixels.shape == (400, 640, 4) and pixels[..., :3].std() > 0.05
+  b = runs["b"]
+  os.remove(os.path.join(b, "plots", "loss.png"))
+  loop.evaluate(_config(digits_data_dir, lr=1e-3, total_steps=20), b, ["loss"])
+  assert os.path.exists(os.path.join(b, "plots", "loss.png"))
+
+
+def test_compare_plots_runs_on_shared_axes_and_tables_their_final_values(runs, tmp_path,
+                                                                        capsys):
+  from matplotlib import image
+  from mmjax import compare
+  out = str(tmp_path / "cmp")
+  assert compare.main([runs["a"], runs["b"], "--metrics=eval/accuracy,train/loss",
+                       f"--out={out}"]) == 0
+  md = capsys.readouterr().out
+  assert sorted(os.listdir(out)) == ["compare.md", "eval_accuracy.png", "train_loss.png"]
+  assert image.imread(os.path.join(out, "eval_accuracy.png")).shape == (400, 640, 4)
+  assert open(os.path.join(out, "compare.md")).read() == md
+  lines = md.splitlines()
+  assert lines[0] == "| run | final step | eval/accuracy | train/loss |"
+  for line, run in zip(lines[2:], ("a", "b")):
+    name = os.path.basename(runs[run])
+    acc, loss = _jsonl(runs[run], "eval", "accuracy")[-1], _jsonl(runs[run], "train",
+                                                                  "loss")[-1]
+    assert line == f"| {name} | 20 | {acc[1]:.4g} | {loss[1]:.4g} |"
+  # Without --metrics: every plotted family's metrics.
+  paths, _ = compare.compare([runs["a"], runs["b"]], out=str(tmp_path / "all"))
+  assert {os.path.basename(p) for p in paths} >= {"eval_accuracy.png", "train_lr.png",
+                                                  "eval_report_accuracy.png"}
+
+
+def test_compare_refuses_a_dir_that_is_no_run_and_an_unknown_metric(runs, tmp_path,
+                                                                   capsys):
+  from mmjax import compare
+  with pytest.raises(ConfigError, match=f"{tmp_path} is not an mmjax run"):
+    compare.compare([runs["a"], str(tmp_path)])
+  with pytest.raises(ConfigError, match="Did you mean 'eval/accuracy'"):
+    compare.compare([runs["a"]], ["eval/acuracy"], out=str(tmp_path / "x"))
+  assert compare.main([str(tmp_path / "missing")]) == 2
+  assert "does not exist" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("loggers, plots, message", [
     (("tensorbord", "jsonl"), True, "Did you mean 'tensorboard'"),
+    (("tensorboard",), True, "train.plots draws WORKDIR/metrics.jsonl"),
     (("jsonl", "jsonl"), True, "more than once"),
 ])
 def test_bad_loggers_are_refused_before_compute(tiny_config, tmp_path, loggers, plots,
                                                 message):
   from mmjax.train import loop
   c = tiny_config()
-  c.train.loggers = loggers
-  if "plots" in c.train:
-    c.train.plots = plots
+  c.train.loggers, c.train.plots = loggers, plots
   with pytest.raises(ConfigError, match=message):
     loop.train_and_evaluate(c, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
