@@ -50,6 +50,17 @@ class Registry:
       return obj
     return decorate
 
+  def register_class(self, name: str, name_attribute: str,
+                     **attributes: Any) -> Callable[[type], type]:
+    """`register` for a class that also keeps the name it is registered under as the
+    class attribute `name_attribute` (an evaluator's `type_name`, a sink's `name`)."""
+    register = self.register(name, **attributes)
+
+    def decorate(cls):
+      setattr(cls, name_attribute, name)
+      return register(cls)
+    return decorate
+
   def names(self, **attributes: Any) -> list[str]:
     """Sorted names; with `attributes`, only the entries that have those values."""
     self._check_attributes(attributes)

@@ -40,10 +40,7 @@ COMMON_OPTIONS: dict[str, Any] = dict(type="", every=0, prefix=None, use_ema=Tru
 
 def register_evaluator(type_name: str):
   """Class decorator: registers an Evaluator subclass as `evals.NAME.type=type_name`."""
-  def decorate(cls):
-    cls.type_name = type_name
-    return EVALUATORS.register(type_name)(cls)
-  return decorate
+  return EVALUATORS.register_class(type_name, "type_name")
 
 
 class Evaluator:

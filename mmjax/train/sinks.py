@@ -26,10 +26,7 @@ SINKS = Registry("logger")
 
 def register_sink(name: str):
   """Class decorator: registers a Sink subclass as the logger `name` of train.loggers."""
-  def decorate(cls):
-    cls.name = name
-    return SINKS.register(name)(cls)
-  return decorate
+  return SINKS.register_class(name, "name")
 
 
 class Sink:

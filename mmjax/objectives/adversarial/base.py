@@ -46,10 +46,7 @@ DEFAULT_BOUNDS = {"image": (0.0, 1.0)}
 
 def register_method(kind: str):
   """Class decorator: registers an AdversarialMethod subclass as `adversarial.kind=kind`."""
-  def decorate(cls):
-    cls.kind = kind
-    return ADVERSARIAL_METHODS.register(kind)(cls)
-  return decorate
+  return ADVERSARIAL_METHODS.register_class(kind, "kind")
 
 
 def method_options(cls: type) -> list[str]:
