@@ -22,11 +22,12 @@ import ml_collections
 from mmjax.errors import ConfigError
 
 TYPES = ("uniform", "log_uniform", "int", "categorical")
-# Each type's keys besides `type`, with their defaults (None: required).
-_KEYS = {"uniform": dict(low=None, high=None, step=None),
-         "log_uniform": dict(low=None, high=None),
-         "int": dict(low=None, high=None, step=1, log=False),
-         "categorical": dict(choices=None)}
+_REQUIRED = object()
+# Each type's keys besides `type`, with their defaults.
+_KEYS = {"uniform": dict(low=_REQUIRED, high=_REQUIRED, step=None),
+         "log_uniform": dict(low=_REQUIRED, high=_REQUIRED),
+         "int": dict(low=_REQUIRED, high=_REQUIRED, step=1, log=False),
+         "categorical": dict(choices=_REQUIRED)}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
@@ -110,7 +111,7 @@ def parse_param(key: str, spec: Any) -> Param:
                       f"it takes {', '.join(['type', *allowed])}."
                       f"{_did_you_mean(unknown[0], allowed)}")
   values = {k: spec.get(k, default) for k, default in allowed.items()}
-  missing = [k for k, v in values.items() if v is None and allowed[k] is None]
+  missing = [k for k, v in values.items() if v is _REQUIRED]
   if missing:
     raise ConfigError(f"sweep.parameters[{key!r}] ({kind}) needs {', '.join(missing)}.")
   if kind == "categorical":
