@@ -6,7 +6,7 @@ from tests.conftest import tiny_vit_config
 
 
 def get_config(data_dir):
-  c = tiny_vit_config(data_dir, total_steps=40, checkpoint_every=10, eval_every=10,
+  c = tiny_vit_config(data_dir, total_steps=20, checkpoint_every=10, eval_every=10,
                       log_every=10)
   c.evals.loss.max_batches = 1
   c.sweep.parameters = sweep_space({"train.seed": dict(type="int", low=0, high=10**6)})
