@@ -41,9 +41,15 @@ setup(
         # fairlearn: tests compare mmjax.evals.fairness's group metrics with it live.
         # privacy: tests compare mmjax.privacy.accounting with dp-accounting live and
         # train with DP-SGD.
+        # optuna: tests/sweep runs real sweeps (journal storage, pruning, workers).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "sacrebleu>=2.3",
                  "seqeval>=1.2", "fairlearn>=0.10,<1", "dp-accounting>=0.4,<1",
-                 "jax-privacy>=2,<3"],
+                 "jax-privacy>=2,<3", "optuna>=4,<6", "matplotlib>=3.7"],
+        # Hyperparameter search (python -m mmjax.sweep, docs/sweeps.md): Optuna's samplers,
+        # pruners and storages (journal file; SQLAlchemy for sqlite/PostgreSQL URLs, plus
+        # a driver such as psycopg2-binary for PostgreSQL); matplotlib for the plots.
+        # Tested with optuna 5.1; its JournalFileBackend API is from 4.0.
+        "sweep": ["optuna>=4,<6", "matplotlib>=3.7"],
         # DP training (mmjax/privacy): Google's dp-accounting for ε (RDP and PLD), and
         # jax-privacy for per-example clipping (vmapped, microbatched) and the canary
         # auditor. dp-accounting pins attrs<24.

@@ -86,7 +86,7 @@ def open_storage(url: str, workdir: str):
     return optuna.storages.RDBStorage(url)
   from optuna.storages import journal   # pylint: disable=g-import-not-at-top
   path = os.path.join(workdir, JOURNAL_FILE)
-  # The open(O_EXCL) lock, not the symlink one: it also works where symlinks do not
-  # (some network filesystems), at the same cost.
+  # The open(O_EXCL) lock: atomic on local disks and on NFSv3 or later, so workers on
+  # several machines may share a journal on such a mount (Optuna's docs).
   return optuna.storages.JournalStorage(
       journal.JournalFileBackend(path, lock_obj=journal.JournalFileOpenLock(path)))
