@@ -1,5 +1,5 @@
-"""A 20-trial learning-rate x eps sweep of configs/digits_cnn.py:sweep (Fast-AT on the
-embedded digits, PGD-10 robust accuracy at eps 0.1 as the metric), with the median
+"""A 20-trial learning-rate x eps sweep of configs/digits_cnn_sweep.py (Fast-AT on
+the embedded digits, PGD-10 robust accuracy at eps 0.1 as the metric), with the median
 pruner and without: wall time, best trial, pruned trials, per-trial overhead and how
 trials reuse JAX's persistent compilation cache. Numbers in docs/sweeps.md.
 
@@ -50,7 +50,7 @@ def _overheads(log: list[str]) -> list[dict]:
 
 def run_sweep(out: str, name: str, trials: int, pruner: str) -> dict:
   workdir = os.path.join(out, name)
-  cmd = [sys.executable, "-m", "mmjax.sweep", "--config=configs/digits_cnn.py:sweep",
+  cmd = [sys.executable, "-m", "mmjax.sweep", "--config=configs/digits_cnn_sweep.py",
          f"--workdir={workdir}", f"--trials={trials}", "--worker_id=0",
          f"--config.sweep.pruner={pruner}", "--library_logs"]
   env = dict(os.environ, JAX_DEBUG_LOG_MODULES="jax._src.compiler", PYTHONPATH=REPO)

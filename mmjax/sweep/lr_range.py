@@ -68,8 +68,11 @@ def suggest(lrs: np.ndarray, losses: np.ndarray) -> dict[str, float]:
   smoothed = smooth(losses)
   lowest = int(np.argmin(smoothed))
   # Up to the minimum: after it the loss blows up and the slope means nothing.
-  slope = np.gradient(smoothed[:lowest + 1], np.log(lrs[:lowest + 1])) if lowest >= 2 else None
-  steepest = float(lrs[int(np.argmin(slope))]) if slope is not None else float(lrs[lowest])
+  if lowest >= 2:
+    slope = np.gradient(smoothed[:lowest + 1], np.log(lrs[:lowest + 1]))
+    steepest = float(lrs[int(np.argmin(slope))])
+  else:
+    steepest = float(lrs[lowest])
   return {"steepest": steepest, "min_loss": float(lrs[lowest]),
           "min_loss_over_10": float(lrs[lowest]) / 10}
 

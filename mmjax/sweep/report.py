@@ -97,7 +97,8 @@ def _plots(study, workdir: str, metric: str) -> None:
   import matplotlib   # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")   # files only: no display, no GUI event loop
   import optuna   # pylint: disable=g-import-not-at-top
-  from optuna.visualization import matplotlib as optuna_plots  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from optuna.visualization import matplotlib as optuna_plots
   complete = study.get_trials(deepcopy=False,
                               states=(optuna.trial.TrialState.COMPLETE,))
   if not complete:

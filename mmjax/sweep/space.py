@@ -115,7 +115,8 @@ def parse_param(key: str, spec: Any) -> Param:
   if missing:
     raise ConfigError(f"sweep.parameters[{key!r}] ({kind}) needs {', '.join(missing)}.")
   if kind == "categorical":
-    choices = tuple(values["choices"]) if isinstance(values["choices"], (tuple, list)) else ()
+    given = values["choices"]
+    choices = tuple(given) if isinstance(given, (tuple, list)) else ()
     if not choices:
       raise ConfigError(f"sweep.parameters[{key!r}] (categorical) needs a non-empty tuple "
                         f"of choices, got {values['choices']!r}.")
@@ -233,9 +234,10 @@ def check_metric(config: ml_collections.ConfigDict, metric: str) -> None:
   eval (mmjax/sweep/pruning.py)."""
   from mmjax.evals import base, evaluators  # noqa: F401  (registers the built-in types)
   entries = base.resolve_all(config)
+  bare_names = "without a prefix, e.g. loss, accuracy"
   described = ", ".join(
       f"{name} (type {cls.type_name}, metrics "
-      f"{repr(opts.prefix + '...') if opts.prefix else 'without a prefix, e.g. loss, accuracy'})"
+      f"{repr(opts.prefix + '...') if opts.prefix else bare_names})"
       for name, (cls, opts) in entries.items()) or "none"
   if not metric:
     raise ConfigError(f"sweep.metric is empty; name an eval metric as written to "

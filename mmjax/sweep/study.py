@@ -161,7 +161,8 @@ def is_orphan(trial, stale_after_s: float, now: float | None = None) -> bool:
 def reclaim_orphans(study, sweep: Sweep) -> list[int]:
   """Marks each orphaned RUNNING trial FAIL and enqueues its retry (same parameters, same
   workdir, `retry_of` = its number). Returns the numbers reclaimed by this worker."""
-  from optuna.exceptions import UpdateFinishedTrialError   # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from optuna.exceptions import UpdateFinishedTrialError
   states = _states()
   trials = study.get_trials(deepcopy=False)
   resumed = {t.user_attrs.get("retry_of") for t in trials}
@@ -169,7 +170,10 @@ def reclaim_orphans(study, sweep: Sweep) -> list[int]:
   for t in trials:
     if t.state == states.RUNNING and is_orphan(t, sweep.s.stale_after_s):
       try:
-        study._storage.set_trial_user_attr(t._trial_id, "reclaiming", True)  # pylint: disable=protected-access
+        # Marked first: a claimer that dies before enqueueing the retry leaves a trace.
+        storage = study._storage   # pylint: disable=protected-access
+        # pylint: disable-next=protected-access
+        storage.set_trial_user_attr(t._trial_id, "reclaiming", True)
         study.tell(t.number, state=states.FAIL)   # only one worker wins this
       except (UpdateFinishedTrialError, ValueError, RuntimeError):
         continue   # another worker reclaimed (or its owner finished) it first
@@ -258,7 +262,8 @@ def run_trial(study, trial, sweep: Sweep) -> str:
                " ".join(f"--config.{k}={format_value(v)}" for k, v in values.items()))
   config = space.apply(sweep.config, values)
   reporter = pruning.TrialReporter(
-      trial, sweep.s.metric, worst=-math.inf if sweep.s.direction == "maximize" else math.inf)
+      trial, sweep.s.metric,
+      worst=-math.inf if sweep.s.direction == "maximize" else math.inf)
   started = time.perf_counter()
   try:
     with _Heartbeat(trial, sweep.s.heartbeat_s), pruning.reporting_to(reporter):
@@ -313,7 +318,8 @@ def run_worker(sweep: Sweep, worker_id: str = "0") -> Any:
     trial = study.ask()
     if not (trial.user_attrs.get("retry_of") is not None
             or trial.user_attrs.get("enqueued")):
-      rank = sum(t.number <= trial.number for t in counted(study.get_trials(deepcopy=False)))
+      now = counted(study.get_trials(deepcopy=False))
+      rank = sum(t.number <= trial.number for t in now)
       if rank > sweep.num_trials:   # another worker asked at the same moment
         trial.set_user_attr("surplus", True)
         study.tell(trial, state=states.FAIL)

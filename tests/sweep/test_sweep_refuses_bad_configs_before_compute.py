@@ -60,3 +60,13 @@ def test_a_dict_of_dotted_keys_is_refused_with_the_helper_named(tiny_config, tmp
   with pytest.raises(ConfigError, match="sweep_space"):
     study_lib.prepare(config, str(tmp_path / "sweep"))
   assert not os.path.exists(tmp_path / "sweep")
+
+
+def test_import_mmjax_and_the_sweep_space_stays_light():
+  # Optuna (and its SQLAlchemy) load only when a sweep runs, never with `import mmjax`.
+  import subprocess, sys   # noqa: E401
+  code = ("import sys, mmjax, mmjax.config, mmjax.sweep, mmjax.sweep.space; "
+          "print(sorted(m for m in ('optuna', 'sqlalchemy') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  assert out.stdout.strip() == "[]", out.stderr
