@@ -33,6 +33,7 @@ class TrialReporter:
   worst: float = -math.inf   # what a NaN is reported as: -inf maximizing, inf minimizing
   pruned_at: int | None = None
   last_value: float | None = None
+  preempted: bool = False   # the run stopped on SIGTERM (checkpoint saved, no final eval)
 
 
 @contextlib.contextmanager
@@ -76,8 +77,11 @@ class PruningHook(Hook):
     # A NaN would poison the pruner's medians: it is the worst value instead.
     self.reporter.trial.report(self.reporter.worst if math.isnan(value) else value,
                                run.step)
-    if not run.final and self.reporter.trial.should_prune():
+    if not run.final and not run.preempted and self.reporter.trial.should_prune():
       run.stop = True
       self.reporter.pruned_at = run.step
       logging.info("Trial %d pruned at step %d (%s %.4g): stopping this run.",
                    self.reporter.trial.number, run.step, metric, value)
+
+  def at_end(self, run: Run) -> None:
+    self.reporter.preempted = run.preempted

@@ -12,6 +12,9 @@ Resume and many workers (docs/sweeps.md):
   claims it by marking it FAIL (a state change only one worker can win) and enqueues a
   retry with the same parameters and the same workdir, so the retry resumes from the
   orphan's newest checkpoint. The orphan's row then reads FAIL, with `resumed_as`.
+- SIGTERM (a preemption notice) makes the trial's run save a checkpoint and stop; the
+  worker then stops too, leaving the trial RUNNING, to be claimed and resumed like an
+  orphan once the worker is gone.
 - COMPLETE, PRUNED and FAIL trials are never run again.
 """
 from __future__ import annotations
@@ -275,6 +278,12 @@ def run_trial(study, trial, sweep: Sweep) -> str:
       raise
     logging.warning("Trial %d failed: %s", trial.number, e)
     return "FAIL"
+  if reporter.preempted:
+    # SIGTERM: the run saved its checkpoint. The trial stays RUNNING with this dead
+    # worker as owner, so the next worker claims it and resumes it from there.
+    logging.warning("Trial %d preempted at its checkpoint; this worker stops. Rerun the "
+                    "command to resume it.", trial.number)
+    return "PREEMPTED"
   trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
   if reporter.pruned_at is not None:
     trial.set_user_attr("pruned_at", reporter.pruned_at)
@@ -324,7 +333,8 @@ def run_worker(sweep: Sweep, worker_id: str = "0") -> Any:
         trial.set_user_attr("surplus", True)
         study.tell(trial, state=states.FAIL)
         break
-    run_trial(study, trial, sweep)
+    if run_trial(study, trial, sweep) == "PREEMPTED":
+      break
   done = counted(study.get_trials(deepcopy=False))
   logging.info("Sweep done here: %s.", ", ".join(
       f"{sum(t.state == s for t in done)} {s.name.lower()}"

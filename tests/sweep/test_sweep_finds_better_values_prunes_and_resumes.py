@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -131,3 +132,26 @@ def test_a_killed_sweep_resumes_in_two_workers_without_duplicates_or_losses(
   assert len(study_lib.counted(trials)) == 2
   with open(os.path.join(workdir, "trials.md")) as f:
     assert "resumed as trial 1" in f.read()
+
+
+def test_sigterm_leaves_the_trial_to_be_resumed_from_its_checkpoint(tiny_config,
+                                                                    tmp_path):
+  """A preemption notice mid trial: the run saves its checkpoint, the worker stops, and
+  the trial stays RUNNING (not told with a partial value) for the next worker."""
+  config = _sweep_config(tiny_config, num_trials=1)
+  with config.unlocked():
+    config.evals.loss.every = 2   # slows the run: SIGTERM lands before its end
+  sweep = study_lib.prepare(config, str(tmp_path / "sweep"))
+  checkpoints = tmp_path / "sweep" / "trial_0" / "checkpoints"
+
+  def preempt():
+    while not (checkpoints / "10").is_dir():
+      time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)   # the run's preemption hook catches it
+
+  threading.Thread(target=preempt, daemon=True).start()
+  study = study_lib.run_worker(sweep, "0")
+  (trial,) = study.trials
+  assert trial.state == State.RUNNING
+  steps = [int(d) for d in os.listdir(checkpoints) if d.isdigit()]
+  assert 10 <= max(steps) < 20
