@@ -46,9 +46,16 @@ setup(
         # train with DP-SGD.
         # wandb, mlflow-skinny: tests train with both sinks and read the runs back with
         # each library's reader (fresh venv: 15 s + 17 s to install, ~200 MB).
+        # optuna: tests/sweep runs real sweeps (journal storage, pruning, workers).
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "sacrebleu>=2.3",
                  "seqeval>=1.2", "fairlearn>=0.10,<1", "dp-accounting>=0.4,<1",
-                 "jax-privacy>=2,<3", "wandb>=0.19,<1", "mlflow-skinny>=2.15,<4"],
+                 "jax-privacy>=2,<3", "wandb>=0.19,<1", "mlflow-skinny>=2.15,<4",
+                 "optuna>=4,<6"],
+        # Hyperparameter search (python -m mmjax.sweep, docs/sweeps.md): Optuna's samplers,
+        # pruners and storages (journal file; SQLAlchemy for sqlite/PostgreSQL URLs, plus
+        # a driver such as psycopg2-binary for PostgreSQL). Tested with optuna 5.1; its
+        # JournalFileBackend API is from 4.0.
+        "sweep": ["optuna>=4,<6"],
         # DP training (mmjax/privacy): Google's dp-accounting for ε (RDP and PLD), and
         # jax-privacy for the canary auditor (per-example clipping is mmjax's own, 2x
         # faster; tests compare it with jax-privacy's). dp-accounting pins attrs<24.

@@ -160,7 +160,27 @@ def default_config() -> ml_collections.ConfigDict:
   # every `every` steps (0: train.eval_every) and after the last step; its metrics are
   # named '<prefix><metric>' (prefix default '<name>/'; the eval loss's is '').
   c.evals = ml_collections.ConfigDict({"loss": {"type": "loss", "prefix": ""}})
+  # Hyperparameter search (`python -m mmjax.sweep`, mmjax/sweep/, docs/sweeps.md); only
+  # that command reads it, and empty `parameters` leave it off. `parameters`: a tuple of
+  # (config key, distribution) pairs, e.g. sweep_space({"optim.learning_rate":
+  # dict(type="log_uniform", low=1e-4, high=1e-1)}) (a dict with dotted keys cannot live
+  # in a ConfigDict); `metric`: an eval metric name as in metrics.jsonl; sampler tpe |
+  # random | grid; pruner median | hyperband | none; storage '' (WORKDIR/study.journal)
+  # or an RDB URL; `enqueue`: parameter dicts tried first (e.g. the config's own values).
+  c.sweep = dict(
+      parameters=config_dict.FieldReference((), field_type=object), metric="",
+      direction="maximize", num_trials=20, sampler="tpe", pruner="median",
+      pruner_startup_trials=2, pruner_warmup_steps=0, storage="", study_name="mmjax",
+      seed=0, enqueue=config_dict.FieldReference((), field_type=object), heartbeat_s=60,
+      stale_after_s=600,
+  )
   return c
+
+
+def sweep_space(parameters: dict) -> tuple:
+  """{config key: distribution dict} -> the tuple of pairs `config.sweep.parameters`
+  holds (ConfigDicts refuse dotted keys when copied, tuples of pairs survive)."""
+  return tuple((str(k), dict(v)) for k, v in parameters.items())
 
 
 _CONFIG_FLAG = re.compile(r"^--config=(?P<path>[^:]+)(?::(?P<arg>.*))?$")

@@ -14,43 +14,15 @@ with status 2; anything else is a bug and shows its traceback.
 """
 from __future__ import annotations
 
-import logging as std_logging
 import os
 import sys
 
 from absl import app, flags, logging
-from ml_collections.config_flags import config_flags as _config_flags_impl
 
-from mmjax import config as config_lib
+from mmjax import cli, config as config_lib
 from mmjax.errors import MmjaxError
 
-# accept_new_attributes: an override may add a model field that the config file leaves
-# at the model class's default (--config.model.attention=xla), or an adversarial method's
-# own option (--config.adversarial.beta=3, checked by the method when built); every other
-# unknown key is refused first by config_lib.check_override_keys, with the valid keys
-# named. ml_collections allows that only on an unlocked config, so _main locks it once the
-# flags are applied.
-class _ConfigFileParser(_config_flags_impl.ConfigFileFlagParser):
-  """The config file's ConfigDict, plus an entry for each evaluator that a
-  --config.evals.NAME.type=TYPE flag adds, so its option flags have a place to go."""
-
-  def parse(self, path):
-    config = super().parse(path)
-    config_lib.add_new_evaluators(config, sys.argv[1:])
-    return config
-
-
-def _define_config_flag():
-  # config_flags.DEFINE_config_file, with the parser above.
-  flag = _config_flags_impl._ConfigFlag(  # pylint: disable=protected-access
-      parser=_ConfigFileParser(name="config", lock_config=False),
-      serializer=flags.ArgumentSerializer(), name="config", default=None,
-      help_string="Config file (python, defining get_config(arg)); PATH[:ARG].",
-      flag_values=flags.FLAGS, accept_new_attributes=True)
-  return flags.DEFINE_flag(flag, flags.FLAGS)
-
-
-_CONFIG = _define_config_flag()
+_CONFIG = cli.define_config_flag()
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "train: train (resuming from the workdir); eval: evaluate the "
@@ -73,17 +45,7 @@ _LIBRARY_LOGS = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _OnlyMmjaxInfo(std_logging.Filter):
-  """Keeps INFO lines from mmjax itself and WARNING+ from everyone."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    package = os.path.dirname(os.path.abspath(__file__))
-    return record.levelno >= std_logging.WARNING or record.pathname.startswith(package)
-
-
-def _fail(message: str) -> None:
-  print(f"mmjax: error: {message}", file=sys.stderr)
-  sys.exit(2)
+_fail = cli.fail
 
 
 def _main(argv) -> None:
@@ -95,7 +57,7 @@ def _main(argv) -> None:
           "config.evals runs on its own cadence (evals.NAME.every).")
   logging.set_verbosity(logging.INFO)
   if not _LIBRARY_LOGS.value:
-    logging.get_absl_handler().addFilter(_OnlyMmjaxInfo())
+    logging.get_absl_handler().addFilter(cli.OnlyMmjaxInfo())
   try:
     _start_devices(_CONFIG.value, _MODE.value)
     from mmjax.train import loop  # after flag parsing: keeps --help fast
@@ -130,31 +92,12 @@ def _start_devices(config, mode: str) -> None:
       logging.set_verbosity(logging.WARNING)
 
 
-def _model_fields(model_config) -> set[str]:
-  # Imported only when a model key is overridden: flax stays out of --help.
-  from mmjax import models   # pylint: disable=g-import-not-at-top
-  return models.config_fields(model_config)
-
-
 def run() -> None:
-  if "--library_logs" in sys.argv:
-    os.environ["MMJAX_LIBRARY_LOGS"] = "1"   # read where tfds is imported
-  else:
-    # Before TensorFlow is imported: its C++ INFO/WARNING lines (the oneDNN notice, ...)
-    # are library noise unless asked for.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  try:
-    config_lib.check_override_keys(sys.argv[1:], model_fields=_model_fields)
-  except MmjaxError as e:
-    _fail(str(e))
   # Flags parsed here so that a bad one (a value of the wrong type, an unknown --mode, a
   # missing --workdir) is a one-line `mmjax: error:` with exit status 2, as every other
   # user error, instead of absl's "FATAL Flags parsing error" and status 1.
   app.define_help_flags()
-  try:
-    remaining = flags.FLAGS(sys.argv)
-  except flags.Error as e:
-    _fail(str(e))
+  remaining = cli.parse_flags(sys.argv)
   app.run(_main, flags_parser=lambda argv: remaining)
 
 

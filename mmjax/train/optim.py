@@ -16,7 +16,7 @@ from mmjax.errors import ConfigError
 from mmjax.tree import path_str
 
 OPTIMIZERS = ("adamw", "sgd", "lamb", "adafactor", "lars")
-SCHEDULES = ("cosine", "linear", "constant", "piecewise")
+SCHEDULES = ("cosine", "linear", "constant", "piecewise", "exponential")
 
 
 def make_schedule(optim_config: Mapping[str, Any], total_steps: int) -> optax.Schedule:
@@ -25,7 +25,9 @@ def make_schedule(optim_config: Mapping[str, Any], total_steps: int) -> optax.Sc
   Decays to `learning_rate * end_lr_factor` at `total_steps` ('cosine' or 'linear'), or
   stays flat ('constant'), or drops by `lr_decay` at each of `lr_boundaries`, given as
   fractions of training ('piecewise': Madry et al.'s 0.1 -> 0.01 -> 0.001 at 50% and 75%
-  is boundaries (0.5, 0.75), decay 0.1). A 'linear' schedule with `warmup_steps = 0.4 *
+  is boundaries (0.5, 0.75), decay 0.1), or moves geometrically to `learning_rate *
+  end_lr_factor` at `total_steps` ('exponential'; a factor > 1 grows it: the LR range
+  test of mmjax/sweep/lr_range.py). A 'linear' schedule with `warmup_steps = 0.4 *
   total` is the one-cycle (triangular) schedule of Fast-AT.
   """
   peak = float(optim_config.get("learning_rate", 1e-3))
@@ -51,6 +53,12 @@ def make_schedule(optim_config: Mapping[str, Any], total_steps: int) -> optax.Sc
     factor = float(optim_config.get("lr_decay", 0.1))
     decay = optax.piecewise_constant_schedule(
         peak, {max(int(b * total_steps) - warmup, 1): factor for b in boundaries})
+  elif kind == "exponential":
+    factor = float(optim_config.get("end_lr_factor", 0.0))
+    if factor <= 0:
+      raise ConfigError(f"optim.schedule='exponential' needs optim.end_lr_factor > 0 (the "
+                        f"ratio of the last learning rate to the first); got {factor}.")
+    decay = optax.exponential_decay(peak, decay_steps, factor)
   else:
     decay = optax.constant_schedule(peak)
   if warmup == 0:
