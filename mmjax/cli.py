@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging as std_logging
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from absl import flags
 from ml_collections.config_flags import config_flags as _config_flags_impl
@@ -79,3 +79,14 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     return flags.FLAGS(list(argv))
   except flags.Error as e:
     fail(str(e))
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """absl's app.run of `main` on flags parsed by `parse_flags`, so that a bad one (a
+  value of the wrong type, an unknown flag, a missing --workdir) is a one-line
+  `mmjax: error:` with exit status 2, as every other user error, instead of absl's
+  "FATAL Flags parsing error" and status 1."""
+  from absl import app
+  app.define_help_flags()
+  remaining = parse_flags(sys.argv)
+  app.run(main, flags_parser=lambda argv: remaining)

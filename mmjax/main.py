@@ -15,9 +15,8 @@ with status 2; anything else is a bug and shows its traceback.
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from mmjax import cli, config as config_lib
 from mmjax.errors import MmjaxError
@@ -93,12 +92,7 @@ def _start_devices(config, mode: str) -> None:
 
 
 def run() -> None:
-  # Flags parsed here so that a bad one (a value of the wrong type, an unknown --mode, a
-  # missing --workdir) is a one-line `mmjax: error:` with exit status 2, as every other
-  # user error, instead of absl's "FATAL Flags parsing error" and status 1.
-  app.define_help_flags()
-  remaining = cli.parse_flags(sys.argv)
-  app.run(_main, flags_parser=lambda argv: remaining)
+  cli.run(_main)
 
 
 if __name__ == "__main__":

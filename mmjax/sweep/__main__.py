@@ -9,9 +9,8 @@ the study; several processes with the same command share it (docs/sweeps.md).
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from mmjax import cli
 from mmjax.errors import MmjaxError
@@ -72,9 +71,7 @@ def _main(argv) -> None:
 
 
 def run() -> None:
-  app.define_help_flags()
-  remaining = cli.parse_flags(sys.argv)
-  app.run(_main, flags_parser=lambda argv: remaining)
+  cli.run(_main)
 
 
 if __name__ == "__main__":

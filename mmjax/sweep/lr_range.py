@@ -18,12 +18,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 from typing import Any
 
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 from mmjax import cli
 from mmjax.errors import ConfigError, MmjaxError, NonFiniteLossError
@@ -167,9 +166,7 @@ def _cli() -> None:
           f"smoothed loss); min loss at {out['min_loss']:.3g}, / 10 = "
           f"{out['min_loss_over_10']:.3g}. Files: {out['csv']}, {out['png']}")
 
-  app.define_help_flags()
-  remaining = cli.parse_flags(sys.argv)
-  app.run(main, flags_parser=lambda argv: remaining)
+  cli.run(main)
 
 
 if __name__ == "__main__":
