@@ -158,16 +158,20 @@ class AttributionEvaluator(Evaluator):
         method, logits_fn, x, target, key=key, baseline=baseline, steps=self.cfg.ig_steps,
         samples=self.cfg.smoothgrad_samples, sigma=self.cfg.smoothgrad_sigma,
         window=self.window, stride=self.stride)
-    gap = methods.completeness_gap(logits_fn, x, target, attributions, baseline)
-    return attributions, gap, baseline
+    # Completeness is IG's axiom; the other methods have no gap to report.
+    gap = (methods.completeness_gap(logits_fn, x, target, attributions, baseline)
+           if method == "integrated_gradients" else None)
+    return attributions, gap
 
-  def _maps(self, variables, inputs, target, method) -> np.ndarray:
-    """One method's attributions [N, ...] like inputs[modality] (numpy)."""
+  def _maps(self, variables, inputs, target, method
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One method's attributions [N, ...] like inputs[modality] (numpy), and for
+    integrated gradients its completeness gap [N] (else None)."""
     if method == ROLLOUT:
-      return np.asarray(self.rollout(variables, inputs))
-    attributions, _, _ = self.attribute(variables, inputs, jnp.asarray(target),
-                                        self.key_rng, method=method)
-    return np.asarray(attributions)
+      return np.asarray(self.rollout(variables, inputs)), None
+    attributions, gap = self.attribute(variables, inputs, jnp.asarray(target),
+                                       self.key_rng, method=method)
+    return np.asarray(attributions), None if gap is None else np.asarray(gap)
 
   def _shares(self, variables, inputs, target):
     return methods.modality_contributions(
@@ -187,12 +191,9 @@ class AttributionEvaluator(Evaluator):
     curves = self._curves(variables, inputs, x, target, baseline)
     metrics, maps, gaps = {}, {}, {}
     for method in cfg.methods:
-      if method == "integrated_gradients":
-        attributions, gap, _ = self.attribute(variables, inputs, jnp.asarray(target),
-                                              self.key_rng, method=method)
-        maps[method], gaps[method] = np.asarray(attributions), np.asarray(gap)
-      else:
-        maps[method] = self._maps(variables, inputs, target, method)
+      maps[method], gap = self._maps(variables, inputs, target, method)
+      if gap is not None:
+        gaps[method] = gap
       curve = curves(maps[method])
       metrics[f"{method}/deletion_auc"] = faithfulness.auc(curve["deletion"])
       metrics[f"{method}/insertion_auc"] = faithfulness.auc(curve["insertion"])
@@ -242,8 +243,7 @@ class AttributionEvaluator(Evaluator):
         encode, x, target, a, baseline=baseline, steps=steps, random_seed=random_seed)
 
   def _modality_shares(self, variables, inputs, target, metrics) -> dict[str, float]:
-    contributions, gap = self.shares(variables, {k: inputs[k] for k in inputs},
-                                     jnp.asarray(target))
+    contributions, gap = self.shares(variables, inputs, jnp.asarray(target))
     magnitude = np.stack([np.abs(np.asarray(contributions[k])) for k in self.share_keys])
     per_example = magnitude / np.maximum(magnitude.sum(0, keepdims=True), 1e-12)
     shares = {}
@@ -310,6 +310,6 @@ class AttributionEvaluator(Evaluator):
       random_params = faithfulness.randomize_from_top(params, layers, self.key_rng)
       random_vars = {**variables, "params": random_params}
       for method, trained in maps.items():
-        attributions = self._maps(random_vars, inputs, target, method)
+        attributions, _ = self._maps(random_vars, inputs, target, method)
         out[method].append(faithfulness.spearman(trained, attributions))
     return out
