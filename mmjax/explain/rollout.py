@@ -15,7 +15,6 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
-from mmjax.models.layers import pair
 
 
 def rollout(attentions: Sequence[jax.Array], residual: float = 0.5) -> jax.Array:
@@ -148,7 +147,10 @@ def rollout_map(model, variables, inputs: dict, modality: str, *, residual: floa
   _, found = model_attentions(model, variables, inputs, scope=scope)
   rolled = rollout(found, residual)
   order = [name] if model.fusion == "towers" else present
-  sizes = [_tokens(model, m, inputs) for m in order]
+  # Text has a token per position; image and audio their patch grids.
+  sizes = [inputs["text"].shape[1] if m == "text"
+           else model._num_patches(m)   # pylint: disable=protected-access
+           for m in order]
   mask = jnp.concatenate([
       (jnp.asarray(inputs["text_mask"], jnp.float32) if m == "text"
        else jnp.ones((b, n), jnp.float32))
@@ -159,21 +161,11 @@ def rollout_map(model, variables, inputs: dict, modality: str, *, residual: floa
   rel = rel[:, start:start + sizes[order.index(name)]]
   if name == "text":
     return _spread(rel, x.shape[-1])
-  ph, pw = pair(model.patch_size if name == "image" else model.spec_patch)
+  ph, pw = model._patch(name)   # pylint: disable=protected-access
   grid = (x.shape[1] // ph, x.shape[2] // pw)
   if name == "image":
     return patches_to_pixels(rel, grid, (ph, pw), x.shape[3])
   return patches_to_pixels(rel, grid, (ph, pw), 1)[..., 0]
-
-
-def _tokens(model, m: str, inputs: dict) -> int:
-  """How many tokens the multimodal model makes of modality m's input."""
-  if m == "text":
-    return inputs["text"].shape[1]
-  from mmjax.models.multimodal import INPUT_KEY
-  grid = inputs[INPUT_KEY[m]].shape[1:3]
-  ph, pw = pair(model.patch_size if m == "image" else model.spec_patch)
-  return (grid[0] // ph) * (grid[1] // pw)
 
 
 def check_supported(model, modality: str) -> None:

@@ -222,9 +222,13 @@ class MultimodalTransformer(nn.Module):
     return self._spec_stride != self._patch("audio")
 
   def _num_patches(self, m: str) -> int:
-    grid = (self.image_size,) * 2 if m == "image" else (self.mel_bins, self.frames)
+    """How many tokens modality m's patching makes (audio: also with overlapping
+    patches, AST's strided grid)."""
+    if m == "audio":
+      return spec_token_grid((self.mel_bins, self.frames), self._patch("audio"),
+                             self._spec_stride)[2]
     ph, pw = self._patch(m)
-    return (grid[0] // ph) * (grid[1] // pw)
+    return (self.image_size // ph) * (self.image_size // pw)
 
   # ---- the seam ----
   def present(self, batch: dict) -> tuple[str, ...]:
