@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from mmjax import figures
 from mmjax.errors import ConfigError
 from mmjax.evals import fairness, robustness
 from mmjax.evals.base import Evaluator, register_evaluator
@@ -201,13 +202,9 @@ def _num(v: float) -> str:
 
 def _bar_chart(path: str, names, clean, robust, *, title: str) -> None:
   """Clean (and robust) accuracy per group as grouped bars."""
-  # Figure + FigureCanvasAgg, as mmjax.evals.report: no global backend or pyplot state.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
   x = np.arange(len(names))
   width = 0.4 if robust is not None else 0.8
-  fig = Figure(figsize=(max(4, 0.5 * len(names) + 2), 3.2))
-  FigureCanvasAgg(fig)
+  fig = figures.new_figure(max(4, 0.5 * len(names) + 2), 3.2)
   ax = fig.add_subplot()
   ax.bar(x - (width / 2 if robust is not None else 0), np.nan_to_num(clean), width,
          label="clean")

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from mmjax import figures
 from mmjax.errors import ConfigError
 from mmjax.evals import decoding
 from mmjax.evals.base import Evaluator, register_evaluator
@@ -181,12 +182,8 @@ def _draw(path: str, images: np.ndarray, rows: list[list[tuple[str, np.ndarray]]
           ) -> None:
   """Per row: the image [H,W,C], then each word's pixel map [H,W] (own colour scale)
   over the faded image, titled with the word."""
-  # Figure + FigureCanvasAgg, as mmjax.evals.report: no global backend or pyplot state.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
   cols = 1 + max([len(r) for r in rows] + [1])
-  fig = Figure(figsize=(1.3 * cols, 1.45 * len(rows)))
-  FigureCanvasAgg(fig)
+  fig = figures.new_figure(1.3 * cols, 1.45 * len(rows))
   axes = fig.subplots(len(rows), cols, squeeze=False)
   for i, (image, words) in enumerate(zip(images, rows)):
     gray = image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1).mean(-1)

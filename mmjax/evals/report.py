@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mmjax import figures
 from mmjax.errors import ConfigError
 
 AVERAGES = ("micro avg", "macro avg", "weighted avg")
@@ -360,11 +361,6 @@ def save_confusion_png(matrix, class_names: Sequence[str] | None, path: str,
   matrix, to 2 significant digits); figure and font sizes scale with K so ~30 classes stay
   readable. class_names: K tick labels (default '0'..'K-1'). Returns `path`.
   """
-  # Figure + FigureCanvasAgg instead of pyplot: no global backend or figure registry, so
-  # it is safe in threads and does not fight an interactive backend the caller set.
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-
   m = np.asarray(matrix)
   if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
     raise ConfigError(f"matrix must be a square [K, K] confusion matrix, got shape "
@@ -383,8 +379,7 @@ def save_confusion_png(matrix, class_names: Sequence[str] | None, path: str,
   cell_pt = 72.0 * 0.8 * side / k
   font = max(5.0, min(10.0, 0.9 * cell_pt / (0.6 * max(map(len, cells)) + 0.4)))
   tick_font = 10.0 if k <= 15 else 8.0
-  fig = Figure(figsize=(side + 1.0, side))
-  FigureCanvasAgg(fig)
+  fig = figures.new_figure(side + 1.0, side)
   ax = fig.add_subplot()
   im = ax.imshow(m, cmap="Blues", interpolation="nearest")
   fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)

@@ -1,8 +1,6 @@
 """Pictures of attributions: heatmaps over images and spectrograms, text with its tokens
-shaded (HTML and PNG), and bar charts of per-modality shares.
-
-matplotlib through `Figure` + `FigureCanvasAgg`, as mmjax.evals.report: no global
-backend or pyplot state, so evaluators can draw from any thread.
+shaded (HTML and PNG), and bar charts of per-modality shares (figures without pyplot:
+mmjax.figures).
 """
 from __future__ import annotations
 
@@ -10,13 +8,7 @@ import html
 
 import numpy as np
 
-
-def _figure(width: float, height: float):
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-  fig = Figure(figsize=(width, height))
-  FigureCanvasAgg(fig)
-  return fig
+from mmjax import figures
 
 
 def heatmaps(path: str, inputs: np.ndarray, maps: dict[str, np.ndarray],
@@ -25,7 +17,7 @@ def heatmaps(path: str, inputs: np.ndarray, maps: dict[str, np.ndarray],
   inputs: images [R,H,W,C] or spectrograms [R,F,T]; maps: {method: like inputs}."""
   rows, cols = len(inputs), 1 + len(maps)
   spectrogram = inputs.ndim == 3
-  fig = _figure((2.4 if spectrogram else 1.6) * cols, 1.6 * rows)
+  fig = figures.new_figure((2.4 if spectrogram else 1.6) * cols, 1.6 * rows)
   axes = fig.subplots(rows, cols, squeeze=False)
   shown = dict(origin="lower", aspect="auto") if spectrogram else {}
   for i in range(rows):
@@ -81,7 +73,7 @@ def token_png(path: str, tokens: list[list[str]], scores: dict[str, np.ndarray],
   lines = [(i, name) for i in range(len(tokens)) for name in scores]
   # Characters of the longest example: each token's width is its share of them.
   chars = max((sum(max(len(w), 1) for w in words) for words in tokens), default=1)
-  fig = _figure(2.0 + 0.09 * chars, 0.32 * len(lines) + 0.3)
+  fig = figures.new_figure(2.0 + 0.09 * chars, 0.32 * len(lines) + 0.3)
   ax = fig.add_axes((0, 0, 1, 1))
   ax.axis("off")
   step = 1.0 / max(len(lines), 1)
@@ -102,7 +94,7 @@ def token_png(path: str, tokens: list[list[str]], scores: dict[str, np.ndarray],
 
 def share_bars(path: str, shares: dict[str, float], title: str) -> None:
   """A bar chart of per-modality shares (fractions summing to 1)."""
-  fig = _figure(1.2 + 0.9 * len(shares), 2.4)
+  fig = figures.new_figure(1.2 + 0.9 * len(shares), 2.4)
   ax = fig.subplots()
   names = list(shares)
   ax.bar(names, [shares[n] for n in names], color="#4c72b0")

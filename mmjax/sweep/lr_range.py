@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
-from mmjax import cli
+from mmjax import cli, figures
 from mmjax.errors import ConfigError, MmjaxError, NonFiniteLossError
 
 SMOOTHING = 0.9   # EMA of the loss; bias-corrected (fastai's lr_find does the same)
@@ -89,8 +89,7 @@ def _rows(workdir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _plot(path: str, lrs, losses, smoothed, picks: dict[str, float]) -> None:
-  from matplotlib.figure import Figure   # no pyplot: no global figure state
-  fig = Figure(figsize=(6, 4))
+  fig = figures.new_figure(6, 4)
   ax = fig.subplots()
   ax.plot(lrs, losses, color="0.7", lw=1, label="loss")
   ax.plot(lrs, smoothed, color="C0", lw=2, label=f"smoothed (EMA {SMOOTHING})")

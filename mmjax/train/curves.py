@@ -1,9 +1,7 @@
 """Curves of runs from their metrics.jsonl: reading the rows into series, grouping them
 into families (loss, accuracy, learning rate, privacy ε, gradient norm) and drawing PNGs,
-for one run (`plot_run`, WORKDIR/plots/) or several on shared axes (mmjax.compare).
-
-matplotlib through `Figure` + `FigureCanvasAgg`, as mmjax.evals.report: no global
-backend or pyplot state.
+for one run (`plot_run`, WORKDIR/plots/) or several on shared axes (mmjax.compare),
+without pyplot (mmjax.figures).
 """
 from __future__ import annotations
 
@@ -13,6 +11,8 @@ import re
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+
+from mmjax import figures
 
 # Per-check details (AutoAttack's after/<attack>, sanity checks, example counts) are in
 # metrics.jsonl for reading, not for curves.
@@ -80,19 +80,11 @@ def final_values(s: Series) -> dict[str, float]:
   return {name: float(values[-1]) for name, (_, values) in s.items()}
 
 
-def _figure(width: float = 6.4, height: float = 4.0):
-  from matplotlib.backends.backend_agg import FigureCanvasAgg
-  from matplotlib.figure import Figure
-  fig = Figure(figsize=(width, height))
-  FigureCanvasAgg(fig)
-  return fig
-
-
 def draw(path: str, title: str, lines: Mapping[str, tuple[np.ndarray, np.ndarray]],
          log_y: bool = False) -> str:
   """A PNG at `path` with one line per {label: (steps [N], values [N])} on shared axes
   (markers where a line has few points, e.g. a single final eval); -> `path`."""
-  fig = _figure()
+  fig = figures.new_figure(6.4, 4.0)
   ax = fig.add_subplot()
   for label, (steps, values) in lines.items():
     ax.plot(steps, values, marker="o" if len(steps) <= 12 else None, markersize=3,
