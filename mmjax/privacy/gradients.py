@@ -6,9 +6,8 @@ Per-example gradients are `jax.vmap` of `jax.grad`, in chunks of `microbatch_siz
 examples to bound their memory; each is clipped by a factor folded into one contraction
 over the batch, so the clipped gradients are never materialised, and padding examples
 contribute exactly zero. It equals jax-privacy's `clipped_grad` (tested live) and is
-2.1x faster on the digits CNN on CPU (docs/privacy.md): jax-privacy's version makes
-NaN-safety passes over every per-example gradient and accumulates through
-optax's micro_vmap. Only the trainable parameters are differentiated and
+faster (docs/privacy.md): jax-privacy's version makes NaN-safety passes over every
+per-example gradient and accumulates through optax's micro_vmap. Only the trainable parameters are differentiated and
 noised: under LoRA or a linear probe the frozen weights get neither per-example
 gradients (which would cost B copies of the model) nor noise. The noise is drawn from the
 step's key, replicated on every process, so under data-parallel or FSDP meshes each
