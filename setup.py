@@ -36,6 +36,8 @@ setup(
             "tokenizers>=0.15",
             # tfds imports it without declaring it (tensorflow/datasets#11212).
             "importlib_resources>=6",
+            # mmjax.data.prepare: WAV reading and polyphase resampling to the configured rate.
+            "scipy>=1.10",
         ],
         # sacrebleu: tests compare mmjax.evals.bleu with it live (its scores are also recorded).
         # pytest-xdist: the suite runs on 2 workers (README's test command), 11 min instead
