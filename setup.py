@@ -52,12 +52,20 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "sacrebleu>=2.3",
                  "seqeval>=1.2", "fairlearn>=0.10,<1", "dp-accounting>=0.4,<1",
                  "jax-privacy>=2,<3", "wandb>=0.19,<1", "mlflow-skinny>=2.15,<4",
-                 "optuna>=4,<6"],
+                 "optuna>=4,<6",
+                 # tests/data/clean runs every detector (the `clean` extra below).
+                 "imagehash>=4.3,<5", "datasketch>=1.6,<3", "cleanlab>=2.6,<3"],
         # Hyperparameter search (python -m mmjax.sweep, docs/sweeps.md): Optuna's samplers,
         # pruners and storages (journal file; SQLAlchemy for sqlite/PostgreSQL URLs, plus
         # a driver such as psycopg2-binary for PostgreSQL). Tested with optuna 5.1; its
         # JournalFileBackend API is from 4.0.
         "sweep": ["optuna>=4,<6"],
+        # Data cleaning (python -m mmjax.data.clean, docs/data.md): perceptual hashes of
+        # images and spectrograms, MinHash-LSH for text, confident learning for label
+        # errors (cleanlab brings scikit-learn, whose k-NN gives the out-of-fold
+        # probabilities). Tested with imagehash 4.3.2, datasketch 2.0.0, cleanlab 2.9.0.
+        "clean": ["imagehash>=4.3,<5", "datasketch>=1.6,<3", "cleanlab>=2.6,<3",
+                  "scikit-learn>=1.3"],
         # DP training (mmjax/privacy): Google's dp-accounting for ε (RDP and PLD), and
         # jax-privacy for the canary auditor (per-example clipping is mmjax's own, 2x
         # faster; tests compare it with jax-privacy's). dp-accounting pins attrs<24.

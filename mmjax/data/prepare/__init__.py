@@ -8,8 +8,9 @@ then train with `--config.data.name=my_photos --config.data.data_dir=~/tensorflo
 jsonl, conll), audio (wav_folder), arrays (npz, idx), pairs (paired multimodal JSONL).
 
 Every dataset gets 'id' (the example's index in source order) and 'source' (its file or
-file:line) besides its own features; each split is written in a seeded random order
-(`disable_shuffling`, so the order on disk is the order `seed` gives).
+file:line) besides its own features. The order on disk is TFDS's (examples shuffled by a hash of
+their key, the source index), the same on every run; `disable_shuffling` would make
+mmjax's shuffled file reading fail.
 """
 from __future__ import annotations
 

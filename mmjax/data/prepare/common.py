@@ -170,9 +170,9 @@ def check_target(name: str, data_dir: str, fp: str, overwrite: bool) -> bool:
 
 def write(name: str, data_dir: str, source: Source, splits: dict[str, list[int]],
           sidecar: dict[str, Any], overwrite: bool = False):
-  """Writes `source` as TFDS dataset `name` (version 1.0.0) in `data_dir`, examples in
-  the order of `splits`, with 'id' (index in source order) and 'source' features; returns
-  the builder that reads it back."""
+  """Writes `source` as TFDS dataset `name` (version 1.0.0) in `data_dir`, the examples
+  of `splits` keyed by their index in source order (also the 'id' feature) and with a
+  'source' feature; returns the builder that reads it back."""
   import tensorflow_datasets as tfds   # pylint: disable=g-import-not-at-top
   root = os.path.join(data_dir, name)
   if overwrite and os.path.isdir(root):
@@ -188,7 +188,7 @@ def write(name: str, data_dir: str, source: Source, splits: dict[str, list[int]]
   builder = tfds.dataset_builders.store_as_tfds_dataset(
       name=name, version=VERSION, features=features, data_dir=data_dir,
       split_datasets={split: examples(rows) for split, rows in splits.items()},
-      description=source.description, disable_shuffling=True)
+      description=source.description)
   with open(os.path.join(str(builder.data_dir), SIDECAR), "w") as f:
     json.dump(sidecar, f, indent=1, sort_keys=True, default=str)
   return builder
