@@ -13,8 +13,10 @@
           little on average.)
   text    MinHash-LSH (datasketch) over word 3-shingles (character 5-grams for texts of
           fewer than 3 words), Jaccard estimate of at least `text_jaccard`
-  audio   phash of the log-magnitude spectrogram (imagehash on it as an image), within
-          `audio_bits`
+  audio   average hash (imagehash.average_hash, 8 x 8 bands x segments above their
+          mean) of the spectrogram in dB, within `audio_bits`; the phash of a pure tone's
+          one-line spectrogram barely depends on the line's height (tones of 1,100 and
+          1,500 Hz collided), the average hash sets a different row of bits
 
 Within a split, each group keeps its first member in source order (lowest 'id') and flags
 the others. Across splits, an eval example with a (near) duplicate in train is
@@ -49,10 +51,11 @@ def content_hash(example: dict[str, Any], key: str, kind: str) -> str:
   return hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest()
 
 
-def _phash(array2d: np.ndarray) -> int:
+def _image_hash(array2d: np.ndarray, method: str = "phash") -> int:
+  """imagehash.`method` of a uint8 [H, W] image as a 64-bit integer."""
   import imagehash   # pylint: disable=g-import-not-at-top
   from PIL import Image   # pylint: disable=g-import-not-at-top
-  return int(str(imagehash.phash(Image.fromarray(array2d))), 16)
+  return int(str(getattr(imagehash, method)(Image.fromarray(array2d))), 16)
 
 
 def small_grey(image: np.ndarray) -> np.ndarray:
@@ -62,17 +65,21 @@ def small_grey(image: np.ndarray) -> np.ndarray:
   return np.asarray(im.resize((32, 32), Image.Resampling.BILINEAR), np.float32)
 
 
-def spectrogram_image(audio: np.ndarray, frame: int = 256) -> np.ndarray:
-  """int16 [S] -> uint8 [frame // 2 + 1, T]: the log-magnitude spectrogram, scaled to
-  0-255 (silence and clips shorter than a frame give a zero image)."""
+def spectrogram_image(audio: np.ndarray, frame: int = 256, range_db: float = 60.0
+                      ) -> np.ndarray:
+  """int16 [S] -> uint8 [frame // 2 + 1, T]: the magnitude spectrogram in dB, from
+  `range_db` below its peak (0) to the peak (255), so a quiet noise floor reads as 0 and
+  the level does not matter (silence and clips shorter than a frame: all zeros)."""
   x = np.asarray(audio, np.float32).reshape(-1) / 32768.0
   if len(x) < frame:
     x = np.pad(x, (0, frame - len(x)))
   hop = frame // 2
   frames = np.lib.stride_tricks.sliding_window_view(x, frame)[::hop] * np.hanning(frame)
-  spec = np.log1p(100.0 * np.abs(np.fft.rfft(frames, axis=1))).T
-  top = spec.max()
-  return (255 * spec / top).astype(np.uint8) if top > 0 else spec.astype(np.uint8)
+  magnitude = np.abs(np.fft.rfft(frames, axis=1)).T
+  if magnitude.max() <= 0:
+    return np.zeros(magnitude.shape, np.uint8)
+  db = 20 * np.log10(np.maximum(magnitude, 1e-12) / magnitude.max())
+  return np.round(255 * np.clip(1 + db / range_db, 0, 1)).astype(np.uint8)
 
 
 class Signatures:
@@ -83,12 +90,13 @@ class Signatures:
     self.kind, self.options = kind, options
     self.valid = np.array([e[key] is not None for e in examples])
     if kind == "image":
-      self.hashes = np.array([_phash(small_grey(e[key]).astype(np.uint8)) if ok else 0
+      self.hashes = np.array([_image_hash(small_grey(e[key]).astype(np.uint8)) if ok else 0
                               for e, ok in zip(examples, self.valid)], np.uint64)
       self.pixels = np.stack([small_grey(e[key]) if ok else np.zeros((32, 32), np.float32)
                               for e, ok in zip(examples, self.valid)]) if len(examples) else None
     elif kind == "audio":
-      self.hashes = np.array([_phash(spectrogram_image(e[key])) for e in examples], np.uint64)
+      self.hashes = np.array([_image_hash(spectrogram_image(e[key]), "average_hash")
+                              for e in examples], np.uint64)
     else:
       from datasketch import MinHash   # pylint: disable=g-import-not-at-top
       self.minhashes = []

@@ -42,6 +42,7 @@ def out_of_fold_probabilities(x, labels: np.ndarray, num_classes: int, *, folds:
   from sklearn.model_selection import StratifiedKFold, cross_val_predict
   from sklearn.neighbors import KNeighborsClassifier
   from sklearn.pipeline import make_pipeline
+  import threadpoolctl   # a scikit-learn dependency
   dims = min(50, x.shape[1] - 1, len(labels) // 2)
   reduce = (TruncatedSVD(dims, random_state=seed) if sparse.issparse(x)
             else PCA(dims, random_state=seed))
@@ -49,8 +50,12 @@ def out_of_fold_probabilities(x, labels: np.ndarray, num_classes: int, *, folds:
   folds = max(2, min(folds, smallest))
   model = make_pipeline(reduce, KNeighborsClassifier(n_neighbors=min(10, len(labels) // 2),
                                                      weights="distance"))
-  probs = cross_val_predict(model, x, labels, method="predict_proba",
-                            cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+  # One BLAS thread: these matrices are small (N x 1024 at most per example), and a
+  # multi-threaded OpenBLAS on a busy 2-core machine took 66 s instead of 3 s for one PCA
+  # of 3,500 digits (measured 2026-12-07).
+  with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+    probs = cross_val_predict(model, x, labels, method="predict_proba",
+                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
   full = np.zeros((len(labels), num_classes))   # classes absent from the split stay 0
   full[:, np.unique(labels)] = probs
   return full
@@ -67,5 +72,6 @@ def find_issues(x, labels: np.ndarray, num_classes: int, *, seed: int = 0
   remap = {c: i for i, c in enumerate(present)}
   issues = find_label_issues(np.array([remap[c] for c in labels]), probs[:, present],
                              filter_by="prune_by_noise_rate",
-                             return_indices_ranked_by="self_confidence")
+                             return_indices_ranked_by="self_confidence",
+                             n_jobs=1)   # its default forks workers, unsafe once JAX runs
   return np.asarray(issues, np.int64), probs

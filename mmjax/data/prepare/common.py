@@ -88,13 +88,14 @@ def check_name(name: str) -> None:
     raise DataError(f"--name={name!r} must be snake_case (lowercase letters, digits and "
                     "'_', starting with a letter), as TFDS names are; e.g. --name=my_photos.")
   import tensorflow_datasets as tfds   # pylint: disable=g-import-not-at-top
-  from mmjax.data.pipeline import EMBEDDED   # pylint: disable=g-import-not-at-top
+  from mmjax.data.embedded import colored_digits, digits   # pylint: disable=g-import-not-at-top
+  del colored_digits, digits   # registered, so builder_cls finds the embedded names too
   try:
     tfds.builder_cls(name)   # imports one module; list_builders() imports all (15 s)
     registered = True
   except tfds.core.DatasetNotFoundError:
     registered = False
-  if name in EMBEDDED or registered:
+  if registered:
     raise DataError(f"--name={name!r} is a TFDS catalogue dataset; reading it back would "
                     f"load that builder, not your files. Choose another name, e.g. "
                     f"--name=my_{name}.")
