@@ -28,6 +28,8 @@ def config_files(*parts):
 CONFIGS = [(p, None) for p in config_files() if not p.endswith("quickstart.py")]
 CONFIGS.append(("configs/captions_lm.py", "mlm"))
 CONFIGS.append(("configs/multimodal_digits.py", "image_audio"))   # AutoAttack per modality
+# configs/own_images.py (a dataset from mmjax.data.prepare, named by its argument) runs
+# above with its default, the embedded digits; its argument's refusal is tested below.
 # multimodal_digits.py's :siglip, :concat and :bottleneck differ from the default only in
 # options that tests/models/test_multimodal.py and tests/objectives cover.
 PAPERS = config_files("papers")
@@ -180,3 +182,10 @@ def test_finetune_config_full_variant(name, tmp_path, monkeypatch):
   with pytest.raises(ConfigError, match="not a Hugging Face checkpoint folder"):
     loop.build_experiment(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_own_images_config_refuses_a_bad_argument():
+  config = load_config_file(os.path.join(REPO, "configs/own_images.py"), "my_photos,size=64")
+  assert config.data.name == "my_photos" and "resize(64)" in config.data.preprocess_train
+  with pytest.raises(ConfigError, match="'colour=3' is not one of classes=K, size=S"):
+    load_config_file(os.path.join(REPO, "configs/own_images.py"), "my_photos,colour=3")

@@ -1,0 +1,56 @@
+r"""Image classification on your own images: a dataset written by `python -m
+mmjax.data.prepare` (docs/data.md), named by the config argument.
+
+  --config=configs/own_images.py:NAME[,classes=K][,size=S]
+
+NAME is the prepared dataset (default mmjax_digits, the embedded digits); K its number of
+classes (default 10), S the side the images are resized to (default 28). Model: the
+Fast-AT MNIST CNN (configs/digits_cnn.py), which takes any size and channel count; Adam, 400 steps of 100 with warm-up, evaluated on the 'test' split. Point
+--config.data.data_dir at the prepare command's --data_dir.
+
+Reproduces: nothing published; the shortest path from a folder of images to a trained
+model. Expected (measured 2026-12-07 on the shared 2-core CPU, docs/data.md): the 5,000
+embedded digits exported as PNG files (one folder per class), prepared with
+`--source=image_folder --split_fraction=0.2` (23 s), then this config: 0.958 test accuracy
+after 400 steps, 33 s wall time.
+
+Command:
+  python -m mmjax.data.prepare --source=image_folder --input=/tmp/digits_png \
+      --name=my_digits --data_dir=/tmp/my_tfds
+  python -m mmjax.main --config=configs/own_images.py:my_digits \
+      --config.data.data_dir=/tmp/my_tfds --workdir=/tmp/own_images
+"""
+from mmjax.config import default_config
+from mmjax.errors import ConfigError
+
+_DEFAULTS = {"classes": 10, "size": 28}
+
+
+def parse_arg(arg: str | None) -> tuple[str, dict[str, int]]:
+  """'NAME,classes=5,size=64' -> ('NAME', {'classes': 5, 'size': 64})."""
+  name, *pairs = (arg or "mmjax_digits").split(",")
+  options = dict(_DEFAULTS)
+  for pair in pairs:
+    key, _, value = pair.partition("=")
+    if key not in _DEFAULTS or not value.isdigit() or int(value) <= 0:
+      raise ConfigError(f"configs/own_images.py:{arg}: {pair!r} is not one of "
+                        "classes=K, size=S with a positive integer.")
+    options[key] = int(value)
+  return name, options
+
+
+def get_config(arg=None):
+  name, o = parse_arg(arg)
+  c = default_config()
+  ops = f"to_float|resize({o['size']})"
+  c.data.update(dict(name=name, train_split="train", eval_split="test",
+                     shuffle_buffer=10_000, preprocess_train=f"{ops}|keep('image', 'label')",
+                     preprocess_eval=f"{ops}|keep('image', 'label')"))
+  c.model = dict(name="mnist_cnn", num_classes=o["classes"])
+  c.objective = dict(name="supervised")
+  c.optim.update(dict(name="adamw", learning_rate=5e-3, schedule="linear",
+                      warmup_steps=160, weight_decay=0.0))
+  c.train.update(dict(total_steps=400, batch_size=100, log_every=50, eval_every=200,
+                      checkpoint_every=200))
+  c.train.eval_batch_size = 500
+  return c
