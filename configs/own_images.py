@@ -20,7 +20,7 @@ Command:
   python -m mmjax.main --config=configs/own_images.py:my_digits \
       --config.data.data_dir=/tmp/my_tfds --workdir=/tmp/own_images
 """
-from mmjax.config import default_config
+from configs import digits_cnn
 from mmjax.errors import ConfigError
 
 _DEFAULTS = {"classes": 10, "size": 28}
@@ -41,16 +41,9 @@ def parse_arg(arg: str | None) -> tuple[str, dict[str, int]]:
 
 def get_config(arg=None):
   name, o = parse_arg(arg)
-  c = default_config()
-  ops = f"to_float|resize({o['size']})"
+  c = digits_cnn.get_config()   # its model, optimiser and schedule, unchanged
+  ops = f"to_float|resize({o['size']})|keep('image', 'label')"
   c.data.update(dict(name=name, train_split="train", eval_split="test",
-                     shuffle_buffer=10_000, preprocess_train=f"{ops}|keep('image', 'label')",
-                     preprocess_eval=f"{ops}|keep('image', 'label')"))
-  c.model = dict(name="mnist_cnn", num_classes=o["classes"])
-  c.objective = dict(name="supervised")
-  c.optim.update(dict(name="adamw", learning_rate=5e-3, schedule="linear",
-                      warmup_steps=160, weight_decay=0.0))
-  c.train.update(dict(total_steps=400, batch_size=100, log_every=50, eval_every=200,
-                      checkpoint_every=200))
-  c.train.eval_batch_size = 500
+                     shuffle_buffer=10_000, preprocess_train=ops, preprocess_eval=ops))
+  c.model.num_classes = o["classes"]
   return c
