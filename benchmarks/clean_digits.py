@@ -70,7 +70,7 @@ def train_accuracy(name: str, data_dir: str, eval_name: str, seed: int, steps: i
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   c = load_config_file(os.path.join(repo, "configs", "digits_cnn.py"))
   c.data.update(dict(name=name, data_dir=data_dir, shuffle_buffer=5000))
-  c.seed = seed
+  c.train.seed = seed
   c.train.update(dict(total_steps=steps, eval_every=0, checkpoint_every=steps, log_every=100))
   loop.train_and_evaluate(c, workdir)
   c.data.name = eval_name   # the same clean test digits for both runs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import flags
+from absl import flags, logging
 
 from mmjax import cli
 from mmjax.errors import MmjaxError
@@ -42,6 +42,8 @@ _MAX_CHARS = flags.DEFINE_integer("max_text_chars", 0, "Longer texts are removed
 _SILENCE = flags.DEFINE_float("silence_dbfs", -50.0, "Quieter audio (RMS) is removed.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds the label model's folds.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --out_name.")
+_LIBRARY_LOGS = flags.DEFINE_bool("library_logs", False, "Also show the INFO logs and "
+                                  "progress bars of tfds.")
 flags.mark_flags_as_required(["name", "out_name"])
 
 
@@ -50,8 +52,10 @@ def _main(argv) -> None:
     cli.fail(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
   import tensorflow_datasets as tfds   # pylint: disable=g-import-not-at-top
   from mmjax.data.clean import duplicates, filters, run   # pylint: disable=g-import-not-at-top
-  if not os.environ.get("MMJAX_LIBRARY_LOGS"):
+  logging.set_verbosity(logging.INFO)
+  if not os.environ.get("MMJAX_LIBRARY_LOGS"):   # --library_logs (mmjax.cli) keeps them
     tfds.disable_progress_bar()
+    logging.get_absl_handler().addFilter(cli.OnlyMmjaxInfo())
   try:
     report = run.clean(
         _NAME.value, _DATA_DIR.value, _OUT_NAME.value, out_data_dir=_OUT_DATA_DIR.value,

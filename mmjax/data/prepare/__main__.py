@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import flags
+from absl import flags, logging
 
 from mmjax import cli
 from mmjax.data.prepare import SOURCES, prepare
@@ -42,6 +42,8 @@ _SPLIT_COLUMN = flags.DEFINE_string("split_column", "", "csv/tsv/jsonl/pairs: a 
                                     "naming each row's split (pairs: 'split' if present).")
 _SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 8000, "wav_folder/pairs: resample audio "
                                     "to this rate (Hz).")
+_LIBRARY_LOGS = flags.DEFINE_bool("library_logs", False, "Also show the INFO logs and "
+                                  "progress bars of tfds.")
 flags.mark_flags_as_required(["source", "input", "name", "data_dir"])
 
 
@@ -49,8 +51,10 @@ def _main(argv) -> None:
   if len(argv) > 1:
     cli.fail(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
   import tensorflow_datasets as tfds   # pylint: disable=g-import-not-at-top
-  if not os.environ.get("MMJAX_LIBRARY_LOGS"):
+  logging.set_verbosity(logging.INFO)
+  if not os.environ.get("MMJAX_LIBRARY_LOGS"):   # --library_logs (mmjax.cli) keeps them
     tfds.disable_progress_bar()
+    logging.get_absl_handler().addFilter(cli.OnlyMmjaxInfo())
   options = dict(text_column=_TEXT.value, label_column=_LABEL.value,
                  tags_column=_TAGS.value, sample_rate=_SAMPLE_RATE.value)
   if _CAPTIONS.value:

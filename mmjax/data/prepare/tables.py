@@ -30,7 +30,7 @@ def read_rows(path: str) -> tuple[list[Row], list[str]]:
   """Rows of a CSV, TSV (by extension or a tab in the header) or JSONL file, each with
   'file:line', and the column names in file order."""
   if not os.path.isfile(path):
-    raise DataError(f"{path!r} is not a file.")
+    raise DataError(f"{path!r} is not a file; this source reads one CSV, TSV or JSONL file.")
   name = os.path.basename(path)
   with open(path, newline="", encoding="utf-8") as f:
     if path.lower().endswith((".jsonl", ".json")):
