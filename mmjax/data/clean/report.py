@@ -40,7 +40,8 @@ def write_markdown(path: str, report: dict[str, Any], findings: Sequence[Finding
   for split, ids in report["contaminated_eval"].items():
     lines += ["", f"**Contamination**: {len(ids)} of {report['sizes_before'][split]} "
               f"`{split}` examples have a (near) copy in `{report['train_split']}`"
-              + (f": ids {ids[:listed]}{' ...' if len(ids) > listed else ''}." if ids else ".")]
+              + (f": ids {ids[:listed]}" if ids else "")
+              + (f" and {len(ids) - listed} more." if len(ids) > listed else ".")]
   for check in CHECKS:
     rows = [f for f in findings if f.check == check]
     if not rows:
@@ -60,6 +61,17 @@ def _cell(loaded: Loaded, example: dict[str, Any]) -> np.ndarray | None:
   if loaded.audio:
     return spectrogram_image(example[loaded.audio])[::-1]
   return None
+
+
+def _short(finding: Finding) -> str:
+  """A title that fits over a thumbnail."""
+  if finding.check == "label_issue":
+    return f"label {finding.extra['given']} -> {finding.extra['suggested']}?"
+  if finding.check == "contamination":
+    return f"copy of {finding.extra['eval_split']} id {finding.partner}"
+  if finding.partner is not None:
+    return f"copy of id {finding.partner}"
+  return finding.reason[:24]
 
 
 def write_grid(path: str, loaded: Loaded, findings: Sequence[Finding]) -> bool:
@@ -83,7 +95,7 @@ def write_grid(path: str, loaded: Loaded, findings: Sequence[Finding]) -> bool:
                   cmap="gray", aspect="auto" if loaded.audio and not loaded.image else None)
       ax.set_xticks([])
       ax.set_yticks([])
-      ax.set_title(f"{f.split} {f.id}\n{f.reason[:26]}", fontsize=6)
+      ax.set_title(f"{f.split} {f.id}\n{_short(f)}", fontsize=6)
       if k == 0:
         ax.set_ylabel(check, fontsize=7)
   fig.tight_layout()

@@ -41,6 +41,11 @@ def test_image_folder_with_split_folders_and_captions(small_digits, tmp_path):
   np.testing.assert_array_equal(test["image"][..., 0], images[index])
   np.testing.assert_array_equal(test["label"], np.searchsorted([0, 1, 7], labels[index]))
   assert [c.decode() for c in test["caption"]] == [f"digit number {i}" for i in index]
+  # The train pipeline reads it too (shuffled file reading, batches of fixed shape).
+  batch = next(pipeline.make_train_iterator(
+      dict(name="own_photos", data_dir=str(tmp_path / "tfds"), shuffle_buffer=32,
+           preprocess_train="to_float|keep('image', 'label')"), batch_size=6, seed=0))
+  assert batch["image"].shape == (6, 28, 28, 1) and batch["label"].shape == (6,)
 
 
 def test_fraction_split_is_seeded_and_stratified(small_digits, tmp_path):
