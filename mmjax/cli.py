@@ -55,6 +55,19 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
+def start_data_command(argv: Sequence[str]) -> None:
+  """The start of `python -m mmjax.data.prepare|clean`: no positional arguments, INFO logs
+  from mmjax only and no tfds progress bars (all of the libraries' with --library_logs)."""
+  if len(argv) > 1:
+    fail(f"Unexpected arguments {list(argv[1:])}; pass options as --flag=value.")
+  from absl import logging   # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.INFO)
+  if not os.environ.get("MMJAX_LIBRARY_LOGS"):   # set by parse_flags for --library_logs
+    import tensorflow_datasets as tfds   # pylint: disable=g-import-not-at-top
+    tfds.disable_progress_bar()
+    logging.get_absl_handler().addFilter(OnlyMmjaxInfo())
+
+
 def model_fields(model_config) -> set[str]:
   # Imported only when a model key is overridden: flax stays out of --help.
   from mmjax import models   # pylint: disable=g-import-not-at-top

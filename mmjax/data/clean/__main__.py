@@ -7,9 +7,8 @@
 from __future__ import annotations
 
 import json
-import os
 
-from absl import flags, logging
+from absl import flags
 
 from mmjax import cli
 from mmjax.errors import MmjaxError
@@ -48,14 +47,8 @@ flags.mark_flags_as_required(["name", "out_name"])
 
 
 def _main(argv) -> None:
-  if len(argv) > 1:
-    cli.fail(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
-  import tensorflow_datasets as tfds   # pylint: disable=g-import-not-at-top
+  cli.start_data_command(argv)
   from mmjax.data.clean import duplicates, filters, run   # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.INFO)
-  if not os.environ.get("MMJAX_LIBRARY_LOGS"):   # --library_logs (mmjax.cli) keeps them
-    tfds.disable_progress_bar()
-    logging.get_absl_handler().addFilter(cli.OnlyMmjaxInfo())
   try:
     report = run.clean(
         _NAME.value, _DATA_DIR.value, _OUT_NAME.value, out_data_dir=_OUT_DATA_DIR.value,

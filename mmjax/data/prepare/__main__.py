@@ -7,9 +7,8 @@
 from __future__ import annotations
 
 import json
-import os
 
-from absl import flags, logging
+from absl import flags
 
 from mmjax import cli
 from mmjax.data.prepare import SOURCES, prepare
@@ -48,13 +47,7 @@ flags.mark_flags_as_required(["source", "input", "name", "data_dir"])
 
 
 def _main(argv) -> None:
-  if len(argv) > 1:
-    cli.fail(f"Unexpected arguments {argv[1:]}; pass options as --flag=value.")
-  import tensorflow_datasets as tfds   # pylint: disable=g-import-not-at-top
-  logging.set_verbosity(logging.INFO)
-  if not os.environ.get("MMJAX_LIBRARY_LOGS"):   # --library_logs (mmjax.cli) keeps them
-    tfds.disable_progress_bar()
-    logging.get_absl_handler().addFilter(cli.OnlyMmjaxInfo())
+  cli.start_data_command(argv)
   options = dict(text_column=_TEXT.value, label_column=_LABEL.value,
                  tags_column=_TAGS.value, sample_rate=_SAMPLE_RATE.value)
   if _CAPTIONS.value:
