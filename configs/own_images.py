@@ -5,7 +5,8 @@ mmjax.data.prepare` (docs/data.md), named by the config argument.
 
 NAME is the prepared dataset (default mmjax_digits, the embedded digits); K its number of
 classes (default 10), S the side the images are resized to (default 28). Model: the
-Fast-AT MNIST CNN (configs/digits_cnn.py), which takes any size and channel count; Adam, 400 steps of 100 with warm-up, evaluated on the 'test' split. Point
+Fast-AT MNIST CNN (configs/digits_cnn.py), which takes any size and channel count; Adam,
+400 steps of 100 with warm-up, evaluated on the 'test' split. Point
 --config.data.data_dir at the prepare command's --data_dir.
 
 Reproduces: nothing published; the shortest path from a folder of images to a trained

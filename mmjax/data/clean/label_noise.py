@@ -28,7 +28,8 @@ def features(examples: Sequence[dict[str, Any]], key: str, kind: str):
   if kind == "audio":
     return np.stack([duplicates.spectrogram_image(e[key]).mean(axis=1) / 255.0
                      for e in examples])
-  from sklearn.feature_extraction.text import TfidfVectorizer   # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from sklearn.feature_extraction.text import TfidfVectorizer
   return TfidfVectorizer(ngram_range=(1, 2), min_df=1).fit_transform(
       [text_of(e, key) for e in examples])
 

@@ -12,7 +12,8 @@ from tests.data.prepare.conftest import write_png
 
 def test_empty_folder(tmp_path):
   (tmp_path / "empty" / "cats").mkdir(parents=True)
-  with pytest.raises(DataError, match=r"holds no \.png/\.jpg/\.jpeg files.*one subfolder per class"):
+  with pytest.raises(DataError,
+                     match=r"holds no \.png/\.jpg/\.jpeg files.*one subfolder per class"):
     prepare("image_folder", str(tmp_path / "empty"), "x", str(tmp_path / "d"))
   assert not (tmp_path / "d").exists()
 
@@ -62,7 +63,8 @@ def test_bad_names_are_refused(tmp_path):
 
 
 def test_never_replaces_another_dataset_silently(tmp_path):
-  rows = lambda n: "\n".join(json.dumps({"text": f"t{i}", "label": "a"}) for i in range(n))  # noqa: E731
+  def rows(n):
+    return "\n".join(json.dumps({"text": f"t{i}", "label": "a"}) for i in range(n))
   (tmp_path / "one.jsonl").write_text(rows(5))
   (tmp_path / "two.jsonl").write_text(rows(7))
   data_dir = str(tmp_path / "d")
