@@ -1,0 +1,72 @@
+"""Quantization-aware training: `config.quantization.qat=True` trains the model through
+qwix's fake quantization of `quantization.method` (int8_weight_only: Dense/Conv kernels;
+int8_dynamic: kernels and their inputs), with straight-through gradients: the forward
+pass sees int8-rounded values, the backward pass the float ones (zero outside the
+quantization range). The params tree is unchanged (float32), so checkpoints, LoRA and
+--mode=quantize work as for any run, and a QAT model loses less in post-training int8.
+
+Which layers: the Dense, DenseGeneral and Conv layers (`layers.QUANTIZED_LAYERS`) not
+matched by quantization.keep_float; LoRA adapters stay float32.
+"""
+from __future__ import annotations
+
+import re
+
+import flax.linen as nn
+import ml_collections
+
+from mmjax.errors import ConfigError
+from mmjax.quant import layers as quant_layers
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """ConfigError for a QAT setting that cannot train (before any compute)."""
+  if not config.quantization.qat:
+    return
+  from mmjax.evals import quantization_eval   # pylint: disable=import-outside-toplevel
+  quantization_eval.check_installed()
+  quantization_eval.check_quantization_config(config)
+  if config.quantization.method == "int8_static":
+    raise ConfigError("quantization.qat trains with int8_weight_only or int8_dynamic fake "
+                      "quantization; int8_static's fixed activation scales are calibrated "
+                      "after training (--mode=quantize). Set --config.quantization.method="
+                      "int8_dynamic for QAT.")
+  if config.privacy.enabled:
+    raise ConfigError("quantization.qat with privacy.enabled: per-example gradients of "
+                      "qwix's fake quantization are untested here; train DP without QAT "
+                      "and quantize afterwards (--mode=quantize).")
+
+
+def _layer_filtered(provider_cls, keep_float):
+  """`provider_cls` whose rules apply only inside the layers QAT quantizes."""
+  from qwix._src.utils import flax_util   # pylint: disable=import-outside-toplevel
+  patterns = [re.compile(p) for p in keep_float]
+  adapters = quant_layers.float_by_design()
+
+  class Provider(provider_cls):
+    def _get_current_rule_and_op_id(self, op_name, **kwargs):
+      rule, op_id = super()._get_current_rule_and_op_id(op_name, **kwargs)
+      module = flax_util.get_current_module()
+      path = "/".join(getattr(module, "path", ()))
+      if (not isinstance(module, quant_layers.QUANTIZED_LAYERS)
+          or isinstance(module, adapters) or any(p.fullmatch(path) for p in patterns)):
+        rule = None
+      return rule, op_id
+
+  return Provider
+
+
+def fake_quantized(model: nn.Module, method: str, keep_float=()) -> nn.Module:
+  """`model` with qwix's fake quantization of `method` in its Dense/Conv layers."""
+  import qwix   # pylint: disable=import-outside-toplevel
+  from mmjax.quant import ptq   # pylint: disable=import-outside-toplevel
+  rule = ptq.rule(method, ".*", training=True)
+  provider_cls = _layer_filtered(ptq.with_plain_conv(qwix.QtProvider), tuple(keep_float))
+  return ptq.quantized_model(model, provider_cls([rule]))
+
+
+def training_model(quantization: ml_collections.ConfigDict, model: nn.Module) -> nn.Module:
+  """The model the trainer runs: fake-quantized when quantization.qat, else `model`."""
+  if not quantization.qat:
+    return model
+  return fake_quantized(model, quantization.method, quantization.keep_float)
