@@ -25,27 +25,9 @@ from absl import logging
 from mmjax.errors import ConfigError
 from mmjax.evals.base import Evaluator, register_evaluator
 from mmjax.evals.batched import eval_examples, in_chunks, model_variables
-from mmjax.quant import layers as quant_layers
+from mmjax.quant import layers as quant_layers, ptq
 
 _ALL = 1 << 30
-
-
-def check_installed() -> None:
-  """ConfigError unless qwix (the `quant` extra) imports."""
-  try:
-    import qwix  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  except ImportError:
-    raise ConfigError("int8 quantization needs the quant extra (qwix is not installed): "
-                      "pip install -e '.[quant]'.") from None
-
-
-def check_quantization_config(config) -> None:
-  """ConfigError for a bad config.quantization value (no model or data needed)."""
-  q = config.quantization
-  quant_layers.check_method(q.method)
-  for key in ("calibration_batches", "latency_batches"):
-    if not isinstance(q[key], int) or q[key] < 1:
-      raise ConfigError(f"quantization.{key}={q[key]!r} must be an integer >= 1.")
 
 
 def _median_ms(fn, *args, rounds: int) -> float:
@@ -62,12 +44,12 @@ class QuantizationEvaluator(Evaluator):
   """Quantizes the evaluated parameters and measures the int8 model against them; see
   the module doc. `num_examples` 0 reads the whole split."""
   options = dict(method="", num_examples=0)
-  choices = {"method": ("",) + quant_layers.METHODS}
+  choices = {"method": ("",) + ptq.METHODS}
 
   @classmethod
   def check_options(cls, options, key, config):
-    check_installed()
-    check_quantization_config(config)
+    ptq.check_installed()
+    ptq.check_config(config.quantization)
     if options.num_examples < 0:
       raise ConfigError(f"{key}.num_examples={options.num_examples} must be >= 0 (0: all).")
 
@@ -97,7 +79,6 @@ class QuantizationEvaluator(Evaluator):
     return {k: v for k, v in batch.items() if k != "label"}
 
   def __call__(self, params, model_state, step):
-    from mmjax.quant import ptq   # pylint: disable=import-outside-toplevel
     variables = model_variables(params, model_state)
     calibration = [self._inputs(b) for b in self.calibration]
     qmodel, qvariables = ptq.quantize(self.exp.model, variables, self.method, self.plan,

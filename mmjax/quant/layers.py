@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.errors import ConfigError
+from mmjax.quant import ptq
 
-METHODS = ("int8_weight_only", "int8_dynamic", "int8_static")
 QUANTIZED_LAYERS = (nn.Dense, nn.DenseGeneral, nn.Conv)
 
 
@@ -44,12 +44,6 @@ class LayerPlan:
     return "|".join(re.escape(p) for p in self.quantized) or "(?!)"
 
 
-def check_method(method: str) -> None:
-  if method not in METHODS:
-    raise ConfigError(f"Unknown quantization.method={method!r}; choose one of "
-                      f"{', '.join(METHODS)}.")
-
-
 def _module_classes(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, type]:
   """{'/'-joined module path: class} of every module an init of the model calls."""
   seen = {}
@@ -66,20 +60,13 @@ def _module_classes(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, typ
 def matmul_weights(model: nn.Module, batch: Mapping[str, Any]) -> dict[str, list[str]]:
   """{module path: [parameter names]} of every parameter that some matmul of the model
   reads as its weight operand: the params a quantize-everything qwix pass rewrites."""
-  from mmjax.quant import ptq   # pylint: disable=import-outside-toplevel
   everything = ptq.provider("int8_weight_only", ".*")
   abstract = ptq.abstract_quantized_params(model, everything, batch)
   found: dict[str, list[str]] = {}
-  for path, leaf in _flat(abstract):
+  for path, leaf in ptq.flat(abstract):
     if ptq.is_quantized(leaf):
       found.setdefault("/".join(path[:-1]), []).append(path[-1])
   return found
-
-
-def _flat(tree) -> list[tuple[tuple[str, ...], Any]]:
-  from mmjax.quant import ptq   # pylint: disable=import-outside-toplevel
-  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=ptq.is_quantized)
-  return [(tuple(str(getattr(k, "key", k)) for k in p), leaf) for p, leaf in leaves]
 
 
 def plan_layers(model: nn.Module, batch: Mapping[str, Any],

@@ -21,7 +21,40 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.quant import layers as quant_layers
+from mmjax.errors import ConfigError
+
+METHODS = ("int8_weight_only", "int8_dynamic", "int8_static")
+
+
+def check_method(method: str) -> None:
+  """ConfigError unless `method` is one of METHODS."""
+  if method not in METHODS:
+    raise ConfigError(f"Unknown quantization.method={method!r}; choose one of "
+                      f"{', '.join(METHODS)}.")
+
+
+def check_installed() -> None:
+  """ConfigError unless qwix (the `quant` extra) imports."""
+  try:
+    import qwix  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    raise ConfigError("int8 quantization needs the quant extra (qwix is not installed): "
+                      "pip install -e '.[quant]'.") from None
+
+
+def check_config(quantization) -> None:
+  """ConfigError for a bad config.quantization value (no model or data needed)."""
+  check_method(quantization.method)
+  for key in ("calibration_batches", "latency_batches"):
+    if not isinstance(quantization[key], int) or quantization[key] < 1:
+      raise ConfigError(f"quantization.{key}={quantization[key]!r} must be an integer "
+                        ">= 1.")
+
+
+def flat(tree) -> list[tuple[tuple[str, ...], Any]]:
+  """[(path of dict keys, leaf)] of a params tree, quantized parameters as leaves."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_quantized)
+  return [(tuple(str(getattr(k, "key", k)) for k in p), leaf) for p, leaf in leaves]
 
 
 def _qwix():
@@ -114,7 +147,7 @@ def rule(method: str, module_regex: str, training: bool = False):
 
 def provider(method: str, module_regex: str):
   """The PTQ provider of `method` for the modules whose path fullmatches the regex."""
-  quant_layers.check_method(method)
+  check_method(method)
   return _weight_only_conv_provider()([rule(method, module_regex)])
 
 
@@ -163,10 +196,10 @@ def calibrate_static_scales(qmodel: nn.Module, variables: Mapping[str, Any],
 
 
 def quantize(model: nn.Module, variables: Mapping[str, Any], method: str,
-             plan: quant_layers.LayerPlan, batch: Mapping[str, Any],
+             plan, batch: Mapping[str, Any],
              calibration: Iterable[Mapping[str, Any]] = ()) -> tuple[nn.Module, dict]:
   """(int8 model, its variables) from the float model's `variables` ({'params': ...,
-  other collections}). `batch`: an example batch (shapes); `calibration`: the batches of
+  other collections}); `plan`: the layers.LayerPlan of the model. `batch`: an example batch (shapes); `calibration`: the batches of
   int8_static's calibration pass (ignored by the other methods)."""
   regex = plan.module_regex()
   qwix_provider = provider(method, regex)
@@ -196,7 +229,6 @@ def parameter_bytes(params: Any) -> dict[str, int]:
 
 def kernel_bytes_float(params: Any, quantized_params: Any) -> int:
   """Bytes in `params` (float) of the kernels that `quantized_params` holds in int8."""
-  flat_q = dict(quant_layers._flat(quantized_params))   # pylint: disable=protected-access
+  flat_q = dict(flat(quantized_params))
   return sum(math.prod(v.shape) * jnp.dtype(v.dtype).itemsize
-             for path, v in quant_layers._flat(params)   # pylint: disable=protected-access
-             if is_quantized(flat_q.get(path)))
+             for path, v in flat(params) if is_quantized(flat_q.get(path)))

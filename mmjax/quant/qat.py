@@ -16,16 +16,15 @@ import flax.linen as nn
 import ml_collections
 
 from mmjax.errors import ConfigError
-from mmjax.quant import layers as quant_layers
+from mmjax.quant import layers as quant_layers, ptq
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """ConfigError for a QAT setting that cannot train (before any compute)."""
   if not config.quantization.qat:
     return
-  from mmjax.evals import quantization_eval   # pylint: disable=import-outside-toplevel
-  quantization_eval.check_installed()
-  quantization_eval.check_quantization_config(config)
+  ptq.check_installed()
+  ptq.check_config(config.quantization)
   if config.quantization.method == "int8_static":
     raise ConfigError("quantization.qat trains with int8_weight_only or int8_dynamic fake "
                       "quantization; int8_static's fixed activation scales are calibrated "
@@ -59,7 +58,6 @@ def _layer_filtered(provider_cls, keep_float):
 def fake_quantized(model: nn.Module, method: str, keep_float=()) -> nn.Module:
   """`model` with qwix's fake quantization of `method` in its Dense/Conv layers."""
   import qwix   # pylint: disable=import-outside-toplevel
-  from mmjax.quant import ptq   # pylint: disable=import-outside-toplevel
   rule = ptq.rule(method, ".*", training=True)
   provider_cls = _layer_filtered(ptq.with_plain_conv(qwix.QtProvider), tuple(keep_float))
   return ptq.quantized_model(model, provider_cls([rule]))

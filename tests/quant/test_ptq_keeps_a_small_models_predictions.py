@@ -16,7 +16,7 @@ def cnn():
   return model, inputs, variables, plan
 
 
-@pytest.mark.parametrize("method", quant_layers.METHODS)
+@pytest.mark.parametrize("method", ptq.METHODS)
 def test_predictions_mostly_equal_and_bytes_four_times_smaller(cnn, method):
   model, inputs, variables, plan = cnn
   assert plan.quantized == ("conv1", "conv2", "fc1", "fc2")
