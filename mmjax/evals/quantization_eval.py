@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from mmjax import models
 from mmjax.errors import ConfigError
 from mmjax.evals.base import Evaluator, register_evaluator
 from mmjax.evals.batched import eval_examples, in_chunks, model_variables
@@ -58,7 +59,9 @@ class QuantizationEvaluator(Evaluator):
     q = exp.config.quantization
     self.method = options.method or q.method
     self.latency_batches = q.latency_batches
-    model = exp.model
+    # The float model: a QAT or QLoRA run trains a fake-quantized one (exp.model), whose
+    # float32 params are what post-training quantization rounds.
+    model = self.model = models.build_model(exp.config.model)
     # The layer plan (and its refusal of an unsupported layer) before any compute.
     self.example = quant_layers.example_batch(exp.example_batch)
     self.plan = quant_layers.plan_layers(model, self.example, tuple(q.keep_float))
@@ -81,7 +84,7 @@ class QuantizationEvaluator(Evaluator):
   def __call__(self, params, model_state, step):
     variables = model_variables(params, model_state)
     calibration = [self._inputs(b) for b in self.calibration]
-    qmodel, qvariables = ptq.quantize(self.exp.model, variables, self.method, self.plan,
+    qmodel, qvariables = ptq.quantize(self.model, variables, self.method, self.plan,
                                       self.example, calibration)
     int8 = jax.jit(lambda v, b: qmodel.apply(v, b)["logits"])
     inputs, labels = self._inputs(self.examples), self.examples["label"]
