@@ -159,9 +159,10 @@ def default_config() -> ml_collections.ConfigDict:
   # WORKDIR/quantization/) and by `qat` (train with that method's fake quantization and
   # straight-through gradients). calibration_batches: train batches that fix
   # int8_static's activation scales; latency_batches: timed eval batches per model;
-  # keep_float: regexes of module paths left in float32.
-  c.quantization = dict(method="int8_dynamic", qat=False, calibration_batches=8,
-                        latency_batches=20, keep_float=())
+  # keep_float: regexes of module paths left in float32; qlora (with finetune.mode=lora):
+  # LoRA adapters and heads train in float32 on the int8 weight-only base.
+  c.quantization = dict(method="int8_dynamic", qat=False, qlora=False,
+                        calibration_batches=8, latency_batches=20, keep_float=())
   c.explain = ml_collections.ConfigDict(dict(
       methods=("gradient", "smoothgrad", "integrated_gradients"), num_examples=32))
   # Named evaluators, each {type, every, <its options>} (mmjax/evals/, docs/evaluators.md):

@@ -7,6 +7,12 @@ quantization range). The params tree is unchanged (float32), so checkpoints, LoR
 
 Which layers: the Dense, DenseGeneral and Conv layers (`layers.QUANTIZED_LAYERS`) not
 matched by quantization.keep_float; LoRA adapters stay float32.
+
+QLoRA in the trainer: `config.quantization.qlora=True` with `finetune.mode='lora'` runs
+the same fake quantization, int8 weight-only, on the frozen base only (LoRA adapters and
+the task heads stay float32): every step's forward pass multiplies by the int8
+per-channel quantization of each base kernel, exactly the int8 model that
+`qlora.split` stores, while only the adapters and heads train.
 """
 from __future__ import annotations
 
@@ -20,7 +26,9 @@ from mmjax.quant import layers as quant_layers, ptq
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """ConfigError for a QAT setting that cannot train (before any compute)."""
+  """ConfigError for a QAT or QLoRA setting that cannot train (before any compute)."""
+  if config.quantization.qlora:
+    _check_qlora(config)
   if not config.quantization.qat:
     return
   ptq.check_installed()
@@ -34,6 +42,19 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("quantization.qat with privacy.enabled: per-example gradients of "
                       "qwix's fake quantization are untested here; train DP without QAT "
                       "and quantize afterwards (--mode=quantize).")
+
+
+def _check_qlora(config: ml_collections.ConfigDict) -> None:
+  ptq.check_installed()
+  ptq.check_config(config.quantization)
+  if config.finetune.mode != "lora":
+    raise ConfigError(f"quantization.qlora trains LoRA adapters on the int8 base, but "
+                      f"finetune.mode={config.finetune.mode!r}: set "
+                      "--config.finetune.mode=lora (and model.lora_rank > 0).")
+  if config.quantization.qat:
+    raise ConfigError("quantization.qlora and quantization.qat together: QLoRA already "
+                      "trains on the int8 (weight-only) base and keeps its adapters in "
+                      "float32; set only one of them.")
 
 
 def _layer_filtered(provider_cls, keep_float):
@@ -64,7 +85,13 @@ def fake_quantized(model: nn.Module, method: str, keep_float=()) -> nn.Module:
 
 
 def training_model(quantization: ml_collections.ConfigDict, model: nn.Module) -> nn.Module:
-  """The model the trainer runs: fake-quantized when quantization.qat, else `model`."""
+  """The model the trainer runs: fake-quantized when quantization.qat (its method) or
+  quantization.qlora (int8 weight-only on the base; heads and adapters float), else
+  `model`."""
+  keep_float = tuple(quantization.keep_float)
+  if quantization.qlora:
+    from mmjax.quant import qlora   # pylint: disable=import-outside-toplevel
+    return fake_quantized(model, "int8_weight_only", (*qlora.HEAD_LAYERS, *keep_float))
   if not quantization.qat:
     return model
-  return fake_quantized(model, quantization.method, quantization.keep_float)
+  return fake_quantized(model, quantization.method, keep_float)

@@ -1,5 +1,5 @@
 """Refusals before compute: a matmul weight outside a Dense/Conv layer (a tied
-embedding) is named, with the fix; and bad quantization settings."""
+embedding) is named, with the fix; and bad quantization settings (QAT, QLoRA)."""
 import jax.numpy as jnp
 import pytest
 
@@ -26,9 +26,13 @@ def test_a_tied_embedding_is_named_and_keep_float_lets_it_pass():
     (dict(method="int4"), "Unknown quantization.method='int4'"),
     (dict(qat=True, method="int8_static"), "int8_static's fixed activation scales"),
     (dict(qat=True, calibration_batches=0), "calibration_batches=0 must be"),
+    (dict(qat=False, qlora=True), "qlora trains LoRA adapters.*finetune.mode='full'"),
+    (dict(qat=True, qlora=True, mode="lora"), "qlora and quantization.qat together"),
 ])
 def test_bad_quantization_settings_are_refused(overrides, message):
   c = config_lib.default_config()
+  overrides = dict(overrides)
+  c.finetune.mode = overrides.pop("mode", "full")
   c.quantization.update({"qat": True, **overrides})
   with pytest.raises(ConfigError, match=message):
     qat.check_config(c)
