@@ -9,6 +9,7 @@ runs once per method on the same checkpoint:
           not needed: qwix quantizes the base, the adapters stay float32; 150 steps)
 
   python benchmarks/quantize_digits.py --workdir=/tmp/quant_bench [--models=cnn,vit]
+      [--methods=int8_static:mean,int8_static:p99.9,int8_static:max,int8_static:mean:head]
 """
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ from absl import app, flags, logging
 
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/mmjax_quant_bench", "Where to train.")
 _MODELS = flags.DEFINE_list("models", ["cnn", "vit", "minilm"], "Which models.")
-_METHODS = flags.DEFINE_list("methods", ["int8_weight_only", "int8_dynamic", "int8_static"],
-                             "Which PTQ methods.")
+_METHODS = flags.DEFINE_list(
+    "methods", ["int8_weight_only", "int8_dynamic", "int8_static"],
+    "Which PTQ methods; int8_static:STATISTIC picks quantization.calibration_statistic "
+    "(mean, max, p99.9, ...), int8_static:STATISTIC:REGEX also keeps the modules that "
+    "REGEX matches in float32.")
 
 
 def _config(name):
@@ -55,16 +59,20 @@ def main(argv):
     start = time.time()
     loop.train_and_evaluate(config, workdir)
     results[name] = {"train_s": round(time.time() - start, 1)}
-    for method in _METHODS.value:
-      config.quantization.method = method
+    for variant in _METHODS.value:
+      parts = variant.split(":")
+      method, statistic, keep = parts + ["mean", ""][len(parts) - 1:]
+      config.quantization.update(dict(method=method, calibration_statistic=statistic,
+                                      keep_float=(keep,) if keep else ()))
       start = time.time()
       metrics = loop.quantize(config, workdir)
-      results[name][method] = {k.split("/")[-1]: round(v, 4) for k, v in metrics.items()
-                               if k.startswith("quantization/")}
-      results[name][method]["quantize_s"] = round(time.time() - start, 1)
-      logging.info("%s %s: %s", name, method, results[name][method])
+      results[name][variant] = {k.split("/")[-1]: round(v, 4) for k, v in metrics.items()
+                                if k.startswith("quantization/")}
+      results[name][variant]["quantize_s"] = round(time.time() - start, 1)
+      logging.info("%s %s: %s", name, variant, results[name][variant])
   print(json.dumps(results, indent=1))
-  with open(os.path.join(_WORKDIR.value, "results.json"), "w") as f:
+  with open(os.path.join(_WORKDIR.value, f"results_{'_'.join(_MODELS.value)}.json"),
+            "w") as f:
     json.dump(results, f, indent=1)
 
 

@@ -158,11 +158,14 @@ def default_config() -> ml_collections.ConfigDict:
   # on the newest checkpoint: accuracy f32 vs int8, parameter bytes, CPU latency, in
   # WORKDIR/quantization/) and by `qat` (train with that method's fake quantization and
   # straight-through gradients). calibration_batches: train batches that fix
-  # int8_static's activation scales; latency_batches: timed eval batches per model;
-  # keep_float: regexes of module paths left in float32; qlora (with finetune.mode=lora):
-  # LoRA adapters and heads train in float32 on the int8 weight-only base.
+  # int8_static's activation scales; calibration_statistic: how each input's per-example
+  # ranges reduce to one ('mean' | 'max' | a percentile such as 'p99.9');
+  # latency_batches: timed eval batches per model; keep_float: regexes of module paths
+  # left in float32; qlora (with finetune.mode=lora): LoRA adapters and heads train in
+  # float32 on the int8 weight-only base.
   c.quantization = dict(method="int8_dynamic", qat=False, qlora=False,
-                        calibration_batches=8, latency_batches=20, keep_float=())
+                        calibration_batches=8, calibration_statistic="mean",
+                        latency_batches=20, keep_float=())
   c.explain = ml_collections.ConfigDict(dict(
       methods=("gradient", "smoothgrad", "integrated_gradients"), num_examples=32))
   # Named evaluators, each {type, every, <its options>} (mmjax/evals/, docs/evaluators.md):

@@ -85,7 +85,8 @@ class QuantizationEvaluator(Evaluator):
     variables = model_variables(params, model_state)
     calibration = [self._inputs(b) for b in self.calibration]
     qmodel, qvariables = ptq.quantize(self.model, variables, self.method, self.plan,
-                                      self.example, calibration)
+                                      self.example, calibration,
+                                      self.exp.config.quantization.calibration_statistic)
     int8 = jax.jit(lambda v, b: qmodel.apply(v, b)["logits"])
     inputs, labels = self._inputs(self.examples), self.examples["label"]
     logits_f32 = in_chunks(lambda b: self._f32(variables, b), inputs, self.batch_size)

@@ -5,8 +5,12 @@ Methods (`quantization.method`):
                     matmul dequantizes its kernel and runs in float32.
   int8_dynamic      kernels as above and each matmul's input quantized to int8 on the
                     fly (per-example absmax), so the matmul is int8 x int8 -> int32.
-  int8_static       as int8_dynamic, but the inputs' scales are fixed before serving:
-                    the mean absmax over a calibration pass of N training batches.
+  int8_static       as int8_dynamic, but the inputs' scales are fixed before serving,
+                    from a calibration pass over N training batches: each example's
+                    absmax (per token position in a transformer), reduced over all the
+                    calibration examples by `quantization.calibration_statistic`: 'mean'
+                    (clips the examples with larger ranges), 'max' (clips none, coarser
+                    steps) or a percentile 'pNN.N' between them.
 
 The quantized model is the same flax module rewritten by qwix (`quantize_model`); its
 params tree holds qwix `WithAux(QArray)` leaves (int8 `qvalue` + float32 `scale`) where
@@ -49,6 +53,25 @@ def check_config(quantization) -> None:
     if not isinstance(quantization[key], int) or quantization[key] < 1:
       raise ConfigError(f"quantization.{key}={quantization[key]!r} must be an integer "
                         ">= 1.")
+  calibration_statistic(quantization.calibration_statistic)
+
+
+def calibration_statistic(name: str):
+  """The reduction [N, ...] -> [1, ...] over calibration examples that `name` ('mean',
+  'max' or a percentile 'pNN.N') means, or a ConfigError."""
+  if name == "mean":
+    return lambda x: jnp.mean(x, axis=0, keepdims=True)
+  if name == "max":
+    return lambda x: jnp.max(x, axis=0, keepdims=True)
+  try:
+    q = float(name[1:]) if name.startswith("p") else -1.0
+  except ValueError:
+    q = -1.0
+  if not 0 < q <= 100:
+    raise ConfigError(f"quantization.calibration_statistic={name!r}: choose 'mean', 'max' "
+                      "or a percentile of the examples' ranges such as 'p99.9' (0 < p <= "
+                      "100).")
+  return lambda x: jnp.percentile(x, q, axis=0, keepdims=True)
 
 
 def flat(tree) -> list[tuple[tuple[str, ...], Any]]:
@@ -137,18 +160,25 @@ def _weight_only_conv_provider():
   return Provider
 
 
-def rule(method: str, module_regex: str, training: bool = False):
+def rule(method: str, module_regex: str, training: bool = False,
+         per_example_scales: bool = False):
+  """The qwix rule of `method`; `per_example_scales`: int8_static's calibration pass
+  keeps each example's input scale (no mean over the batch axis in qwix), reduced over
+  all its examples afterwards (calibration_statistic)."""
   qwix = _qwix()
   acts = None if method == "int8_weight_only" else jnp.int8
   cls = qwix.QtRule if training else qwix.QuantizationRule
+  extra = dict(act_batch_axes=()) if per_example_scales else {}
   return cls(module_path=module_regex, weight_qtype=jnp.int8, act_qtype=acts,
-             act_static_scale=(method == "int8_static") if acts is not None else None)
+             act_static_scale=(method == "int8_static") if acts is not None else None,
+             **extra)
 
 
-def provider(method: str, module_regex: str):
+def provider(method: str, module_regex: str, per_example_scales: bool = False):
   """The PTQ provider of `method` for the modules whose path fullmatches the regex."""
   check_method(method)
-  return _weight_only_conv_provider()([rule(method, module_regex)])
+  return _weight_only_conv_provider()([rule(method, module_regex,
+                                            per_example_scales=per_example_scales)])
 
 
 def quantized_model(model: nn.Module, qwix_provider) -> nn.Module:
@@ -170,12 +200,16 @@ def is_quantized(leaf: Any) -> bool:
 
 
 def calibrate_static_scales(qmodel: nn.Module, variables: Mapping[str, Any],
-                            batches: Iterable[Mapping[str, Any]]) -> dict:
+                            batches: Iterable[Mapping[str, Any]],
+                            statistic: str = "mean") -> dict:
   """int8_static's calibration pass: `variables` (int8 kernels, no activation scales)
-  plus each quantized matmul's input scale, the mean over `batches` of the scale qwix
-  derives from that batch's absmax (mean over examples). Layers are calibrated in order
-  on one forward pass, so a layer's scale sees the int8 outputs of the layers before it,
-  as it will when served."""
+  plus each quantized matmul's input scale: the scale of each example's absmax (qwix),
+  reduced over all the examples of `batches` by `statistic` (calibration_statistic).
+  `qmodel`: quantized with `provider(..., per_example_scales=True)`.
+  Layers are calibrated in order on one forward pass, so a layer's scales see the int8
+  outputs of the layers before it."""
+  reduce = calibration_statistic(statistic)
+
   @jax.jit
   def scales_of(batch):
     _, new = qmodel.apply(dict(variables), batch, mutable=["params"],
@@ -187,20 +221,22 @@ def calibrate_static_scales(qmodel: nn.Module, variables: Mapping[str, Any],
     raise ValueError("int8_static needs at least one calibration batch "
                      "(quantization.calibration_batches > 0).")
 
-  def mean_of_scales(path, *leaves):
+  def reduce_scales(path, *leaves):
     is_scale = any(str(getattr(k, "key", "")).endswith("_scale") for k in path)
-    return sum(leaves) / len(leaves) if is_scale else leaves[0]
+    return reduce(jnp.concatenate(leaves, axis=0)) if is_scale else leaves[0]
 
-  params = jax.tree_util.tree_map_with_path(mean_of_scales, *per_batch)
+  params = jax.tree_util.tree_map_with_path(reduce_scales, *per_batch)
   return {**variables, "params": params}
 
 
 def quantize(model: nn.Module, variables: Mapping[str, Any], method: str,
              plan, batch: Mapping[str, Any],
-             calibration: Iterable[Mapping[str, Any]] = ()) -> tuple[nn.Module, dict]:
+             calibration: Iterable[Mapping[str, Any]] = (),
+             statistic: str = "mean") -> tuple[nn.Module, dict]:
   """(int8 model, its variables) from the float model's `variables` ({'params': ...,
-  other collections}); `plan`: the layers.LayerPlan of the model. `batch`: an example batch (shapes); `calibration`: the batches of
-  int8_static's calibration pass (ignored by the other methods)."""
+  other collections}); `plan`: the layers.LayerPlan of the model. `batch`: an example
+  batch (shapes); `calibration`: the batches of int8_static's calibration pass and
+  `statistic` its reduction over their examples (ignored by the other methods)."""
   regex = plan.module_regex()
   qwix_provider = provider(method, regex)
   abstract = abstract_quantized_params(model, qwix_provider, batch)
@@ -208,7 +244,8 @@ def quantize(model: nn.Module, variables: Mapping[str, Any], method: str,
   qmodel = quantized_model(model, qwix_provider)
   qvariables = {**variables, "params": params}
   if method == "int8_static":
-    qvariables = calibrate_static_scales(qmodel, qvariables, calibration)
+    calibrating = quantized_model(model, provider(method, regex, per_example_scales=True))
+    qvariables = calibrate_static_scales(calibrating, qvariables, calibration, statistic)
   return qmodel, qvariables
 
 

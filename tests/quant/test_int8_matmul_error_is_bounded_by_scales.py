@@ -31,10 +31,10 @@ def dense():
   return model, batch, {"params": {"proj": {"kernel": w}}}, plan
 
 
-def _quantized_outputs(dense, method):
+def _quantized_outputs(dense, method, statistic="mean"):
   model, batch, variables, plan = dense
   qmodel, qvariables = ptq.quantize(model, variables, method, plan,
-                                    quant_layers.example_batch(batch), [batch])
+                                    quant_layers.example_batch(batch), [batch], statistic)
   return qmodel.apply(qvariables, batch)["logits"], qvariables
 
 
@@ -70,14 +70,17 @@ def test_dynamic_range_error_within_the_bound_of_both_roundings(dense):
   assert not np.allclose(np.asarray(y_q), weight_only)   # the input was rounded too
 
 
-def test_static_range_calibrated_scales_stay_close(dense):
+@pytest.mark.parametrize("statistic, of_row_absmax", [
+    ("mean", np.mean), ("max", np.max), ("p90", lambda a: np.percentile(a, 90))])
+def test_static_range_calibrated_scales_stay_close(dense, statistic, of_row_absmax):
   _, batch, variables, _ = dense
   x, w = np.asarray(batch["x"]), np.asarray(variables["params"]["proj"]["kernel"])
-  y_q, qvariables = _quantized_outputs(dense, "int8_static")
-  # One input scale per layer, fixed by the calibration batch: its mean row absmax.
+  y_q, qvariables = _quantized_outputs(dense, "int8_static", statistic)
+  # One input scale per layer, fixed by the calibration batch: the statistic of the
+  # examples' (rows') absmax.
   (scale,) = [np.asarray(v.array) for k, v in qvariables["params"]["proj"].items()
               if k.endswith("_scale")]
-  np.testing.assert_allclose(scale.ravel(), [np.abs(x).max(axis=1).mean() / QMAX],
+  np.testing.assert_allclose(scale.ravel(), [of_row_absmax(np.abs(x).max(axis=1)) / QMAX],
                              rtol=1e-5)
   # Values beyond the fixed range are clipped: their excess adds to the rounding.
   s = scale.item()

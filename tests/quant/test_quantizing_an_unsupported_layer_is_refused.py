@@ -26,6 +26,7 @@ def test_a_tied_embedding_is_named_and_keep_float_lets_it_pass():
     (dict(method="int4"), "Unknown quantization.method='int4'"),
     (dict(qat=True, method="int8_static"), "int8_static's fixed activation scales"),
     (dict(qat=True, calibration_batches=0), "calibration_batches=0 must be"),
+    (dict(calibration_statistic="p0"), "calibration_statistic='p0'"),
     (dict(qat=False, qlora=True), "qlora trains LoRA adapters.*finetune.mode='full'"),
     (dict(qat=True, qlora=True, mode="lora"), "qlora and quantization.qat together"),
 ])
