@@ -49,12 +49,17 @@ setup(
         # wandb, mlflow-skinny: tests train with both sinks and read the runs back with
         # each library's reader (fresh venv: 15 s + 17 s to install, ~200 MB).
         # optuna: tests/sweep runs real sweeps (journal storage, pruning, workers).
+        # qwix: tests/quant quantizes, trains QAT and QLoRA models with it.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "scikit-learn>=1.3", "sacrebleu>=2.3",
                  "seqeval>=1.2", "fairlearn>=0.10,<1", "dp-accounting>=0.4,<1",
                  "jax-privacy>=2,<3", "wandb>=0.19,<1", "mlflow-skinny>=2.15,<4",
-                 "optuna>=4,<6",
+                 "optuna>=4,<6", "qwix>=0.1.8,<0.2",
                  # tests/data/clean runs every detector (the `clean` extra below).
                  "imagehash>=4.3,<5", "datasketch>=1.6,<3", "cleanlab>=2.6,<3"],
+        # int8 quantization (mmjax/quant, docs/efficiency.md): Google's qwix rewrites
+        # flax models for PTQ, QAT and QLoRA. 0.1.8 is what was tested (jax 0.10);
+        # mmjax reaches into two of its private modules (ptq.py says which, and why).
+        "quant": ["qwix>=0.1.8,<0.2"],
         # Hyperparameter search (python -m mmjax.sweep, docs/sweeps.md): Optuna's samplers,
         # pruners and storages (journal file; SQLAlchemy for sqlite/PostgreSQL URLs, plus
         # a driver such as psycopg2-binary for PostgreSQL). Tested with optuna 5.1; its

@@ -22,7 +22,7 @@ from ml_collections import config_dict
 
 from mmjax.errors import ConfigError
 
-MODES = ("train", "eval", "explain", "plan", "bench")
+MODES = ("train", "eval", "explain", "quantize", "plan", "bench")
 
 
 def per_modality(default) -> config_dict.FieldReference:
@@ -153,6 +153,19 @@ def default_config() -> ml_collections.ConfigDict:
   # --mode=explain: attributions of the newest checkpoint, by the options of the
   # `attribution` evaluator (mmjax/evals/attribution_eval.py, docs/explainability.md);
   # files in WORKDIR/attributions_explain/.
+  # int8 quantization (mmjax/quant/, docs/efficiency.md; the `quant` extra). `method`
+  # int8_weight_only | int8_dynamic | int8_static, used by --mode=quantize (post-training,
+  # on the newest checkpoint: accuracy f32 vs int8, parameter bytes, CPU latency, in
+  # WORKDIR/quantization/) and by `qat` (train with that method's fake quantization and
+  # straight-through gradients). calibration_batches: train batches that fix
+  # int8_static's activation scales; calibration_statistic: how each input's per-example
+  # ranges reduce to one ('mean' | 'max' | a percentile such as 'p99.9');
+  # latency_batches: timed eval batches per model; keep_float: regexes of module paths
+  # left in float32; qlora (with finetune.mode=lora): LoRA adapters and heads train in
+  # float32 on the int8 weight-only base.
+  c.quantization = dict(method="int8_dynamic", qat=False, qlora=False,
+                        calibration_batches=8, calibration_statistic="mean",
+                        latency_batches=20, keep_float=())
   c.explain = ml_collections.ConfigDict(dict(
       methods=("gradient", "smoothgrad", "integrated_gradients"), num_examples=32))
   # Named evaluators, each {type, every, <its options>} (mmjax/evals/, docs/evaluators.md):

@@ -1,7 +1,7 @@
 """mmjax's binary.
 
   python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/qs \
-      [--mode=train|eval|explain|plan|bench] [--config.train.total_steps=300 ...]
+      [--mode=train|eval|explain|quantize|plan|bench] [--config.train.total_steps=300 ...]
       [--mode=eval --evals=robust,probe] [--config.evals.NAME.type=robust ...]
 
 Multi-host runs start JAX's distributed runtime first: from --coordinator_address,
@@ -26,7 +26,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and m
 _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "train: train (resuming from the workdir); eval: evaluate the "
                           "newest checkpoint in the workdir; explain: attributions of the newest checkpoint "
-                          "(config.explain); plan: compile the train step "
+                          "(config.explain); quantize: int8 post-training quantization of the newest checkpoint, "
+                          "accuracy/bytes/latency against float32 (config.quantization); plan: compile the train step "
                           "for the config's mesh without running it and report FLOPs and "
                           "per-device memory (config.plan); bench: time warm train steps on "
                           "synthetic data, with MFU (config.bench).")
@@ -66,6 +67,8 @@ def _main(argv) -> None:
       loop.evaluate(_CONFIG.value, _WORKDIR.value, _EVALS.value)
     elif _MODE.value == "explain":
       loop.explain(_CONFIG.value, _WORKDIR.value)
+    elif _MODE.value == "quantize":
+      loop.quantize(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "plan":
       from mmjax.bench import plan
       plan.plan_train_step(_CONFIG.value, _WORKDIR.value)

@@ -18,8 +18,8 @@ from mmjax.errors import ConfigError
 from mmjax.evals import base
 # Imported for their registrations.
 from mmjax.evals import (attribution_eval, fairness_eval, grounding_eval,  # noqa: F401
-                         loss_eval, privacy_audit_eval, report_eval, representation_eval,
-                         robust_eval)
+                         loss_eval, privacy_audit_eval, quantization_eval, report_eval,
+                         representation_eval, robust_eval)
 
 
 def check_config(config: ml_collections.ConfigDict, batch_shards: int) -> None:

@@ -33,8 +33,10 @@ def check_config(config: ml_collections.ConfigDict, mode: str = "train",
   overfitting_guard.check_config(config)
   from mmjax.privacy import plan as privacy_plan   # no dp-accounting unless enabled
   privacy_plan.check_config(config)
+  from mmjax.quant import qat
+  qat.check_config(config)
   from mmjax.train import writers   # W&B / MLflow imported only to prove they are there
-  writers.check_config(config, installed=mode in ("train", "eval", "explain"))
+  writers.check_config(config, installed=mode in ("train", "eval", "explain", "quantize"))
 
 
 def check_train(config: ml_collections.ConfigDict, n_dev: int, mesh_split: bool) -> None:

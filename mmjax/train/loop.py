@@ -29,6 +29,7 @@ from mmjax.objectives import adversarial
 from mmjax.train import checkpoint as checkpoint_lib
 from mmjax.train import checks, finetune, hooks as hooks_lib, optim, resume_check
 from mmjax.privacy import hook as privacy_hook  # noqa: F401  (registers its hook)
+from mmjax.quant import qat
 from mmjax.train import overfitting_guard, plot_hook, preemption  # noqa: F401  (hooks)
 from mmjax.train import state as state_lib, step as step_lib, workdir_lock, writers
 
@@ -133,7 +134,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   rules = parallel.rules_from_config(config.mesh)
   batch_shards = parallel.batch_shards(mesh, parallel.batch_axes(rules))
   checks.check_config(config, mode, batch_shards=batch_shards)
-  model = models.build_model(config.model)
+  model = qat.training_model(config.quantization, models.build_model(config.model))
   loss_fn = adversarial.make_adversarial(
       config.adversarial, objectives.make_objective(config.objective, model))
   # Refused step options fail here, before any compute (e.g. free AT with accumulation).
@@ -420,6 +421,16 @@ def explain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]
     config.evals.explain = ml_collections.ConfigDict(
         dict(type="attribution", **config.explain.to_dict()))
   return evaluate(config, workdir, ["explain"])
+
+
+def quantize(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """--mode=quantize: the `quantization` evaluator with config.quantization's method,
+  alone, on the newest checkpoint (metrics 'quantization/...', files in
+  WORKDIR/quantization/)."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.evals.quantization = ml_collections.ConfigDict(dict(type="quantization"))
+  return evaluate(config, workdir, ["quantization"])
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, names=None
