@@ -173,11 +173,30 @@ def write(name: str, data_dir: str, source: Source, splits: dict[str, list[int]]
           sidecar: dict[str, Any], overwrite: bool = False):
   """Writes `source` as TFDS dataset `name` (version 1.0.0) in `data_dir`, the examples
   of `splits` keyed by their index in source order (also the 'id' feature) and with a
-  'source' feature; returns the builder that reads it back."""
-  import tensorflow_datasets as tfds   # pylint: disable=g-import-not-at-top
+  'source' feature; returns the builder that reads it back. With `overwrite`, an
+  existing dataset of that name is replaced only once the new one is complete."""
   root = os.path.join(data_dir, name)
+  # The old dataset moves aside and is deleted only once the new one is written, so a
+  # failure mid-write (a bad file, a full disk, Ctrl-C) puts it back unharmed.
+  aside = f"{root}.replaced-{os.getpid()}"
   if overwrite and os.path.isdir(root):
-    shutil.rmtree(root)
+    os.rename(root, aside)
+  try:
+    builder = _store(name, data_dir, source, splits)
+  except BaseException:
+    if os.path.isdir(aside):
+      shutil.rmtree(root, ignore_errors=True)
+      os.rename(aside, root)
+    raise
+  shutil.rmtree(aside, ignore_errors=True)
+  with open(os.path.join(str(builder.data_dir), SIDECAR), "w") as f:
+    json.dump(sidecar, f, indent=1, sort_keys=True, default=str)
+  return builder
+
+
+def _store(name: str, data_dir: str, source: Source, splits: dict[str, list[int]]):
+  """The TFDS writer of `write`: the examples of `splits` in dataset `name`."""
+  import tensorflow_datasets as tfds   # pylint: disable=g-import-not-at-top
   features = tfds.features.FeaturesDict({**source.features, "id": np.int64,
                                          "source": tfds.features.Text()})
 
@@ -190,8 +209,6 @@ def write(name: str, data_dir: str, source: Source, splits: dict[str, list[int]]
       name=name, version=VERSION, features=features, data_dir=data_dir,
       split_datasets={split: examples(rows) for split, rows in splits.items()},
       description=source.description)
-  with open(os.path.join(str(builder.data_dir), SIDECAR), "w") as f:
-    json.dump(sidecar, f, indent=1, sort_keys=True, default=str)
   return builder
 
 

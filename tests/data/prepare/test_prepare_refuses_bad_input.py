@@ -7,6 +7,7 @@ import pytest
 
 from mmjax.data.prepare import prepare
 from mmjax.errors import DataError
+from tests.conftest import files_snapshot
 from tests.data.prepare.conftest import write_png
 
 
@@ -81,3 +82,26 @@ def test_never_replaces_another_dataset_silently(tmp_path):
   builder, _ = prepare("jsonl", str(tmp_path / "two.jsonl"), "texts", data_dir,
                        split_fraction=0.0, overwrite=True)
   assert builder.info.splits["train"].num_examples == 7
+
+
+def test_an_overwrite_that_fails_mid_write_keeps_the_old_dataset(tmp_path, monkeypatch):
+  from mmjax.data.prepare import common
+  (tmp_path / "one.jsonl").write_text(
+      "\n".join(json.dumps({"text": f"t{i}", "label": "a"}) for i in range(5)))
+  (tmp_path / "two.jsonl").write_text(
+      "\n".join(json.dumps({"text": f"u{i}", "label": "b"}) for i in range(7)))
+  data_dir = str(tmp_path / "d")
+  prepare("jsonl", str(tmp_path / "one.jsonl"), "texts", data_dir, split_fraction=0.0)
+  root = os.path.join(data_dir, "texts")
+  before = files_snapshot(root)
+
+  def store_then_fail(*args):
+    common_store(*args)            # the new dataset is half there when the disk fills up
+    raise OSError("No space left on device")
+  common_store = common._store
+  monkeypatch.setattr(common, "_store", store_then_fail)
+  with pytest.raises(OSError, match="No space left"):
+    prepare("jsonl", str(tmp_path / "two.jsonl"), "texts", data_dir, split_fraction=0.0,
+            overwrite=True)
+  assert files_snapshot(root) == before
+  assert not [n for n in os.listdir(data_dir) if "replaced" in n]
