@@ -61,20 +61,36 @@ def predict_fn(model, config) -> Callable[[dict, dict], dict]:
   return apply
 
 
-def check_inputs_known(apply, variables, inputs: dict) -> dict:
+def _missing_input_error(key: str, inputs: dict, what: str) -> ConfigError:
+  return ConfigError(
+      f"Cannot export: the model reads {what} {key!r}, which the eval examples do not "
+      f"hold (they hold {sorted(inputs)} after data.preprocess_eval and "
+      f"data.device_preprocess_eval). Keep or make {key!r} there (e.g. keep(..., "
+      f"{key!r}) in data.preprocess_eval, log_mel in data.device_preprocess_eval for a "
+      "spectrogram), or drop that modality from model.modalities.")
+
+
+def check_inputs_known(model, config, apply, variables, inputs: dict) -> dict:
   """Traces `apply` abstractly on `inputs` ({name: {'shape', 'dtype'}}): a model input
-  that the examples lack is one ConfigError naming it, before anything is lowered.
-  Returns the outputs' {name: {'shape', 'dtype'}} (batch dimension left out)."""
+  that the examples lack is one ConfigError naming it, before anything is lowered (a
+  multimodal model skips absent modalities in training, so each of model.modalities is
+  required here: an export must not silently drop one). Returns the outputs' {name:
+  {'shape', 'dtype'}} (batch dimension left out)."""
+  from mmjax.data import device_ops
+  from mmjax.models import multimodal
   abstract = {k: jax.ShapeDtypeStruct((2, *v["shape"]), v["dtype"]) for k, v in inputs.items()}
+  device = device_ops.device_fn(config.data, "eval")
+  if isinstance(model, multimodal.MultimodalTransformer):
+    after = (jax.eval_shape(lambda x: device(x, jax.random.key(0)), abstract) if device
+             else abstract)
+    for modality in model.modalities:
+      if multimodal.INPUT_KEY[modality] not in after:
+        raise _missing_input_error(multimodal.INPUT_KEY[modality], after,
+                                   f"the {modality} input")
   try:
     out = jax.eval_shape(apply, variables, abstract)
   except KeyError as e:
-    raise ConfigError(
-        f"Cannot export: the model reads input {e.args[0]!r}, which the eval examples do "
-        f"not hold (they hold {sorted(inputs)} after data.preprocess_eval and "
-        f"data.device_preprocess_eval). Keep or make {e.args[0]!r} there (e.g. "
-        f"keep(..., {e.args[0]!r}) in data.preprocess_eval), or drop that modality from "
-        "model.modalities.") from None
+    raise _missing_input_error(e.args[0], inputs, "input") from None
   return {k: {"shape": list(v.shape[1:]), "dtype": np.dtype(v.dtype).name}
           for k, v in out.items()}
 
@@ -139,7 +155,7 @@ def write_artifacts(directory: str, *, model, config, variables, described,
   model.jax_export, saved_model/ (unless saved_model=False) and manifest.json. Checks
   that every input is known before lowering. Returns the manifest."""
   apply = predict_fn(model, config)
-  outputs = check_inputs_known(apply, variables, described.inputs)
+  outputs = check_inputs_known(model, config, apply, variables, described.inputs)
   platforms = tuple(config.export.platforms) or None
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, ARTIFACT), "wb") as f:
