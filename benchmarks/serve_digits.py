@@ -75,15 +75,15 @@ def export_and_match(config, workdir: str, n: int) -> dict:
   }, directory, examples
 
 
-def _post(url: str, body: bytes) -> tuple[int, float]:
+def _post(url: str, body: bytes) -> tuple[int | str, float]:
   start = time.perf_counter()
   request = urllib.request.Request(url + "/predict", data=body, method="POST")
   try:
     with urllib.request.urlopen(request, timeout=60) as r:
       r.read()
       status = r.status
-  except Exception:   # pylint: disable=broad-except
-    status = -1
+  except Exception as e:   # pylint: disable=broad-except
+    status = f"{type(e).__name__}: {e}"
   return status, time.perf_counter() - start
 
 
@@ -117,6 +117,7 @@ def load_test(directory: str, examples: dict, *, clients: int, requests: int,
   ok = sum(status == 200 for status, _ in results)
   return {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "clients": clients,
           "requests": len(results), "dropped": len(results) - ok,
+          "errors": sorted({str(s) for s, _ in results if s != 200})[:3],
           "requests_per_s": round(ok / wall, 1),
           "p50_ms": round(float(np.percentile(latencies, 50)), 2),
           "p99_ms": round(float(np.percentile(latencies, 99)), 2),

@@ -232,13 +232,19 @@ def make_handler(model: ServableModel, batcher: DynamicBatcher, max_body_bytes: 
   return Handler
 
 
+class Server(ThreadingHTTPServer):
+  """ThreadingHTTPServer with a listen backlog for many clients: at the default of 5,
+  16 clients connecting at once overflowed it, and the kernel's dropped SYNs came back
+  as 1 s retries (the p99) or refused connections (docs/deployment.md)."""
+  request_queue_size = 256
+  daemon_threads = True
+
+
 def make_server(model: ServableModel, *, port: int, host: str = "127.0.0.1",
                 max_batch: int = 32, max_wait_ms: float = 5.0,
-                max_body_bytes: int = 8 << 20) -> tuple[ThreadingHTTPServer, DynamicBatcher]:
+                max_body_bytes: int = 8 << 20) -> tuple[Server, DynamicBatcher]:
   """A warmed-up server (not yet serving: call serve_forever) and its batcher; port 0
   picks a free port (server.server_address[1])."""
   batcher = DynamicBatcher(model, max_batch=max_batch, max_wait_ms=max_wait_ms)
   batcher.warm_up()
-  server = ThreadingHTTPServer((host, port), make_handler(model, batcher, max_body_bytes))
-  server.daemon_threads = True
-  return server, batcher
+  return Server((host, port), make_handler(model, batcher, max_body_bytes)), batcher

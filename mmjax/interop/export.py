@@ -14,7 +14,6 @@ the model's per-example vectors [B, D] (pooled features, projections).
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 from typing import Any, Callable
@@ -134,19 +133,11 @@ def save_saved_model(apply, variables, inputs: dict, directory: str, platforms=N
 def file_checksums(directory: str) -> dict[str, dict]:
   """{relative path: {'sha256', 'bytes'}} of every file under `directory` but the
   manifest (sorted: the manifest is reproducible)."""
-  sums = {}
-  for root, _, files in os.walk(directory):
-    for name in files:
-      path = os.path.join(root, name)
-      rel = os.path.relpath(path, directory)
-      if rel == MANIFEST:
-        continue
-      digest = hashlib.sha256()
-      with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-          digest.update(block)
-      sums[rel] = {"sha256": digest.hexdigest(), "bytes": os.path.getsize(path)}
-  return dict(sorted(sums.items()))
+  from mmjax.train import checkpoint   # the checkpoints' own sha256 walk
+  sums = checkpoint.file_checksums(directory)
+  sums.pop(MANIFEST, None)
+  return {rel: {"sha256": digest, "bytes": os.path.getsize(os.path.join(directory, rel))}
+          for rel, digest in sums.items()}
 
 
 def write_artifacts(directory: str, *, model, config, variables, described,
