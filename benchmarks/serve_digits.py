@@ -45,7 +45,10 @@ def export_and_match(config, workdir: str, n: int) -> dict:
   manifest = export.export_checkpoint(config, workdir)
   export_s = time.perf_counter() - start
   directory = os.path.join(os.path.abspath(workdir), "export")
-  examples = batched.eval_examples(config.data, n, 500)
+  # The host pipeline's examples (what the export takes): device ops left to the model.
+  host_only = config.copy_and_resolve_references()
+  host_only.data.device_preprocess_eval = None
+  examples = batched.eval_examples(host_only.data, n, 500)
   labels = examples.pop("label")
   exp = loop.build_experiment(config, workdir, "eval")
   state, _, _ = exp.checkpointer.restore_latest(exp.abstract_state)

@@ -30,6 +30,15 @@ ARTIFACT = "model.jax_export"
 SAVED_MODEL = "saved_model"
 MANIFEST = "manifest.json"
 FORMAT = "mmjax-export/1"
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")   # jax.export's lowering platforms
+
+
+def check_config(config) -> None:
+  """config.export, checked before anything is read or lowered."""
+  unknown = [p for p in config.export.platforms if p not in PLATFORMS]
+  if unknown:
+    raise ConfigError(f"export.platforms={tuple(config.export.platforms)}: {unknown} "
+                      f"unknown; choose from {PLATFORMS} (NVIDIA GPUs are 'cuda').")
 
 
 def select_outputs(outputs: dict) -> dict[str, jax.Array]:
@@ -185,6 +194,7 @@ def export_checkpoint(config, workdir: str) -> dict:
   from mmjax.evals import batched
   from mmjax.interop import export_inputs
   from mmjax.train import checkpoint as checkpoint_lib, loop
+  check_config(config)
   checkpoint_lib.require_checkpoints(workdir)
   described = export_inputs.describe(config.data)   # unknown inputs: refused here
   exp = loop.build_experiment(config, workdir, "eval")

@@ -57,6 +57,34 @@ def _trace(preprocess, specs: dict) -> dict:
   return {k: tf.TensorSpec(v.shape, v.dtype) for k, v in out.items()}
 
 
+def model_inputs(specs: dict, host_spec: str) -> dict[str, dict[str, Any]]:
+  """The host spec's output {key: tf.TensorSpec} -> the export's inputs {name: {'shape',
+  'dtype'}} (label and mask left out; int64 as int32, as the pipeline casts). Raises
+  ConfigError for a string input, a dimension that is not fixed, or no input at all."""
+  inputs = {}
+  for key, spec in specs.items():
+    if key in NOT_INPUTS:
+      continue
+    if spec.dtype.name == "string":
+      raise ConfigError(
+          f"Cannot export: model input {key!r} is still text (a string) after "
+          f"data.preprocess_eval={host_spec!r}, so its shape and dtype are unknown. "
+          f"Tokenize it there (tokenize({key!r}, 'text', max_len=N)) or drop it with "
+          "keep(...).")
+    dims = spec.shape.as_list()
+    if None in dims:
+      raise ConfigError(
+          f"Cannot export: model input {key!r} has shape {dims} after "
+          f"data.preprocess_eval; the None dimensions are not known, and only the batch "
+          f"may vary in an export. {_FIX}")
+    dtype = spec.dtype.name
+    inputs[key] = {"shape": dims, "dtype": "int32" if dtype == "int64" else dtype}
+  if not inputs:
+    raise ConfigError(f"Cannot export: data.preprocess_eval={host_spec!r} leaves no model "
+                      "input (only label/mask). Keep the inputs there.")
+  return inputs
+
+
 def describe(data_config: Any) -> ExportInputs:
   """The exported function's inputs for `data_config` (its eval host spec over the
   dataset's stored features), the raw features they come from, and the class names.
@@ -67,27 +95,7 @@ def describe(data_config: Any) -> ExportInputs:
   stored = info.features.get_tensor_info()
   specs = _raw_specs(stored)
   out = _trace(preprocess, specs)
-  inputs = {}
-  for key, spec in out.items():
-    if key in NOT_INPUTS:
-      continue
-    if spec.dtype.name == "string":
-      raise ConfigError(
-          f"Cannot export: model input {key!r} is still text (a string) after "
-          f"data.preprocess_eval={data_config.preprocess_eval!r}, so its shape and dtype "
-          f"are unknown. Tokenize it there (tokenize({key!r}, 'text', max_len=N)) or drop "
-          "it with keep(...).")
-    dims = spec.shape.as_list()
-    if None in dims:
-      raise ConfigError(
-          f"Cannot export: model input {key!r} has shape {dims} after "
-          f"data.preprocess_eval; the None dimensions are not known, and only the batch "
-          f"may vary in an export. {_FIX}")
-    inputs[key] = {"shape": dims, "dtype": spec.dtype.name if spec.dtype.name != "int64"
-                   else "int32"}
-  if not inputs:
-    raise ConfigError(f"Cannot export: data.preprocess_eval={data_config.preprocess_eval!r}"
-                      " leaves no model input (only label/mask). Keep the inputs there.")
+  inputs = model_inputs(out, data_config.preprocess_eval)
   raw = {}
   for key in stored:
     if key in NOT_INPUTS:

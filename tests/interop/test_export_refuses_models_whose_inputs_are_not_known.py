@@ -60,3 +60,21 @@ def test_a_modality_the_examples_lack_is_named_not_silently_dropped(digits_data_
 def test_a_workdir_without_checkpoints_is_refused(digits_data_dir, tmp_path):
   with pytest.raises(CheckpointError, match="checkpoint"):
     export.export_checkpoint(tiny_vit_config(digits_data_dir), str(tmp_path))
+
+
+def test_a_dimension_that_is_not_fixed_is_refused():
+  """Images of any size (a dataset of photos whose eval spec does not resize them)."""
+  import tensorflow as tf
+  specs = {"image": tf.TensorSpec([None, None, 3], tf.uint8), "label": tf.TensorSpec([], tf.int64)}
+  with pytest.raises(ConfigError, match=r"'image' has shape \[None, None, 3\].*resize\(H\)"):
+    export_inputs.model_inputs(specs, "keep('image', 'label')")
+  assert export_inputs.model_inputs({"image": tf.TensorSpec([8, 8, 3], tf.uint8),
+                                     "ids": tf.TensorSpec([4], tf.int64)}, "") == {
+      "image": {"shape": [8, 8, 3], "dtype": "uint8"}, "ids": {"shape": [4], "dtype": "int32"}}
+
+
+def test_an_unknown_platform_is_refused(digits_data_dir, tmp_path):
+  config = tiny_vit_config(digits_data_dir)
+  config.export.platforms = ("cpu", "gpu")
+  with pytest.raises(ConfigError, match="export.platforms.*'gpu'.*cuda"):
+    export.export_checkpoint(config, str(tmp_path))
