@@ -23,15 +23,19 @@ from tests.conftest import tiny_vit_config
 
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory, digits_data_dir):
-  """(export directory, model, variables) of a freshly initialised digits CNN."""
+  """(export directory, in-process probabilities [1, 28, 28, 1] -> [1, 10]) of a digits
+  CNN with random parameters."""
   config = tiny_vit_config(digits_data_dir)
   model = models.build_model(config.model)
-  variables = models.init_variables(model, {"image": np.zeros((1, 28, 28, 1), np.float32)},
-                                    jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)   # random values, not the initialiser's (no compile)
+  variables = jax.tree.map(
+      lambda a: (0.1 * rng.standard_normal(a.shape)).astype(a.dtype),
+      models.abstract_variables(model, {"image": np.zeros((1, 28, 28, 1), np.float32)}))
   directory = str(tmp_path_factory.mktemp("cnn_export"))
   export.write_artifacts(directory, model=model, config=config, variables=variables,
                          described=export_inputs.describe(config.data), saved_model=False)
-  return directory, model, variables
+  return directory, jax.jit(lambda x: jax.nn.softmax(
+      model.apply(variables, {"image": x})["logits"]))
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +43,13 @@ def loaded(cnn):
   return artifact.load_artifact(cnn[0])
 
 
-def _probabilities(model, variables, pixels_uint8: np.ndarray) -> np.ndarray:
-  image = pixels_uint8.astype(np.float32)[None] / 255.0
-  return np.asarray(jax.nn.softmax(model.apply(variables, {"image": image})["logits"]))[0]
+def _probabilities(probabilities, pixels_uint8: np.ndarray) -> np.ndarray:
+  """The in-process model's probabilities [K] for one uint8 digit [28, 28, 1]."""
+  return np.asarray(probabilities(pixels_uint8.astype(np.float32)[None] / 255.0))[0]
 
 
 def test_predict_on_png_and_jpeg_gives_the_models_top_k(cnn, loaded, tmp_path):
-  _, model, variables = cnn
+  _, probabilities = cnn
   rng = np.random.default_rng(0)
   digit = rng.integers(0, 256, (28, 28), dtype=np.uint8)
   Image.fromarray(digit).save(tmp_path / "digit.png")
@@ -54,7 +58,7 @@ def test_predict_on_png_and_jpeg_gives_the_models_top_k(cnn, loaded, tmp_path):
   rows = predict.predict_files(loaded, [str(tmp_path / "digit.png"), str(tmp_path / "x.jpg")],
                                top_k=3)
   assert [r["file"] for r in rows] == [str(tmp_path / "digit.png"), str(tmp_path / "x.jpg")]
-  want = _probabilities(model, variables, digit[..., None])
+  want = _probabilities(probabilities, digit[..., None])
   top = rows[0]["top_k"]
   assert [t["index"] for t in top] == list(np.argsort(-want)[:3])
   np.testing.assert_allclose([t["probability"] for t in top], np.sort(want)[::-1][:3],
@@ -103,7 +107,7 @@ def _post(url: str, body: bytes):
 
 
 def test_server_answers_good_and_bad_requests_batches_and_stays_up(cnn, loaded):
-  _, model, variables = cnn
+  _, probabilities = cnn
   server, batcher = serve.make_server(loaded, port=0, max_batch=4, max_wait_ms=200)
   thread = threading.Thread(target=server.serve_forever, daemon=True)
   thread.start()
@@ -114,7 +118,7 @@ def test_server_answers_good_and_bad_requests_batches_and_stays_up(cnn, loaded):
     status, reply = _post(url, json.dumps({"instances": [instance(digits[0])],
                                            "top_k": 2}).encode())
     assert status == 200
-    want = _probabilities(model, variables, digits[0])
+    want = _probabilities(probabilities, digits[0])
     assert reply["predictions"][0]["top_k"][0]["index"] == int(np.argmax(want))
     np.testing.assert_allclose(reply["predictions"][0]["top_k"][0]["probability"],
                                want.max(), atol=1e-6)
@@ -137,7 +141,7 @@ def test_server_answers_good_and_bad_requests_batches_and_stays_up(cnn, loaded):
           {"instances": [instance(d)], "top_k": 1}).encode()), digits))
     assert all(status == 200 for status, _ in replies)
     got = [r["predictions"][0]["top_k"][0]["index"] for _, r in replies]
-    assert got == [int(np.argmax(_probabilities(model, variables, d))) for d in digits]
+    assert got == [int(np.argmax(_probabilities(probabilities, d))) for d in digits]
     assert batcher.batches_run - before < len(digits)
     with urllib.request.urlopen(url + "/health", timeout=10) as r:
       health = json.load(r)
