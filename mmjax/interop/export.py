@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
