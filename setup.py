@@ -88,6 +88,10 @@ setup(
         # with its own `wandb leet inspect`. MLflow: the skinny client, enough for the
         # default file store WORKDIR/mlruns/ (the full package adds a server, pandas,
         # scipy, sklearn, flask and docker); a sqlite:// URI needs sqlalchemy + alembic.
+        # --mode=export's SavedModel (jax2tf ships with jax) and `python -m mmjax.predict`
+        # (the host preprocessing replayed on a user's files; PNG/JPEG through Pillow,
+        # WAV through the stdlib). The jax.export artifact alone needs neither.
+        "export": ["tensorflow-cpu>=2.16", "tensorflow-datasets>=4.9.4", "pillow>=10"],
         "wandb": ["wandb>=0.19,<1"],
         "mlflow": ["mlflow-skinny>=2.15,<4"],
     },

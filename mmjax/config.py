@@ -22,7 +22,7 @@ from ml_collections import config_dict
 
 from mmjax.errors import ConfigError
 
-MODES = ("train", "eval", "explain", "quantize", "plan", "bench")
+MODES = ("train", "eval", "explain", "quantize", "plan", "bench", "export")
 
 
 def per_modality(default) -> config_dict.FieldReference:
@@ -168,6 +168,11 @@ def default_config() -> ml_collections.ConfigDict:
                         latency_batches=20, keep_float=())
   c.explain = ml_collections.ConfigDict(dict(
       methods=("gradient", "smoothgrad", "integrated_gradients"), num_examples=32))
+  # --mode=export (mmjax/interop/export.py, docs/deployment.md): the newest checkpoint as a
+  # batch-polymorphic jax.export artifact and (saved_model) a TensorFlow SavedModel, in
+  # `dir` ('' = WORKDIR/export), lowered for `platforms` (() = this machine's backend;
+  # e.g. ('cpu', 'cuda') for both).
+  c.export = dict(dir="", platforms=(), saved_model=True)
   # Named evaluators, each {type, every, <its options>} (mmjax/evals/, docs/evaluators.md):
   # e.g. c.evals.robust = dict(type='robust', attack='autoattack', eps=0.3). Each runs
   # every `every` steps (0: train.eval_every) and after the last step; its metrics are

@@ -1,7 +1,7 @@
 """mmjax's binary.
 
   python -m mmjax.main --config=configs/quickstart.py --workdir=/tmp/qs \
-      [--mode=train|eval|explain|quantize|plan|bench] [--config.train.total_steps=300 ...]
+      [--mode=train|eval|explain|quantize|plan|bench|export] [--config.train.total_steps=300 ...]
       [--mode=eval --evals=robust,probe] [--config.evals.NAME.type=robust ...]
 
 Multi-host runs start JAX's distributed runtime first: from --coordinator_address,
@@ -30,7 +30,9 @@ _MODE = flags.DEFINE_enum("mode", "train", list(config_lib.MODES),
                           "accuracy/bytes/latency against float32 (config.quantization); plan: compile the train step "
                           "for the config's mesh without running it and report FLOPs and "
                           "per-device memory (config.plan); bench: time warm train steps on "
-                          "synthetic data, with MFU (config.bench).")
+                          "synthetic data, with MFU (config.bench); export: the newest checkpoint as "
+                          "a jax.export artifact and a TensorFlow SavedModel "
+                          "(config.export, docs/deployment.md).")
 _EVALS = flags.DEFINE_list(
     "evals", None, "--mode=eval only: the names of the config.evals entries to run "
     "(default: all).")
@@ -69,6 +71,9 @@ def _main(argv) -> None:
       loop.explain(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "quantize":
       loop.quantize(_CONFIG.value, _WORKDIR.value)
+    elif _MODE.value == "export":
+      from mmjax.interop import export
+      export.export_checkpoint(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "plan":
       from mmjax.bench import plan
       plan.plan_train_step(_CONFIG.value, _WORKDIR.value)
