@@ -158,7 +158,9 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   if privacy and privacy.sampling == "poisson":
     example["mask"] = np.ones((batch_size // jax.process_count(),), np.float32)
   ema = config.optim.ema_decay > 0
-  abstract_variables = models.abstract_variables(model, init_batch)
+  # A QAT/QLoRA model that quantizes no weight fails here, not silently in float32.
+  abstract_variables = qat.check_quantizes(
+      model, lambda: models.abstract_variables(model, init_batch))
   if privacy:
     from mmjax.privacy import plan as privacy_plan
     privacy_plan.check_loss_and_model(loss_fn, list(abstract_variables))

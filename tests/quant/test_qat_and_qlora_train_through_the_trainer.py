@@ -21,6 +21,24 @@ def _train_losses(workdir):
     return [r["loss"] for r in map(json.loads, f) if r["split"] == "train"]
 
 
+def _assert_trained_model_is_fake_quantized(config, workdir):
+  """The trainer's model on the trained (host) params is not the float model: its
+  forward pass really is fake-quantized."""
+  exp = loop.build_experiment(config, workdir, "eval")
+  try:
+    state, _, _ = exp.checkpointer.restore_latest(exp.abstract_state)
+  finally:
+    exp.close()
+  assert qat.quantized_weights(exp.model) > 0
+  variables = jax.device_get({"params": state.params, **state.model_state})
+  shape = exp.example_batch["image"].shape
+  batch = {"image": np.random.default_rng(0).uniform(size=(8, *shape[1:])).astype(
+      np.float32)}
+  qat_logits = exp.model.apply(variables, batch)["logits"]
+  float_logits = models.build_model(config.model).apply(variables, batch)["logits"]
+  assert not np.allclose(qat_logits, float_logits, rtol=1e-4, atol=1e-5)
+
+
 def test_qat_run_learns_and_its_params_keep_their_predictions_in_int8(digits_data_dir,
                                                                       tmp_path):
   config = tiny_vit_config(digits_data_dir, total_steps=40, log_every=10,
@@ -31,6 +49,7 @@ def test_qat_run_learns_and_its_params_keep_their_predictions_in_int8(digits_dat
   loop.train_and_evaluate(config, workdir)
   losses = _train_losses(workdir)
   assert len(losses) == 4 and losses[-1] < 0.7 * losses[0], losses
+  _assert_trained_model_is_fake_quantized(config, workdir)
   metrics = loop.quantize(config, workdir)
   assert metrics["quantization/accuracy_f32"] > 0.5   # it learned digits
   assert metrics["quantization/agreement"] >= 0.98

@@ -42,3 +42,30 @@ def test_kernel_gradient_is_the_float_gradient_at_the_rounded_kernel(method):
   grad_f32 = np.asarray(jax.grad(lambda p: _loss(model, p, x))(
       {"proj": {"kernel": w}})["proj"]["kernel"])
   assert not np.allclose(grad_qat, grad_f32, rtol=1e-6, atol=1e-7)
+
+
+def test_host_params_are_fake_quantized_as_device_params():
+  """qwix recognises a weight only as a jax array (or tracer) among the layer's params:
+  an eager apply on host params (jax.device_get) must not silently run the float model."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(4, 32)), jnp.float32)
+  params = {"proj": {"kernel": jnp.asarray(rng.normal(size=(32, 16)), jnp.float32)}}
+  model = OneDense()
+  qat_model = qat.fake_quantized(model, "int8_weight_only")
+  on_device = qat_model.apply({"params": params}, {"x": x})["logits"]
+  on_host = qat_model.apply({"params": jax.device_get(params)}, {"x": x})["logits"]
+  np.testing.assert_array_equal(on_host, on_device)
+  assert not np.allclose(on_host, model.apply({"params": params}, {"x": x})["logits"],
+                         rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_that_quantizes_no_weight_is_refused():
+  x = {"x": jax.ShapeDtypeStruct((4, 32), jnp.float32)}
+  trace = lambda m: lambda: jax.eval_shape(lambda b: m.init(jax.random.key(0), b), x)
+  model = qat.fake_quantized(OneDense(), "int8_weight_only")
+  qat.check_quantizes(model, trace(model))
+  assert qat.quantized_weights(model) == 1
+  everything_float = qat.fake_quantized(OneDense(), "int8_weight_only", keep_float=(".*",))
+  with pytest.raises(RuntimeError, match="quantized no Dense/Conv weight"):
+    qat.check_quantizes(everything_float, trace(everything_float))
+  assert qat.check_quantizes(OneDense(), lambda: 7) == 7   # a float model: no check
