@@ -73,6 +73,9 @@ setup(
         # with its own `wandb leet inspect`. MLflow: the skinny client, enough for the
         # default file store WORKDIR/mlruns/ (the full package adds a server, pandas,
         # scipy, sklearn, flask and docker); a sqlite:// URI needs sqlalchemy + alembic.
+        # Loading exported LoRA adapters in PyTorch (interop.save_peft_adapter writes PEFT's
+        # format with safetensors alone); the live reload test runs when these are present.
+        "peft": ["torch>=2.3", "transformers>=4.40", "peft>=0.10"],
         "wandb": ["wandb>=0.19,<1"],
         "mlflow": ["mlflow-skinny>=2.15,<4"],
     },
