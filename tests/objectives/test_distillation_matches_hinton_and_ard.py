@@ -120,3 +120,29 @@ def test_ard_needs_a_distillation_objective(student):
   sup = make_objective(dict(name="supervised"), student[0])
   with pytest.raises(ConfigError, match="needs objective.name='distillation'"):
     adversarial.make_adversarial(dict(kind="ard", eps=0.1), sup)
+
+
+def test_teacher_from_a_hugging_face_folder(tmp_path):
+  """A BERT classifier saved in Hugging Face format teaches a text student; the teacher
+  logits are the imported model's."""
+  from mmjax import interop
+  bert = dict(name="text_transformer", vocab_size=64, max_len=8, width=16, depth=1,
+              num_heads=2, mlp_dim=32, num_classes=10, norm_position="post",
+              embed_norm=True, pooler=True, layer_norm_eps=1e-12, activation="gelu",
+              lm_head=False, dropout=0.0, type_vocab_size=2, pool="first")
+  batch = {"text": jnp.arange(16, dtype=jnp.int32).reshape(2, 8) % 60 + 2,
+           "text_mask": jnp.ones((2, 8), jnp.int32), "label": jnp.array([3, 7])}
+  model = models.build_model(bert)
+  params = models.init_variables(model, batch, jax.random.PRNGKey(3))["params"]
+  folder = interop.save_pretrained(str(tmp_path / "bert"), bert, params)
+  kd = make_objective(dict(name="distillation", teacher_hf=folder), model)
+
+  @jax.jit
+  def run(p, b):
+    _, (metrics, _) = kd(p, b, jax.random.PRNGKey(0), model_state={}, train=False)
+    return kd.teacher_logits(b), model.apply({"params": p}, b)["logits"], metrics
+
+  teacher, want, metrics = run(params, batch)
+  np.testing.assert_allclose(np.asarray(teacher), np.asarray(want), atol=1e-5)
+  # The student is the teacher here: the soft term vanishes.
+  assert abs(float(metrics["kd/kl"])) < 1e-6 and float(metrics["kd/agreement"]) == 1.0
