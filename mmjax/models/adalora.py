@@ -35,6 +35,7 @@ import numpy as np
 import optax
 
 from mmjax.errors import ConfigError
+from mmjax.registry import check_known_keys
 from mmjax.tree import path_str
 
 _ADAPTER_LEAF = re.compile(r"^(?P<adapter>.*_lora)/(?P<part>[aeb])$")
@@ -86,6 +87,9 @@ def settings_from_config(config) -> Settings | None:
   if not config.model.get("adalora", False):
     return None
   options = dict(config.finetune.adalora)
+  check_known_keys(options, [f.name for f in dataclasses.fields(Settings)
+                             if f.name not in ("init_rank", "total_steps")],
+                   where="config.finetune.adalora")
   return Settings(init_rank=int(config.model.get("lora_rank", 0)),
                   total_steps=int(config.train.total_steps), **options)
 
