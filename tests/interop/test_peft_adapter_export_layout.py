@@ -26,14 +26,14 @@ BATCH = {"text": np.arange(20, dtype=np.int32).reshape(2, 10) % 97 + 2,
 
 
 def _params(config, seed=0):
-  """Random params with nonzero LoRA B (fresh B is zero: the check would be empty)."""
+  """Random values of every parameter's shape (abstract init: nothing compiles); LoRA B
+  is nonzero, unlike a fresh one, so the value checks are not empty."""
   model = models.build_model(config)
-  params = models.init_variables(model, BATCH, jax.random.PRNGKey(seed))["params"]
-  flat = traverse_util.flatten_dict(params, sep="/")
+  abstract = models.abstract_variables(model, BATCH)["params"]
   rng = np.random.default_rng(seed)
-  flat = {k: (jnp.asarray(rng.normal(size=v.shape) * 0.1, v.dtype) if k.endswith("_lora/b")
-              else v) for k, v in flat.items()}
-  return model, traverse_util.unflatten_dict(flat, sep="/")
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * 0.1, s.dtype),
+                        abstract)
+  return model, params
 
 
 @pytest.fixture(scope="module")
