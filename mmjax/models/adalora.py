@@ -87,6 +87,13 @@ def settings_from_config(config) -> Settings | None:
   if not config.model.get("adalora", False):
     return None
   options = dict(config.finetune.adalora)
+  # Both make their gradients without the train step's loss, so the orthogonality term
+  # would be silently missing from them.
+  if config.privacy.enabled or config.adversarial.kind == "free":
+    what = "privacy.enabled" if config.privacy.enabled else "adversarial.kind='free'"
+    raise ConfigError(f"config.model.adalora cannot train with {what}: its gradients "
+                      "bypass the loss that AdaLoRA's orthogonality term is added to. Use "
+                      "LoRA (model.adalora=False) for that run.")
   check_known_keys(options, [f.name for f in dataclasses.fields(Settings)
                              if f.name not in ("init_rank", "total_steps")],
                    where="config.finetune.adalora")
