@@ -77,6 +77,17 @@ def test_budget_above_the_initial_rank_is_refused(digits_data_dir, tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
+def test_settings_the_allocation_cannot_serve_are_refused(digits_data_dir):
+  config = _config(digits_data_dir)
+  config.finetune.adalora.final_warmup = STEPS
+  with pytest.raises(ConfigError, match="leaves no step"):
+    adalora.settings_from_config(config)
+  config = _config(digits_data_dir)
+  config.privacy.enabled = True
+  with pytest.raises(ConfigError, match="cannot train with privacy.enabled"):
+    adalora.settings_from_config(config)
+
+
 def test_trainer_shrinks_ranks_to_the_budget_and_merges(digits_data_dir, tmp_path):
   workdir = str(tmp_path / "run")
   result = loop.train_and_evaluate(_config(digits_data_dir), workdir)
