@@ -188,6 +188,21 @@ def ranks(params: Any) -> dict[str, list[int]]:
           for path, t in adapters(params).items()}
 
 
+def allocated_ranks(opt_state: Any) -> dict[str, list[int]] | None:
+  """{adapter path: [rank per layer]} the allocator's mask keeps (None when `opt_state`
+  is not a rank allocator's). Between reallocations pruned Λ entries may regrow (PEFT
+  zeroes them only when it reallocates), so this, not `ranks`, is the allocation."""
+  if not isinstance(opt_state, AllocatorState):
+    return None
+  out = {}
+  for path, keep in jax.tree_util.tree_leaves_with_path(
+      jax.device_get(opt_state.keep), is_leaf=lambda v: isinstance(v, optax.MaskedNode)):
+    m = _ADAPTER_LEAF.match(path_str(path))
+    if m and m["part"] == "e" and not isinstance(keep, optax.MaskedNode):
+      out[m["adapter"]] = np.atleast_1d(np.sum(np.asarray(keep) > 0, axis=-1)).tolist()
+  return out
+
+
 # ---- the allocator, an optax wrapper ----
 class AllocatorState(NamedTuple):
   """`inner`: the wrapped optimizer's state; `count`: updates so far; `ipt` / `unc`:

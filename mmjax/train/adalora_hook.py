@@ -2,8 +2,8 @@
 itself runs inside the train step, mmjax/models/adalora.py).
 
 Every train.log_every steps an 'adalora' row: `adalora/budget` (the schedule's b(t)) and
-`adalora/total_rank` (nonzero singular values over all adapters). At the end, the rank of
-every adapter per layer as `adalora/rank/<adapter path>[/<layer>]` metrics and in
+`adalora/total_rank` (singular values the allocator keeps, over all adapters). At the
+end, the rank of every adapter per layer as `adalora/rank/<adapter path>[/<layer>]` metrics and in
 WORKDIR/adalora_ranks.json ({'step', 'budget', 'ranks': {path: [rank per layer]}}).
 """
 from __future__ import annotations
@@ -36,7 +36,9 @@ class AdaLoraRanksHook(hooks.Hook):
 
   def _ranks(self, run: hooks.Run) -> tuple[dict, int]:
     params = jax.device_get(adalora.adapters(run.state.params))
-    ranks = adalora.ranks(params)
+    ranks = adalora.allocated_ranks(run.state.opt_state)
+    if ranks is None:   # a state without the allocator: count the nonzero Λ
+      ranks = adalora.ranks(params)
     budget = int(adalora.budget_at(run.step, self.settings, adalora.num_matrices(params)))
     return ranks, budget
 
