@@ -92,6 +92,9 @@ setup(
         # (the host preprocessing replayed on a user's files; PNG/JPEG through Pillow,
         # WAV through the stdlib). The jax.export artifact alone needs neither.
         "export": ["tensorflow-cpu>=2.16", "tensorflow-datasets>=4.9.4", "pillow>=10"],
+        # Loading exported LoRA adapters in PyTorch (interop.save_peft_adapter writes PEFT's
+        # format with safetensors alone); the live reload test runs when these are present.
+        "peft": ["torch>=2.3", "transformers>=4.40", "peft>=0.10"],
         "wandb": ["wandb>=0.19,<1"],
         "mlflow": ["mlflow-skinny>=2.15,<4"],
     },

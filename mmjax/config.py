@@ -98,7 +98,12 @@ def default_config() -> ml_collections.ConfigDict:
   # Fine-tuning (mmjax/train/finetune.py, docs/finetuning.md): `init_from` a Hugging Face
   # folder (config.json + safetensors) that fills the model at step 0; `mode` full |
   # linear_probe | lora | adapter picks what trains; `trainable` adds path regexes.
-  c.finetune = dict(init_from="", mode="full", trainable=())
+  # `adalora`: the rank allocation of model.adalora=True runs (mmjax/models/adalora.py,
+  # docs/efficiency.md): the mean final rank per adapted matrix, t_i / t_f warmups,
+  # steps between reallocations, the importance EMAs and the orthogonality weight γ.
+  c.finetune = dict(init_from="", mode="full", trainable=(), adalora=dict(
+      target_rank=4, init_warmup=0, final_warmup=0, mask_interval=10, beta1=0.85,
+      beta2=0.85, orth_reg_weight=0.1))
   # eval_batch_size: the global batch of every evaluator that sets no batch_size.
   # checkpoint_every: 0 = no checkpoints on the way; the final one is written unless
   # final_checkpoint=False. allow_config_change: resume a workdir with a config that

@@ -116,20 +116,27 @@ class Tuning:
   lora_rank > 0 adds a LoRA update (alpha / rank) * x A B to each projection named in
   `lora_targets` (A [in, rank] Kaiming-uniform as in Hugging Face PEFT, B [rank, out]
   zero, so training starts from the base model); its parameters sit next to the base
-  projection as '<target>_lora/{a,b}'. adapter_dim > 0 adds a Houlsby adapter after the
-  attention and after the MLP ('adapter_attn', 'adapter_mlp').
+  projection as '<target>_lora/{a,b}'. `adalora` makes each update AdaLoRA's SVD form
+  (alpha / rank) x P diag(Λ) Q (Zhang et al. 2023) in '<target>_lora/{a,e,b}' (P, Λ, Q),
+  whose singular values the trainer prunes to a rank budget (mmjax/models/adalora.py).
+  adapter_dim > 0 adds a Houlsby adapter after the attention and after the MLP
+  ('adapter_attn', 'adapter_mlp').
   """
   lora_rank: int = 0
   lora_alpha: float = 16.0
   lora_targets: tuple[str, ...] = ("query", "value")
   adapter_dim: int = 0
   attention: str = "auto"
+  adalora: bool = False
 
   def __post_init__(self):
     check_choice(self.attention, attention_lib.CHOICES, "attention")
     if self.lora_rank < 0 or self.adapter_dim < 0:
       raise ConfigError(f"config.model.lora_rank={self.lora_rank} and adapter_dim="
                         f"{self.adapter_dim} must be >= 0 (0 = off).")
+    if self.adalora and self.lora_rank < 1:
+      raise ConfigError("config.model.adalora needs config.model.lora_rank > 0: the "
+                        "initial rank of each AdaLoRA adapter (its budget's start).")
     unknown = sorted(set(self.lora_targets) - set(LORA_TARGETS))
     if unknown:
       raise ConfigError(f"Unknown config.model.lora_targets {unknown}; choose from "
@@ -141,9 +148,9 @@ class Tuning:
 
 def tuning_of(module: nn.Module) -> Tuning:
   """The `Tuning` of a model with the fields lora_rank, lora_alpha, lora_targets,
-  adapter_dim and attention (config.model keys of every transformer model)."""
+  adapter_dim, attention and adalora (config.model keys of every transformer model)."""
   return Tuning(module.lora_rank, float(module.lora_alpha), tuple(module.lora_targets),
-                module.adapter_dim, module.attention)
+                module.adapter_dim, module.attention, bool(module.adalora))
 
 
 class LoRA(nn.Module):
@@ -152,6 +159,10 @@ class LoRA(nn.Module):
   `in_dims` trailing dims of x are contracted (2 for the attention output's heads x kv).
   `in_names` / `out_names` are the logical axes of those dims, so A and B shard like the
   kernel they adapt.
+
+  With `svd` (AdaLoRA) the update is (alpha/rank) x P diag(Λ) Q with P = 'a' [*in, rank],
+  Λ = 'e' [rank], Q = 'b' [rank, *features]; as in Hugging Face PEFT's AdaLoRA, P and Q
+  start N(0, 0.02) and Λ at zero, so training starts from the base model.
   """
   features: tuple[int, ...]
   rank: int
@@ -159,6 +170,7 @@ class LoRA(nn.Module):
   in_names: tuple[str | None, ...]
   out_names: tuple[str | None, ...]
   dtype: Dtype = jnp.float32
+  svd: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -166,8 +178,13 @@ class LoRA(nn.Module):
     in_shape = x.shape[-n_in:]
     a_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform",
                                               in_axis=tuple(range(n_in)), out_axis=-1)
+    b_init = zeros
+    if self.svd:
+      a_init = b_init = nn.initializers.normal(0.02)
     a = self.param("a", partitioned(a_init, (*self.in_names, None)), (*in_shape, self.rank))
-    b = self.param("b", partitioned(zeros, (None, *self.out_names)),
+    if self.svd:
+      a = a * self.param("e", partitioned(zeros, (None,)), (self.rank,))
+    b = self.param("b", partitioned(b_init, (None, *self.out_names)),
                    (self.rank, *self.features))
     h = jnp.tensordot(x.astype(self.dtype), a.astype(self.dtype),
                       axes=(tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))))
@@ -183,7 +200,7 @@ def add_lora(tuning: Tuning, target: str, y: jax.Array, x: jax.Array,
   if not tuning.lora(target):
     return y
   lora = LoRA(y.shape[x.ndim - len(in_names):], tuning.lora_rank, tuning.lora_alpha,
-              in_names, out_names, dtype, name=f"{target}_lora")
+              in_names, out_names, dtype, svd=tuning.adalora, name=f"{target}_lora")
   return y + lora(x).astype(y.dtype)
 
 

@@ -86,10 +86,22 @@ def _merged_kernel(kernel: jax.Array, a: jax.Array, b: jax.Array, scale: float):
   return (kernel + scale * delta).astype(kernel.dtype)
 
 
+def adapter_a(lora: Any) -> jax.Array:
+  """The effective A [L?, *in, r] of one adapter's parameters {a, b} (LoRA) or {a, e, b}
+  (AdaLoRA: P diag(Λ), Λ = e [L?, r] broadcast over P's input dims)."""
+  a = lora["a"]
+  if "e" not in lora:
+    return a
+  e = lora["e"]
+  lead = e.ndim - 1
+  return a * e.reshape(e.shape[:lead] + (1,) * (a.ndim - lead - 1) + e.shape[lead:])
+
+
 def merge_lora(params: Any, alpha: float) -> dict:
   """The params with every '<name>_lora/{a,b}' folded into '<name>/kernel' (W + (alpha /
   rank) A B) and removed: the tree of the same model with lora_rank = 0, giving the same
-  outputs."""
+  outputs. AdaLoRA's '<name>_lora/{a,e,b}' fold as A diag(e) B (pruned singular values
+  are zeros of e)."""
   if not isinstance(params, dict):
     params = dict(params)
   out = {}
@@ -101,7 +113,8 @@ def merge_lora(params: Any, alpha: float) -> dict:
       lora = params.get(key + _LORA)
       if lora is not None:
         rank = lora["a"].shape[-1]
-        value = {**value, "kernel": _merged_kernel(value["kernel"], lora["a"], lora["b"],
+        a = lora["a"] if "e" not in lora else adapter_a(lora)
+        value = {**value, "kernel": _merged_kernel(value["kernel"], a, lora["b"],
                                                    alpha / rank)}
     out[key] = value
   orphans = [k for k in params if k.endswith(_LORA) and k[:-len(_LORA)] not in params]

@@ -58,6 +58,7 @@ class ViT(nn.Module):
   lora_alpha: float = 16.0
   lora_targets: tuple[str, ...] = ("query", "value")
   adapter_dim: int = 0
+  adalora: bool = False   # SVD-form LoRA (AdaLoRA; layers.Tuning)
   attention: str = "auto"   # the attention kernel: 'auto' | 'cudnn' | 'xla' (attention.py)
 
   @property

@@ -3,7 +3,7 @@
     loss_fn(params, batch, rng, *, model_state, train) -> (loss, (metrics, new_model_state))
 
 Registered names: supervised, token_classification, regression, clm, mlm, mae, simclr,
-contrastive, captioning, sum, group_dro, group_balanced. The returned loss_fn is an
+contrastive, captioning, sum, group_dro, group_balanced, distillation. The returned loss_fn is an
 `Objective`, whose `prepare` / `embed` / `loss_from_inputs` steps let an adversary
 perturb the embedded inputs (see `mmjax.objectives.base`). The pure math is in
 `mmjax.objectives.losses`, the SimCLR augmentation in `mmjax.objectives.augment`.
@@ -21,6 +21,7 @@ from mmjax.objectives.base import OBJECTIVES, Objective, build_objective
 from mmjax.objectives.captioning import Captioning
 from mmjax.objectives.composite import WeightedSum
 from mmjax.objectives.group_robust import GroupBalanced, GroupDRO
+from mmjax.objectives.distillation import Distillation
 from mmjax.objectives.contrastive import CrossModalContrastive, clip_loss, sigmoid_loss
 from mmjax.objectives.losses import (contrastive_logits, l2_normalize, mae_patch_loss,
                                      next_token_targets, nt_xent, softmax_cross_entropy,
@@ -56,7 +57,7 @@ def make_objective(objective_config: Any, model: nn.Module) -> Objective:
 __all__ = [
     "OBJECTIVES", "Objective", "make_objective", "build_objective",
     "Supervised", "TokenClassification", "Regression", "CausalLM", "MaskedLM",
-    "MaskedAutoencoder", "SimCLR", "WeightedSum", "GroupDRO", "GroupBalanced",
+    "MaskedAutoencoder", "SimCLR", "WeightedSum", "GroupDRO", "GroupBalanced", "Distillation",
     "CrossModalContrastive", "clip_loss", "sigmoid_loss",
     "mlm_mask", "simclr_views", "simclr_augment", "augment", "losses",
     "weighted_mean", "softmax_cross_entropy", "top1_correct", "next_token_targets",

@@ -72,6 +72,18 @@ def top1_correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return (correct & valid).astype(jnp.float32)
 
 
+def soft_target_kl(teacher_logits: jax.Array, student_logits: jax.Array,
+                   temperature: float = 1.0) -> jax.Array:
+  """KL(softmax(t/T) ‖ softmax(s/T)) per example: [..., K], [..., K] -> [...] float32.
+
+  The soft-target term of knowledge distillation (Hinton et al. 2015), before its T²
+  factor; with T = 1 the divergence ARD's attack maximises (Goldblum et al. 2020).
+  """
+  log_p = jax.nn.log_softmax(jnp.asarray(teacher_logits, jnp.float32) / temperature)
+  log_q = jax.nn.log_softmax(jnp.asarray(student_logits, jnp.float32) / temperature)
+  return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
+
 def next_token_targets(lm_logits: jax.Array, tokens: jax.Array,
                        text_mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Aligns causal-LM logits with the tokens they predict.

@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from mmjax import models, objectives, parallel
+from mmjax.models import adalora
 from mmjax.data import device_ops   # JAX only; TensorFlow enters with mmjax.data's iterators
 from mmjax.errors import CheckpointError, ConfigError, MmjaxError
 from mmjax.evals import batched, evaluators as evaluators_lib
@@ -30,7 +31,7 @@ from mmjax.train import checkpoint as checkpoint_lib
 from mmjax.train import checks, finetune, hooks as hooks_lib, optim, resume_check
 from mmjax.privacy import hook as privacy_hook  # noqa: F401  (registers its hook)
 from mmjax.quant import qat
-from mmjax.train import overfitting_guard, plot_hook, preemption  # noqa: F401  (hooks)
+from mmjax.train import adalora_hook, overfitting_guard, plot_hook, preemption  # noqa: F401
 from mmjax.train import state as state_lib, step as step_lib, workdir_lock, writers
 
 
@@ -72,6 +73,7 @@ class Experiment:
   created_workdir: bool = False   # this run created the workdir
   training_started: bool = False   # the first train step was launched
   privacy: Any = None   # mmjax.privacy.plan.PrivacyPlan of a DP run, else None
+  adalora: Any = None   # mmjax.models.adalora.Settings of an AdaLoRA run, else None
 
   def close(self) -> None:
     """Finishes pending checkpoint writes and releases the workdir."""
@@ -135,6 +137,7 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
   batch_shards = parallel.batch_shards(mesh, parallel.batch_axes(rules))
   checks.check_config(config, mode, batch_shards=batch_shards)
   model = qat.training_model(config.quantization, models.build_model(config.model))
+  adalora_settings = adalora.settings_from_config(config)   # refuses bad budgets here
   loss_fn = adversarial.make_adversarial(
       config.adversarial, objectives.make_objective(config.objective, model))
   # Refused step options fail here, before any compute (e.g. free AT with accumulation).
@@ -165,6 +168,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
     from mmjax.privacy import plan as privacy_plan
     privacy_plan.check_loss_and_model(loss_fn, list(abstract_variables))
   tx = finetune.freeze_optimizer(tx, config.finetune, abstract_variables["params"])
+  if adalora_settings is not None:   # the trainer owns the rank allocation
+    tx = adalora.rank_allocator(tx, adalora_settings)
 
   def init_fn():
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.train.seed))
@@ -203,7 +208,8 @@ def build_experiment(config: ml_collections.ConfigDict, workdir: str, mode: str 
                    abstract_state=abstract, example_batch=example,
                    checkpointer=checkpointer, rules=rules,
                    updates_per_step=updates_per_step, lock=lock,
-                   metric_shapes=metric_shapes, created_workdir=created, privacy=privacy)
+                   metric_shapes=metric_shapes, created_workdir=created, privacy=privacy,
+                   adalora=adalora_settings)
   try:
     parallel.check_process_batches(mesh, exp.batch_sharding, exp.batch_size)
   except Exception:
@@ -284,6 +290,8 @@ def accumulator_factory(exp: Experiment) -> Callable[[], dict]:
   if exp.privacy is not None:   # the DP step's own metrics (mmjax/train/step.py)
     shapes.update({k: jax.ShapeDtypeStruct((), jnp.float32)
                    for k in ("dp/clipped_fraction", "dp/batch_size")})
+  shapes.update({k: jax.ShapeDtypeStruct((), jnp.float32) for k in
+                 adalora.penalty_names(exp.adalora)})
   replicated = parallel.replicated(exp.mesh)
   return lambda: jax.device_put(step_lib.init_metric_accumulator(shapes), replicated)
 
@@ -295,7 +303,8 @@ def train_step_fn(exp: Experiment):
                                   grad_accum_steps=config.optim.grad_accum_steps,
                                   ema_decay=config.optim.ema_decay,
                                   trainable=finetune.trainable_fn(config.finetune),
-                                  privacy=exp.privacy and exp.privacy.dp_settings())
+                                  privacy=exp.privacy and exp.privacy.dp_settings(),
+                                  regularizer=adalora.regularizer(exp.adalora))
 
 
 def compile_steps(exp: Experiment):

@@ -48,6 +48,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
                     grad_accum_steps: int = 1, ema_decay: float = 0.0,
                     trainable: Callable[[Any], Any] | None = None,
                     privacy=None,
+                    regularizer: Callable[[Any], dict] | None = None,
                     ) -> Callable[[TrainState, dict, dict], tuple[TrainState, dict]]:
   """Returns train_step(state, batch, acc) -> (state, acc), to be jitted with donation.
 
@@ -70,13 +71,21 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
   example's gradient of the trainable parameters clipped, the clipped sums of all
   micro-batches added, the noise drawn once per step and the sum divided by the
   expected batch size (mmjax/privacy/gradients.py).
+
+  `regularizer(params) -> {name: weighted penalty}` (AdaLoRA's orthogonality term) adds
+  its values to the training loss and reports each as a metric.
   """
   loss_fn.check_step(grad_accum_steps=grad_accum_steps)
 
   def loss_of_trainable(params, *args, **kwargs):
     if trainable is not None:
       params = peft.stop_frozen_gradients(params, trainable(params))
-    return loss_fn(params, *args, **kwargs)
+    loss, (metrics, model_state) = loss_fn(params, *args, **kwargs)
+    if regularizer is not None:
+      penalties = regularizer(params)
+      loss = loss + sum(penalties.values())
+      metrics = {**metrics, **penalties}
+    return loss, (metrics, model_state)
 
   grad_fn = jax.value_and_grad(loss_of_trainable, has_aux=True)
 

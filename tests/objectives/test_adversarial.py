@@ -194,7 +194,7 @@ def test_free_replays_at_eps_zero_are_plain_sgd_steps(cnn):
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(kind="fast"), "Choose one of: alum, combined, free, freelb, madry, trades.*'none'"),
+    (dict(kind="fast"), "Choose one of: alum, ard, combined, free, freelb, madry, trades.*'none'"),
     (dict(kind="free", eps=0.1, replays=0), r"adversarial.replays=0 must be a positive int"),
     (dict(kind="madry"), r"kind='madry' needs a positive adversarial.eps"),
     (dict(kind="madry", eps=-0.1), r"adversarial.eps=-0.1 must be a number >= 0"),

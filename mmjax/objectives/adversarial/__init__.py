@@ -4,6 +4,7 @@ per method, chosen by `config.adversarial.kind`.
     madry, combined   (attacked.py)     the objective at x + δ* (and at x)
     trades, alum      (consistency.py)  a clean loss + a clean-vs-attacked divergence
     freelb, free      (ascent.py)       ascent steps whose gradients also train
+    ard               (robust_distillation.py)  a teacher's clean outputs at x + δ*
 
 `make_adversarial(config.adversarial, objective)` builds the chosen method; each method
 takes the common options of `AdversarialMethod` (the attack) plus its own, and checks them
@@ -24,13 +25,15 @@ from mmjax.objectives.adversarial.base import (ADVERSARIAL_METHODS, ATTACK_LOSSE
                                                common_options, method_options,
                                                register_method, require_non_negative)
 from mmjax.objectives.adversarial.consistency import Alum, Trades
+from mmjax.objectives.adversarial.robust_distillation import RobustDistillation
 from mmjax.objectives.base import Objective
 from mmjax.registry import to_plain
 
 __all__ = [
     "ADVERSARIAL_METHODS", "ATTACK_LOSSES", "DEFAULT_BOUNDS", "TRAIN_ATTACKS",
     "AdversarialMethod", "AscentMethod", "Madry", "Combined", "Trades", "Alum", "FreeLB",
-    "Free", "attack_specs", "common_options", "make_adversarial", "method_options",
+    "Free", "RobustDistillation", "attack_specs", "common_options", "make_adversarial",
+    "method_options",
     "register_method", "require_non_negative",
 ]
 
