@@ -113,16 +113,15 @@ class DialogueEvaluator(Evaluator):
         where = self.turn[i] == t
         self.questions.append(_text(self.tokens[i][where & (target[i] == 0)]))
         self.truths.append(_text(self.tokens[i][where & (target[i] == 1)]))
-    # Decoding rows per turn t (row i answers turn t of dialogue i), cut to a multiple
-    # of _BUCKET tokens that holds the prompt and the longest answer.
-    self.prompts = []
-    for t in range(k):
-      start = self.starts[:, t]
-      cut = min(length, -(-(int(start.max()) + MAX_ANSWER_TOKENS + 1) // _BUCKET) * _BUCKET)
-      pos = np.arange(cut)[None]
-      self.prompts.append({
-          "prompt": self.tokens[:, :cut], "prompt_len": start,
-          "turn": np.where(pos < start[:, None], self.turn[:, :cut], t).astype(np.int32)})
+    # Decoding rows, dialogue-major (row i * K + t answers turn t of dialogue i), cut to
+    # the longest prompt plus the longest answer: one shape, one compile.
+    start = self.starts.reshape(-1)
+    cut = min(length, int(start.max()) + MAX_ANSWER_TOKENS + 1)
+    pos = np.arange(cut)[None]
+    self.prompts = {
+        "prompt": np.repeat(self.tokens[:, :cut], k, 0), "prompt_len": start,
+        "turn": np.where(pos < start[:, None], np.repeat(self.turn[:, :cut], k, 0),
+                         np.tile(np.arange(k), n)[:, None]).astype(np.int32)}
     self.candidates = self._candidates(vd, pool, min(cfg.rank_dialogues, n), length)
     self.memory = jax.jit(lambda v, x: model.apply(v, x, method="caption_memory"))
     self.decode = jax.jit(lambda v, *a: _decode(model, v, *a))
@@ -165,19 +164,20 @@ class DialogueEvaluator(Evaluator):
   # ---- measuring ----
   def _generate(self, variables, images, history: bool) -> list[str]:
     """Greedy answers to every turn, dialogue-major (index i * K + t)."""
+    k = self.num_turns
     x = self.model.inputs(variables, {"image": images}, self.batch_size)
     memory, mask = in_chunks(lambda c: self.memory(variables, c), x, self.batch_size)
-    answers = np.empty((len(images), self.num_turns), object)
-    for t, rows in enumerate(self.prompts):
-      state = {"memory": memory, "mask": mask, **rows}
-      tokens = in_chunks(lambda c: self.decode(variables, c, history), state,
-                         self.batch_size)
-      for i, (row, s) in enumerate(zip(tokens, rows["prompt_len"])):
-        answer = list(row[s:])
-        if tokenizers.EOS in answer:
-          answer = answer[:answer.index(tokenizers.EOS)]
-        answers[i, t] = _text(answer)
-    return list(answers.ravel())
+    state = {"memory": np.repeat(memory, k, 0), "mask": np.repeat(mask, k, 0),
+             **self.prompts}
+    tokens = in_chunks(lambda c: self.decode(variables, c, history), state,
+                       self.batch_size)
+    answers = []
+    for row, s in zip(tokens, self.prompts["prompt_len"]):
+      answer = list(row[s:])
+      if tokenizers.EOS in answer:
+        answer = answer[:answer.index(tokenizers.EOS)]
+      answers.append(_text(answer))
+    return answers
 
   def _rank(self, variables, history: bool) -> dict[str, float]:
     x = self.model.inputs(variables, {"image": self.images}, self.batch_size)
