@@ -135,6 +135,8 @@ class DialogueEvaluator(Evaluator):
     a multiple of _BUCKET tokens: {'index' [M] dialogue, 'tokens', 'turn', 'mask'
     [M, L], 'true' [num] true index, 'relevance' [num, C]}."""
     cfg, out = self.cfg, []
+    if num == 0:
+      return out
     for t in range(self.num_turns):
       rows, answers, true, relevance = [], [], [], []
       for i in range(num):
