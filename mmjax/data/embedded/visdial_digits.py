@@ -52,8 +52,7 @@ _SEED = 0x76646967   # "vdig"
 # How many cells hold a digit: 2, 3 or 4, with these probabilities.
 _FILLED = ((2, 3, 4), (0.25, 0.4, 0.35))
 # Weights of the turn types after the first, where allowed.
-# `compare` is allowed only after a `relative` turn, so it weighs most.
-_TYPE_WEIGHTS = {"position": 1.0, "relative": 2.0, "compare": 8.0, "count_odd": 1.0,
+_TYPE_WEIGHTS = {"position": 1.0, "relative": 2.0, "compare": 3.0, "count_odd": 1.0,
                  "exists": 1.0}
 
 
@@ -94,9 +93,7 @@ def make_dialogue(cells: np.ndarray, rng: np.random.Generator, turns: int = NUM_
   named: list[int] = []       # the cells the position / relative turns named, in order
   last_relative = False       # whether the previous turn was a relative one
   for t in range(turns):
-    allowed = ["position"] if t == 0 else ["position", "exists", "relative"]
-    if t and "count_odd" not in [k for k, _, _ in out]:   # asked once: its answer stays
-      allowed.append("count_odd")
+    allowed = ["position"] if t == 0 else ["position", "count_odd", "exists", "relative"]
     if last_relative and cells[named[-1]] >= 0 and cells[named[-2]] >= 0:
       allowed.append("compare")
     weights = np.array([_TYPE_WEIGHTS[k] for k in allowed])
