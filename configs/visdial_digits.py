@@ -12,7 +12,14 @@ answer greedily from the image, the history and the question, ranks 100 candidat
 (VisDial's MRR, R@k, NDCG), and repeats it with the history masked.
 
 Reproduces: nothing published; VisDial's task shape (Das et al. 2017) on a small scene.
-Measured: see docs/multimodal.md ("Visual dialogue") for the result, time and command.
+Measured (2026-12-07, 1,000 steps x 32, 2 CPU cores shared at load 10-14 with other
+jobs): 55 min 49 s wall (training 36 min, the final eval 18 min). On 500 test turns:
+exact match 0.408 (turns needing the history 0.306), MRR 0.660 and R@1 0.470 over 100
+candidates (chance 0.052 and 0.010); the same run with objective.history=False reaches
+0.301 on the history turns, so this budget shows NO gain from reading the history (the
+model reads the right cell's digit on only 36% of position turns: undertrained). Under
+PGD eps 0.1 (10 steps) on the pixels, 65% of the generated answers change. Details:
+docs/multimodal.md ("Visual dialogue").
 
 Command:
   python -m mmjax.main --config=configs/visdial_digits.py --workdir=/tmp/visdial_digits
