@@ -51,6 +51,7 @@ TEST_SIZE = {
     # Robust evals run too, at test size (their numbers: tests/evals/test_robust_evaluator).
     "robust": dict(num_examples=16, steps=2, restarts=1, sanity=False, curve_eps=()),
     "fairness": dict(num_examples=32, steps=2),
+    "dialogue": dict(num_dialogues=4, rank_dialogues=1, candidates=8, attack_eps=0.0),
 }
 
 

@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 
 from mmjax.data import op_common, spec as spec_lib
 # Imported for their registrations into OPS.
-from mmjax.data import ops_audio, ops_image, ops_ner, ops_text, ops_vqa  # noqa: F401
+from mmjax.data import (ops_audio, ops_dialogue, ops_image, ops_ner,  # noqa: F401
+                        ops_text, ops_vqa)
 from mmjax.data.host_registry import OPS
 from mmjax.data.lazy_tf import tf
 from mmjax.data.spec import parse_spec

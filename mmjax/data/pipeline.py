@@ -44,7 +44,7 @@ if not os.environ.get("MMJAX_LIBRARY_LOGS"):
   # in a training log; `python -m mmjax.main --library_logs` keeps them.
   tfds.disable_progress_bar()
 
-EMBEDDED = ("mmjax_digits", "mmjax_colored_digits")
+EMBEDDED = ("mmjax_digits", "mmjax_colored_digits", "mmjax_visdial_digits")
 _DEFAULTS = dict(name="mmjax_digits", data_dir=None, train_split="train", eval_split="test",
                  download=False, shuffle_buffer=10_000, preprocess_train=None,
                  preprocess_eval=None, prefetch=2, shards=0, pack=None, in_memory=False)
@@ -91,8 +91,8 @@ def get_builder(data_config: Any) -> tfds.core.DatasetBuilder:
   base = name.split(":")[0].split("/")[0]
   if base in EMBEDDED:
     # pylint: disable-next=g-import-not-at-top
-    from mmjax.data.embedded import colored_digits, digits  # registers both
-    del colored_digits, digits
+    from mmjax.data.embedded import colored_digits, digits, visdial_digits  # registers all
+    del colored_digits, digits, visdial_digits
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.DatasetNotFoundError:

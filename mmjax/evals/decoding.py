@@ -58,31 +58,60 @@ def _next_logits(logits_fn: LogitsFn, state, tokens: jax.Array, t) -> jax.Array:
 
 
 def greedy_decode(logits_fn: LogitsFn, state, *, batch_size: int, max_len: int,
-                  bos_id: int = BOS, eos_id: int = EOS, pad_id: int = PAD) -> jax.Array:
-  """Argmax decoding.
+                  bos_id: int = BOS, eos_id: int = EOS, pad_id: int = PAD,
+                  prompt=None, prompt_len=None, max_new_tokens: int | None = None
+                  ) -> jax.Array:
+  """Argmax decoding, from BOS or from a per-row prompt.
 
   Args:
     logits_fn: (state, tokens [N, max_len] int32) -> logits [N, max_len, V].
     state: pytree with leaves [batch_size, ...].
     batch_size: N; max_len: length of the output rows (>= 2), BOS included.
+    prompt, prompt_len: optional tokens [N, max_len] int32 and lengths [N] int32 (>= 1):
+      row i continues after its first prompt_len[i] tokens (a dialogue's history and
+      question); None starts every row from BOS alone.
+    max_new_tokens: stop after this many generated tokens per row (None: at max_len).
   Returns:
-    tokens [batch_size, max_len] int32: position 0 is BOS, position t the argmax of the
-    logits at t - 1; after a row's EOS the rest is PAD. Stops early once all rows ended.
+    tokens [batch_size, max_len] int32: position 0 is BOS (or the prompt), each later
+    position the argmax of the logits one before it; after a row's EOS the rest is PAD.
+    Stops early once all rows ended.
   """
   _check_args(state, batch_size, max_len)
+  if prompt is None:
+    tokens = _initial_tokens(batch_size, max_len, bos_id, pad_id)
+    start = jnp.ones((batch_size,), jnp.int32)
+  else:
+    if np.shape(prompt) != (batch_size, max_len) or np.shape(prompt_len) != (batch_size,):
+      raise ConfigError(f"prompt must be [batch_size, max_len] = {(batch_size, max_len)} "
+                        f"and prompt_len [batch_size], got {np.shape(prompt)} and "
+                        f"{np.shape(prompt_len)}.")
+    start = jnp.asarray(prompt_len, jnp.int32)
+    keep = jnp.arange(max_len)[None] < start[:, None]
+    tokens = jnp.where(keep, jnp.asarray(prompt, jnp.int32), pad_id)
+  rows = jnp.arange(batch_size)
+
+  limit = max_len if max_new_tokens is None else max_new_tokens
 
   def cond(carry):
-    t, _, done = carry
-    return (t < max_len) & ~jnp.all(done)
+    s, _, done = carry
+    return (s < limit) & jnp.any(~done & (start + s < max_len))
 
   def body(carry):
-    t, tokens, done = carry
-    nxt = jnp.argmax(_next_logits(logits_fn, state, tokens, t), axis=-1).astype(jnp.int32)
-    nxt = jnp.where(done, pad_id, nxt)
-    return t + 1, tokens.at[:, t].set(nxt), done | (nxt == eos_id)
+    s, tokens, done = carry
+    pos = start + s
+    live = ~done & (pos < max_len)
+    logits = logits_fn(state, tokens)
+    if logits.ndim != 3 or logits.shape[:2] != tokens.shape:
+      raise ConfigError(f"logits_fn(state, tokens [N, T]) must return logits [N, T, V]; "
+                        f"for tokens of shape {tokens.shape} it returned {logits.shape}.")
+    at = jnp.clip(pos - 1, 0, max_len - 1)
+    nxt = jnp.argmax(logits[rows, at].astype(jnp.float32), axis=-1).astype(jnp.int32)
+    nxt = jnp.where(live, nxt, pad_id)
+    tokens = tokens.at[rows, jnp.minimum(pos, max_len - 1)].set(
+        jnp.where(live, nxt, tokens[rows, jnp.minimum(pos, max_len - 1)]))
+    return s + 1, tokens, done | ~live | (nxt == eos_id)
 
-  init = (jnp.asarray(1, jnp.int32), _initial_tokens(batch_size, max_len, bos_id, pad_id),
-          jnp.zeros((batch_size,), bool))
+  init = (jnp.asarray(0, jnp.int32), tokens, jnp.zeros((batch_size,), bool))
   return jax.lax.while_loop(cond, body, init)[1]
 
 

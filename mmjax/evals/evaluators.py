@@ -3,7 +3,7 @@ it before any compute, build it once per run, and run the entries that are due.
 
 The built-in types register when this module imports them (loss, robust, report,
 retrieval, zero_shot, probe, caption, caption_grounding, fairness, attribution,
-privacy_audit); a plug-in registers from anywhere with
+privacy_audit, dialogue); a plug-in registers from anywhere with
 `mmjax.evals.base.register_evaluator` before the run starts.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from absl import logging
 from mmjax.errors import ConfigError
 from mmjax.evals import base
 # Imported for their registrations.
-from mmjax.evals import (attribution_eval, fairness_eval, grounding_eval,  # noqa: F401
-                         loss_eval, privacy_audit_eval, quantization_eval, report_eval,
-                         representation_eval, robust_eval)
+from mmjax.evals import (attribution_eval, dialogue_eval, fairness_eval,  # noqa: F401
+                         grounding_eval, loss_eval, privacy_audit_eval, quantization_eval,
+                         report_eval, representation_eval, robust_eval)
 
 
 def check_config(config: ml_collections.ConfigDict, batch_shards: int) -> None:

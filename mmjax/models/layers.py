@@ -238,7 +238,8 @@ class MultiHeadAttention(nn.Module):
                context: jax.Array | None = None) -> jax.Array:
     """x [B,T,D] -> [B,T,D]. Keys and values come from x (self-attention) or from
     `context` [B,S,D] (cross-attention); mask [B,T] (or [B,S] with context) marks the
-    keys that may be attended (1 = real token) or is None."""
+    keys that may be attended (1 = real token) or is None; a [B,T,S] mask says per
+    query which keys it may attend (e.g. a dialogue's turns, `objectives/dialogue.py`)."""
     width = x.shape[-1]
     if width % self.num_heads:
       raise ConfigError(f"Model width {width} is not divisible by num_heads "
@@ -257,7 +258,12 @@ class MultiHeadAttention(nn.Module):
       qkv.append(constrain(y, heads))
     q, k, v = qkv
     # Boolean mask broadcastable to [B,N,T,S]: True = may attend to that key.
-    attn_mask = None if mask is None else mask[:, None, None, :].astype(bool)
+    if mask is None:
+      attn_mask = None
+    elif mask.ndim == 3:
+      attn_mask = mask[:, None].astype(bool)
+    else:
+      attn_mask = mask[:, None, None, :].astype(bool)
     out = attention_lib.attend(q, k, v, attn_mask, causal=self.causal,
                                choice=self.tuning.attention)
     if self.is_mutable_collection("intermediates"):
@@ -352,8 +358,8 @@ class DecoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None = None,
                mask: jax.Array | None = None) -> jax.Array:
-    """x [B,T,D] (mask [B,T]) attends causally to itself and to memory [B,S,D]
-    (memory_mask [B,S]) -> [B,T,D]."""
+    """x [B,T,D] (mask [B,T] keys, or [B,T,T] per query) attends causally to itself
+    and to memory [B,S,D] (memory_mask [B,S]) -> [B,T,D]."""
     drop = nn.Dropout(self.dropout, deterministic=self.deterministic)
     h = layer_norm(self.dtype, name="ln_self")(x)
     x = x + drop(MultiHeadAttention(self.num_heads, True, self.dtype, name="self_attn")(

@@ -393,16 +393,19 @@ class MultimodalTransformer(nn.Module):
     return self._fuse(tokens, train)[m], tokens[m][1]
 
   def caption_logits(self, memory: jax.Array, memory_mask: jax.Array, tokens: jax.Array,
-                     *, train: bool = False) -> jax.Array:
+                     *, train: bool = False, self_mask: jax.Array | None = None
+                     ) -> jax.Array:
     """tokens [B,T] ids (BOS first) + memory -> next-token logits [B,T,V] float32:
-    logits[:, t] predicts tokens[:, t+1]."""
+    logits[:, t] predicts tokens[:, t+1]. `self_mask` [B,T,T] (True = query t may read
+    key s; on top of causality) restricts the decoder's self-attention further, e.g. to
+    a dialogue's own turn (`objectives/dialogue.py`)."""
     t = tokens.shape[1]
     if t > self.max_len:
       raise ConfigError(f"Captions of length {t} exceed config.model.max_len="
                         f"{self.max_len}; raise max_len or truncate the data.")
     x = self.token_embed(tokens) + self.caption_pos()[:t]
     x = self.drop(x.astype(self.cdtype), deterministic=not train)
-    hidden = self.caption_decoder(x, memory, memory_mask, train=train)
+    hidden = self.caption_decoder(x, memory, memory_mask, self_mask, train=train)
     return self.token_embed.attend(hidden)
 
   def caption(self, inputs: dict, tokens: jax.Array, *, train: bool = False) -> jax.Array:

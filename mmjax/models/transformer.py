@@ -81,7 +81,8 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, memory: jax.Array, memory_mask: jax.Array | None = None,
                mask: jax.Array | None = None, *, train: bool = False) -> jax.Array:
-    """x [B,T,D] (mask [B,T]), memory [B,S,D] (memory_mask [B,S]) -> [B,T,D]."""
+    """x [B,T,D] (mask [B,T] or [B,T,T]), memory [B,S,D] (memory_mask [B,S]) ->
+    [B,T,D]."""
     for i in range(self.depth):
       x = layers.DecoderBlock(self.num_heads, self.mlp_dim, self.dropout,
                               deterministic=not train, dtype=self.dtype,

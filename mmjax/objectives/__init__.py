@@ -20,6 +20,7 @@ from mmjax.objectives.augment import simclr_augment, simclr_views
 from mmjax.objectives.base import OBJECTIVES, Objective, build_objective
 from mmjax.objectives.captioning import Captioning
 from mmjax.objectives.composite import WeightedSum
+from mmjax.objectives.dialogue import Dialogue
 from mmjax.objectives.group_robust import GroupBalanced, GroupDRO
 from mmjax.objectives.distillation import Distillation
 from mmjax.objectives.contrastive import CrossModalContrastive, clip_loss, sigmoid_loss
@@ -58,6 +59,7 @@ __all__ = [
     "OBJECTIVES", "Objective", "make_objective", "build_objective",
     "Supervised", "TokenClassification", "Regression", "CausalLM", "MaskedLM",
     "MaskedAutoencoder", "SimCLR", "WeightedSum", "GroupDRO", "GroupBalanced", "Distillation",
+    "Dialogue",
     "CrossModalContrastive", "clip_loss", "sigmoid_loss",
     "mlm_mask", "simclr_views", "simclr_augment", "augment", "losses",
     "weighted_mean", "softmax_cross_entropy", "top1_correct", "next_token_targets",
