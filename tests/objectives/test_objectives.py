@@ -126,14 +126,15 @@ RNG = jax.random.key(42)
 
 # ------------------------------------------------------------------- configs
 def test_registry_names():
-  assert OBJECTIVES.names() == ["captioning", "clm", "contrastive", "distillation",
-                               "group_balanced", "group_dro", "mae", "mlm", "regression", "simclr", "sum",
-                               "supervised", "token_classification"]
+  assert OBJECTIVES.names() == ["captioning", "clm", "contrastive", "dialogue",
+                               "distillation", "group_balanced", "group_dro", "mae", "mlm",
+                               "regression", "simclr", "sum", "supervised",
+                               "token_classification"]
 
 
 def test_unknown_name_lists_choices():
   with pytest.raises(ConfigError, match="Choose one of: captioning, clm, contrastive, "
-                                        "distillation, group_balanced, group_dro, mae, mlm, "
+                                        "dialogue, distillation, group_balanced, group_dro, mae, mlm, "
                                         "regression, simclr, sum"):
     make_objective({"name": "mea"}, LinearClassifier())
   with pytest.raises(ConfigError, match="name is missing"):
