@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging as std_logging
 import os
 from typing import Callable
 
@@ -135,8 +136,15 @@ def save_saved_model(apply, variables, inputs: dict, directory: str, platforms=N
   module.serve = tf.function(
       lambda *args: tf_fn(module.variables_tree, dict(zip(names, args))),
       input_signature=specs, autograph=False)
-  tf.saved_model.save(module, directory,
-                      signatures={"serving_default": module.serve.get_concrete_function()})
+  # TensorFlow's SavedModel writer sets the `absl` logger to WARNING as a side effect,
+  # which would silence mmjax's INFO logs for the rest of an in-process caller.
+  absl_logger = std_logging.getLogger("absl")
+  level = absl_logger.level
+  try:
+    tf.saved_model.save(module, directory,
+                        signatures={"serving_default": module.serve.get_concrete_function()})
+  finally:
+    absl_logger.setLevel(level)
 
 
 def file_checksums(directory: str) -> dict[str, dict]:

@@ -4,6 +4,7 @@ digits CNN (from a checkpoint) and a multimodal caption + audio classifier whose
 front end runs inside the exported function. (The ViT export is measured in
 docs/deployment.md: a test of it would add another ~10 s of compiles.)"""
 import json
+import logging
 import os
 
 import jax
@@ -92,7 +93,10 @@ def test_cnn_checkpoint_export_reloads_and_matches_at_two_batch_sizes(tmp_path,
     exp.checkpointer.save(3, state, 3)
   finally:
     exp.close()
+  absl_level = logging.getLogger("absl").level
   manifest = export.export_checkpoint(config, str(tmp_path))
+  # TensorFlow's SavedModel writer must not leave mmjax's INFO logs silenced.
+  assert logging.getLogger("absl").level == absl_level
   directory = str(tmp_path / "export")
   assert manifest["checkpoint"]["step"] == 3
   assert manifest["inputs"] == {"image": {"shape": [None, 28, 28, 1], "dtype": "float32"}}
