@@ -51,11 +51,6 @@ MAX_ANSWER_TOKENS = 24
 _BUCKET = 64   # candidate rows are cut to a multiple of this many tokens (few compiles)
 
 
-def _text(ids) -> str:
-  return bytes(int(i) - tokenizers.NUM_SPECIAL for i in ids
-               if i >= tokenizers.NUM_SPECIAL).decode("utf-8", errors="replace")
-
-
 @register_evaluator("dialogue")
 class DialogueEvaluator(Evaluator):
   """See the module docstring."""
@@ -110,9 +105,10 @@ class DialogueEvaluator(Evaluator):
     self.questions, self.truths = [], []
     for i in range(n):
       for t in range(k):
-        where = self.turn[i] == t
-        self.questions.append(_text(self.tokens[i][where & (target[i] == 0)]))
-        self.truths.append(_text(self.tokens[i][where & (target[i] == 1)]))
+        where, row = self.turn[i] == t, self.tokens[i]
+        # The answer's EOS is its last target token, so decode_bytes reads it all.
+        self.questions.append(tokenizers.decode_bytes(row[where & (target[i] == 0)]))
+        self.truths.append(tokenizers.decode_bytes(row[where & (target[i] == 1)]))
     # Decoding rows, dialogue-major (row i * K + t answers turn t of dialogue i), cut to
     # the longest prompt plus the longest answer: one shape, one compile.
     start = self.starts.reshape(-1)
@@ -175,10 +171,7 @@ class DialogueEvaluator(Evaluator):
                        self.batch_size)
     answers = []
     for row, s in zip(tokens, self.prompts["prompt_len"]):
-      answer = list(row[s:])
-      if tokenizers.EOS in answer:
-        answer = answer[:answer.index(tokenizers.EOS)]
-      answers.append(_text(answer))
+      answers.append(tokenizers.decode_bytes(row[s:]))   # up to its EOS
     return answers
 
   def _rank(self, variables, history: bool) -> dict[str, float]:
