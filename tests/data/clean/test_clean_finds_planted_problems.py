@@ -1,6 +1,5 @@
 """`mmjax.data.clean` finds planted duplicates, contamination, filtered examples and label
 errors, writes a cleaned copy without them and a report, and never touches the original."""
-import hashlib
 import json
 import os
 
@@ -10,15 +9,8 @@ import pytest
 from mmjax.data.clean import clean
 from mmjax.data.prepare import prepare
 from mmjax.errors import DataError
+from tests.conftest import files_snapshot
 from tests.data.prepare.conftest import tone, write_wav
-
-
-def tree_digest(root):
-  h = hashlib.sha256()
-  for d, _, files in sorted(os.walk(root)):
-    for f in sorted(files):
-      h.update(f.encode() + open(os.path.join(d, f), "rb").read())
-  return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +34,12 @@ def planted(tmp_path_factory):
   np.savez(tmp / "d.npz", x_train=x_dirty, y_train=y_dirty, x_test=x[test], y_test=y[test])
   data_dir = str(tmp / "tfds")
   prepare("npz", str(tmp / "d.npz"), "dirty", data_dir)
-  digest = tree_digest(os.path.join(data_dir, "dirty"))
+  before = files_snapshot(os.path.join(data_dir, "dirty"))
   report = clean("dirty", data_dir, "dirty_clean")
   n = len(x_tr)
   truth = {"exact_duplicate": {n, n + 1}, "near_duplicate": {n + 2, n + 3},
            "contamination": {n + 4, n + 5}, "filter": {n + 6}, "label_issue": set(flipped)}
-  return report, truth, data_dir, digest
+  return report, truth, data_dir, before
 
 
 def train_index(finding):
@@ -69,9 +61,9 @@ def test_each_detector_finds_its_plants(planted):
 
 
 def test_cleaned_copy_and_report_written_original_untouched(planted):
-  report, _, data_dir, digest = planted
+  report, _, data_dir, before = planted
   import tensorflow_datasets as tfds
-  assert tree_digest(os.path.join(data_dir, "dirty")) == digest
+  assert files_snapshot(os.path.join(data_dir, "dirty")) == before
   removed = sum(f.remove for f in report["findings"])
   cleaned = tfds.builder("dirty_clean", data_dir=data_dir)
   assert cleaned.info.splits["train"].num_examples == 115 - removed
