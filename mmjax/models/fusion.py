@@ -24,6 +24,7 @@ class PatchTokens(nn.Module):
   name_in_errors: str
   dtype: Any = jnp.float32
   stride: Any = None            # None: non-overlapping patches
+  pos_std: float = 0.02         # init scale of the learned positions
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -40,7 +41,7 @@ class PatchTokens(nn.Module):
     x = layers.normalize_pixels(x, self.mean, self.std)
     tokens = layers.PatchEmbed((ph, pw), self.width, self.dtype, self.stride,
                                name="patch")(x.astype(self.dtype))
-    pos = layers.PositionEmbedding(tokens.shape[1], self.width, name="pos")()
+    pos = layers.PositionEmbedding(tokens.shape[1], self.width, self.pos_std, name="pos")()
     return tokens + pos.astype(tokens.dtype)
 
 

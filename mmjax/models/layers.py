@@ -406,13 +406,16 @@ class PatchEmbed(nn.Module):
 
 
 class PositionEmbedding(nn.Module):
-  """A learned table of `length` positions; `__call__()` returns it, [length, D] float32."""
+  """A learned table of `length` positions; `__call__()` returns it, [length, D] float32,
+  initialised N(0, stddev^2)."""
   length: int
   width: int
+  stddev: float = 0.02
 
   @nn.compact
   def __call__(self) -> jax.Array:
-    return self.param("embedding", partitioned(EMBED_INIT, (None, "embed")),
+    init = EMBED_INIT if self.stddev == 0.02 else nn.initializers.normal(self.stddev)
+    return self.param("embedding", partitioned(init, (None, "embed")),
                       (self.length, self.width))
 
 

@@ -97,6 +97,10 @@ class MultimodalTransformer(nn.Module):
   channels: int = 1
   pixel_mean: Any = 0.5
   pixel_std: Any = 0.5
+  # Init std of the learned image and spectrogram patch positions. 0.02 (ViT's) leaves
+  # them ~1% of a patch token's norm, too little for a decoder to tell where a patch is
+  # (scene questions: configs/visdial_digits.py uses 1.0; docs/multimodal.md).
+  patch_pos_std: float = 0.02
   # text
   vocab_size: int = 260
   max_len: int = 32
@@ -144,6 +148,9 @@ class MultimodalTransformer(nn.Module):
     if not self.modalities:
       raise ConfigError("config.model.modalities is empty; name at least one of "
                         f"{MODALITIES}.")
+    if not self.patch_pos_std > 0:
+      raise ConfigError(f"config.model.patch_pos_std={self.patch_pos_std!r} must be > 0 "
+                        "(the init std of the learned patch positions; 0.02 is ViT's).")
     if self.fusion == "bottleneck" and not 0 <= self.fusion_layer <= self.depth - 2:
       raise ConfigError(
           f"config.model.fusion_layer={self.fusion_layer} must be in [0, depth - 2 = "
@@ -155,7 +162,8 @@ class MultimodalTransformer(nn.Module):
     if "image" in self.modalities:
       self.image_tokens = PatchTokens((self.image_size, self.image_size), self.patch_size,
                                       self.channels, self.width, self.pixel_mean,
-                                      self.pixel_std, "images", dt)
+                                      self.pixel_std, "images", dt,
+                                      pos_std=self.patch_pos_std)
     if "text" in self.modalities or self.caption_depth > 0:
       # One table: text tokens in and out (MLM, captions) share it.
       self.token_embed = layers.TokenEmbed(self.vocab_size, self.width, dt)
@@ -167,7 +175,8 @@ class MultimodalTransformer(nn.Module):
       self.audio_tokens = PatchTokens((self.mel_bins, self.frames), self.spec_patch, 1,
                                       self.width, self.spec_mean, self.spec_std,
                                       "spectrograms", dt,
-                                      self._spec_stride if self._audio_overlaps else None)
+                                      self._spec_stride if self._audio_overlaps else None,
+                                      self.patch_pos_std)
     self.drop = nn.Dropout(self.dropout)
     encoder = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dropout=self.dropout,
                    scan_layers=self.scan_layers, remat=self.remat, dtype=dt,

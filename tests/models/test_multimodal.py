@@ -140,3 +140,19 @@ def test_bad_config_and_empty_batch():
   model, variables = _model("towers")
   with pytest.raises(ConfigError, match="none of the model's modalities"):
     model.apply(variables, {"label": jnp.zeros((B,), jnp.int32)})
+
+
+def test_patch_positions_start_at_the_configured_scale():
+  """model.patch_pos_std sets the init std of the image and spectrogram patch positions
+  (the visual-dialogue config needs them far above ViT's 0.02 to tell cells apart)."""
+  def positions(**kw):
+    model = models.build_model(dict(name="multimodal", modalities=("image", "audio"),
+                                    width=32, depth=0, num_heads=2, mlp_dim=32, **kw))
+    params = models.init_variables(model, {"image": _batch()["image"][:1]}, jax.random.key(0))
+    return {t: np.std(params["params"][t]["pos"]["embedding"])
+            for t in ("image_tokens", "audio_tokens")}
+  assert positions() == pytest.approx({"image_tokens": 0.02, "audio_tokens": 0.02}, rel=0.2)
+  assert positions(patch_pos_std=1.0) == pytest.approx({"image_tokens": 1.0,
+                                                        "audio_tokens": 1.0}, rel=0.2)
+  with pytest.raises(ConfigError, match=r"patch_pos_std=0.0 must be > 0"):
+    positions(patch_pos_std=0.0)
