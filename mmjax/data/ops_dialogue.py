@@ -35,7 +35,7 @@ def check_turns(turns, max_len) -> None:
 
 
 @OPS.register("dialogue_tokens")
-def dialogue_tokens(turns: int = 5, max_len: int = 208, question_key: str = "question",
+def dialogue_tokens(turns: int = 5, max_len: int = 56, question_key: str = "question",
                     answer_key: str = "answer", out: str = "dialogue"):
   """example[question_key], example[answer_key] string [K] -> example[out] int32
   [max_len] token row of the first `turns` turns, example[out+'_mask'], [out+'_turn']

@@ -39,16 +39,15 @@ from absl import logging
 
 from mmjax import attacks
 from mmjax.data import dialogue as dialogue_data
-from mmjax.data import tokenizers
 from mmjax.errors import ConfigError
 from mmjax.evals import decoding, dialogue_metrics as dm
 from mmjax.evals.base import Evaluator, register_evaluator
 from mmjax.evals.batched import eval_examples, in_chunks, model_variables
 from mmjax.objectives import dialogue as dialogue_obj
 
-# Generated answers stop after this many tokens (the longest answer is 14 bytes + EOS).
-MAX_ANSWER_TOKENS = 24
-_BUCKET = 64   # candidate rows are cut to a multiple of this many tokens (few compiles)
+# Generated answers stop after this many tokens (the longest answer is 5 words + EOS).
+MAX_ANSWER_TOKENS = 8
+_BUCKET = 16   # candidate rows are cut to a multiple of this many tokens (few compiles)
 
 
 @register_evaluator("dialogue")
@@ -106,9 +105,9 @@ class DialogueEvaluator(Evaluator):
     for i in range(n):
       for t in range(k):
         where, row = self.turn[i] == t, self.tokens[i]
-        # The answer's EOS is its last target token, so decode_bytes reads it all.
-        self.questions.append(tokenizers.decode_bytes(row[where & (target[i] == 0)]))
-        self.truths.append(tokenizers.decode_bytes(row[where & (target[i] == 1)]))
+        # The answer's EOS is its last target token, so decode reads it all.
+        self.questions.append(dialogue_data.decode(row[where & (target[i] == 0)]))
+        self.truths.append(dialogue_data.decode(row[where & (target[i] == 1)]))
     # Decoding rows, dialogue-major (row i * K + t answers turn t of dialogue i), cut to
     # the longest prompt plus the longest answer: one shape, one compile.
     start = self.starts.reshape(-1)
@@ -149,7 +148,7 @@ class DialogueEvaluator(Evaluator):
         relevance.append([float(vd.canonical(c) == vd.canonical(truth)) for c in cands])
       rows = np.array(rows)
       start = self.starts[rows, t]
-      need = int(start.max()) + max(len(a.encode()) for a in answers) + 1
+      need = int(start.max()) + max(len(dialogue_data.split_words(a)) for a in answers) + 1
       cut = min(length, -(-need // _BUCKET) * _BUCKET)
       tokens, mask = dialogue_data.with_answers(self.tokens[rows], start, answers, cut)
       pos = np.arange(cut)[None]
@@ -171,7 +170,7 @@ class DialogueEvaluator(Evaluator):
                        self.batch_size)
     answers = []
     for row, s in zip(tokens, self.prompts["prompt_len"]):
-      answers.append(tokenizers.decode_bytes(row[s:]))   # up to its EOS
+      answers.append(dialogue_data.decode(row[s:]))   # up to its EOS
     return answers
 
   def _rank(self, variables, history: bool) -> dict[str, float]:
@@ -273,7 +272,7 @@ def _decode(model, variables, c, history):
 
 
 def _score(model, variables, c, history):
-  """Log-likelihood [N] of each candidate row's answer (its bytes and EOS)."""
+  """Log-likelihood [N] of each candidate row's answer (its words and EOS)."""
   logits = _logits(model, variables, c["memory"], c["mask"], c["tokens"], c["turn"],
                    history)
   return -dialogue_obj.answer_nll(logits, c["tokens"], c["answer_mask"])

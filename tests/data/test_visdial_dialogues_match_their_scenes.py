@@ -102,23 +102,33 @@ def test_scene_pictures_hold_their_split_digits_and_are_deterministic(scenes):
 
 def test_the_dialogue_row_lays_out_every_turn_and_refuses_bad_turns():
   q, a = ["what is the top-left digit?", "and the one below it?"], ["four", "nothing"]
-  row = dialogue.encode_dialogue(q, a, 64)
-  n = sum(len(s) for s in q + a) + 4
-  assert row["mask"].sum() == n and row["turn"][n:].tolist() == [-1] * (64 - n)
-  ids = row["tokens"][:n] - 4
-  text = bytes(i if i >= 0 else ord("|") for i in ids).decode()
+  row = dialogue.encode_dialogue(q, a, 32)
+  n = 6 + 1 + 1 + 1 + 6 + 1 + 1 + 1   # words, BOS, answer, EOS per turn
+  assert row["mask"].sum() == n and row["turn"][n:].tolist() == [-1] * (32 - n)
+  vocab = dialogue.vocabulary()
   # BOS (id 1) starts each answer and EOS (id 2) ends each turn: both show as '|'.
-  assert text == "what is the top-left digit?|four|and the one below it?|nothing|"
-  assert (row["target"][:n] == [0] * 28 + [1] * 5 + [0] * 22 + [1] * 8).all()
-  assert (row["turn"][:n] == [0] * 33 + [1] * 30).all()
+  words = [vocab[i - 4] if i >= 4 else "|" for i in row["tokens"][:n].tolist()]
+  assert " ".join(words) == ("what is the top-left digit ? | four | "
+                             "and the one below it ? | nothing |")
+  assert (row["target"][:n] == [0] * 7 + [1] * 2 + [0] * 7 + [1] * 2).all()
+  assert (row["turn"][:n] == [0] * 9 + [1] * 9).all()
+  # The answer decodes back to its text, stopping at its EOS.
+  assert dialogue.decode(row["tokens"][9:]) == "and the one below it? nothing"
+  assert dialogue.decode(row["tokens"][:9][row["target"][:9] == 1]) == "four"
+  assert max(dialogue.encode_text(" ".join(vocab))) < 260   # fits the byte-sized embedding
 
   op = ops.OPS.get("dialogue_tokens")
   with pytest.raises(ConfigError, match=r"turns=0 must be an int in \[1, 5\]"):
     op(turns=0)
   need = 5 * max(dialogue.turn_length(q, a) for pairs in vd.possible_turns().values()
                  for q, a in pairs)
+  assert need == 5 * (6 + 3 + 2)   # "which of them is larger?" + "they are equal"
   with pytest.raises(ConfigError, match=f"5 turns take up to {need} tokens, "
-                                        f"{need - 100} more than max_len=100"):
-    op(turns=5, max_len=100)
-  with pytest.raises(ConfigError, match="A dialogue of 2 turns takes 63 tokens, 13 more than max_len=50"):
-    dialogue.encode_dialogue(q, a, 50)
+                                        f"{need - 40} more than max_len=40"):
+    op(turns=5, max_len=40)
+  with pytest.raises(ConfigError, match="A dialogue of 2 turns takes 18 tokens, 2 more "
+                                        "than max_len=16"):
+    dialogue.encode_dialogue(q, a, 16)
+  with pytest.raises(ConfigError, match="The word 'purple' of 'is it purple' is not in the "
+                                        "dialogue vocabulary"):
+    dialogue.encode_dialogue(["is it purple"], ["no"], 16)

@@ -16,7 +16,7 @@ from mmjax.objectives import dialogue as dialogue_obj
 QUESTIONS = ["what is the top-left digit?", "and the one right of it?",
              "which of them is larger?"]
 ANSWERS = ["four", "seven", "the right one"]
-MAX_LEN = 112
+MAX_LEN = 32
 TINY = dict(name="multimodal", modalities=("image",), fusion="towers", width=16, depth=1,
             num_heads=2, mlp_dim=32, image_size=28, patch_size=14, max_len=MAX_LEN,
             caption_depth=1)
@@ -78,8 +78,8 @@ def test_dialogue_refusals_before_compute(setup):
   no_decoder = models.build_model({**TINY, "caption_depth": 0})
   with pytest.raises(ConfigError, match="generates answers with the caption decoder"):
     objectives.make_objective({"name": "dialogue"}, no_decoder)
-  short = models.build_model({**TINY, "max_len": 100})
+  short = models.build_model({**TINY, "max_len": 24})
   objective = objectives.make_objective({"name": "dialogue"}, short)
-  with pytest.raises(ConfigError, match="112 tokens long, 12 more than config.model.max_len=100"):
+  with pytest.raises(ConfigError, match="32 tokens long, 8 more than config.model.max_len=24"):
     jax.eval_shape(lambda b: objective(variables["params"], b, jax.random.PRNGKey(0),
                                        model_state={}, train=True), batch)
