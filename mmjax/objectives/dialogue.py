@@ -23,12 +23,15 @@ from mmjax.objectives.base import (ENCODE, OBJECTIVES, Objective, example_weight
 def turn_attention_mask(turn: jax.Array, history=True) -> jax.Array:
   """turn [B,T] int (turn index per token, -1 = padding) -> [B,T,T] bool, True where
   query t may read key s: s <= t, s real, and (history) any earlier turn or (not
-  history) only t's own turn. `history` may be a traced bool (one compile for both)."""
+  history) only t's own turn. `history`: a bool, traced or not (one compile for both),
+  or one per dialogue [B]."""
   turn = jnp.asarray(turn)
   t = turn.shape[-1]
   causal = jnp.tril(jnp.ones((t, t), bool))[None]
   same_turn = turn[:, :, None] == turn[:, None, :]
-  return causal & (turn >= 0)[:, None, :] & (same_turn | jnp.asarray(history, bool))
+  history = jnp.asarray(history, bool)
+  history = history.reshape(-1, 1, 1) if history.ndim else history
+  return causal & (turn >= 0)[:, None, :] & (same_turn | history)
 
 
 def dialogue_logits(model_apply, inputs: dict, tokens: jax.Array, turn: jax.Array, *,
@@ -76,16 +79,27 @@ class Dialogue(Objective):
 
   Options: `key` the dialogue row's batch key (with `_turn`, `_target` beside it, as
   the `dialogue_tokens` op writes them); `history` False hides the earlier turns (the
-  history-ablated model). Metrics: `loss` (NLL per answer token), `perplexity`,
+  history-ablated model); `history_dropout` p hides them from a random share p of the
+  training dialogues (never at eval), so that answers which need only the image and
+  the question are learned from those, not from what the history happens to say
+  (docs/multimodal.md). Metrics: `loss` (NLL per answer token), `perplexity`,
   `token_accuracy`.
   """
   key: str = "dialogue"
   history: bool = True
+  history_dropout: float = 0.0
 
   def __post_init__(self):
     check_decoder(self.model, "Objective 'dialogue'")
     if not isinstance(self.history, bool):
       raise ConfigError(f"objective.history={self.history!r} must be True or False.")
+    if not 0.0 <= self.history_dropout < 1.0:
+      raise ConfigError(f"objective.history_dropout={self.history_dropout!r} must be in "
+                        "[0, 1): the share of training dialogues whose earlier turns are "
+                        "hidden (1 would be objective.history=False).")
+    if self.history_dropout and not self.history:
+      raise ConfigError("objective.history_dropout hides the history of some dialogues, "
+                        "but objective.history=False hides it from all: set one of them.")
 
   def prepare(self, batch, rng):
     del rng
@@ -107,8 +121,13 @@ class Dialogue(Objective):
     tokens = batch["_dialogue"]
     variables = {"params": params, **model_state}
     apply = lambda *a, **k: self.model.apply(variables, *a, **k)
+    history = self.history
+    if train and self.history_dropout:
+      keep = jax.random.bernoulli(jax.random.fold_in(rng, 0x68697374),   # "hist"
+                                  1.0 - self.history_dropout, (tokens.shape[0],))
+      history = keep
     logits = dialogue_logits(apply, inputs, tokens, batch["_dialogue_turn"],
-                             history=self.history, train=train,
+                             history=history, train=train,
                              rngs=stage_rngs(rng, ENCODE))
     weights = (example_weights(batch, tokens.shape[0]) *
                inputs["image_present"].astype(jnp.float32))

@@ -83,3 +83,32 @@ def test_dialogue_refusals_before_compute(setup):
   with pytest.raises(ConfigError, match="32 tokens long, 8 more than config.model.max_len=24"):
     jax.eval_shape(lambda b: objective(variables["params"], b, jax.random.PRNGKey(0),
                                        model_state={}, train=True), batch)
+
+
+def test_history_dropout_hides_the_history_of_some_training_dialogues_only(setup):
+  model, variables, batch, row, _ = setup
+  turn = np.stack([row["turn"], row["turn"]])
+  mixed = np.asarray(dialogue_obj.turn_attention_mask(turn, jnp.array([True, False])))
+  np.testing.assert_array_equal(mixed[0], dialogue_obj.turn_attention_mask(turn[:1], True)[0])
+  np.testing.assert_array_equal(mixed[1], dialogue_obj.turn_attention_mask(turn[:1], False)[0])
+
+  n = 16   # the same dialogue 16 times: the train loss mixes the two losses by the share kept
+  many = {k: np.repeat(v, n, 0) for k, v in batch.items()}
+  def loss(**options):
+    objective = objectives.make_objective({"name": "dialogue", **options}, model)
+    return objective(variables["params"], many, jax.random.PRNGKey(1), model_state={},
+                     train=True)[0]
+  with_history, without = loss(), loss(history=False)
+  dropped = loss(history_dropout=0.5)
+  kept = (dropped - without) / (with_history - without) * n
+  assert 2 <= round(float(kept)) <= n - 2 and abs(kept - round(float(kept))) < 1e-3
+  objective = objectives.make_objective({"name": "dialogue", "history_dropout": 0.5}, model)
+  at_eval = objective(variables["params"], many, jax.random.PRNGKey(1), model_state={},
+                      train=False)[0]
+  np.testing.assert_allclose(at_eval, with_history, rtol=1e-6)   # never at eval
+
+  with pytest.raises(ConfigError, match=r"history_dropout=1.0 must be in \[0, 1\)"):
+    objectives.make_objective({"name": "dialogue", "history_dropout": 1.0}, model)
+  with pytest.raises(ConfigError, match="objective.history=False hides it from all"):
+    objectives.make_objective({"name": "dialogue", "history": False,
+                               "history_dropout": 0.5}, model)
