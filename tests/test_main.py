@@ -11,15 +11,21 @@ import time
 import pytest
 
 from tests.conftest import files_snapshot
+from tests.main_in_process import run_main
 from tests.train.test_loop import assert_trees_equal, final_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "tests", "tiny_config.py")
 
 
+def main_args(workdir, data_dir, config=CONFIG):
+  """mmjax.main's --config and --workdir (for run_main in this process, or mmjax_cmd)."""
+  return [f"--config={config}:{data_dir}", f"--workdir={workdir}"]
+
+
 def mmjax_cmd(workdir, data_dir, *overrides, config=CONFIG):
-  return [sys.executable, "-m", "mmjax.main", f"--config={config}:{data_dir}",
-          f"--workdir={workdir}", *overrides]
+  return [sys.executable, "-m", "mmjax.main", *main_args(workdir, data_dir, config),
+          *overrides]
 
 
 def run(cmd, env_extra=None, timeout=300):
@@ -110,6 +116,21 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_one_clear_error_nothing_damaged(case, trained_workdir, digits_data_dir):
+  """Each bad input through mmjax.main's entry point, in this process (the binary's code
+  path without an interpreter start per case)."""
+  overrides, message = BAD_INPUTS[case]
+  before = files_snapshot(trained_workdir)
+  code, stderr = run_main(*main_args(trained_workdir, digits_data_dir), *overrides)
+  assert code == 2, stderr[-2000:]
+  assert re.search(r"mmjax: error: .*" + message, stderr, re.S), stderr[-2000:]
+  assert files_snapshot(trained_workdir) == before
+
+
+# The command line itself, once per stage that can refuse: the override-key check, absl's
+# flag parsing, and the trainer (a checkpoint of another model's shape, at restore).
+@pytest.mark.parametrize("case", ["unknown_key", "wrong_type_in_a_flag", "other_shape"])
+def test_bad_input_on_the_command_line_is_one_line_exit_2_no_traceback(
+    case, trained_workdir, digits_data_dir):
   overrides, message = BAD_INPUTS[case]
   before = files_snapshot(trained_workdir)
   proc = run(mmjax_cmd(trained_workdir, digits_data_dir, *overrides))
@@ -154,19 +175,20 @@ def test_mode_eval_runs_chosen_evaluators_including_one_added_by_flags(
   import shutil
   workdir = str(tmp_path / "copy")
   shutil.copytree(trained_workdir, workdir)
-  proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=eval", "--evals=fgsm",
-                       "--config.evals.fgsm.type=robust", "--config.evals.fgsm.attack=fgsm",
-                       "--config.evals.fgsm.eps=0.1", "--config.evals.fgsm.num_examples=20",
-                       "--config.evals.fgsm.sanity=False"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  code, stderr = run_main(*main_args(workdir, digits_data_dir), "--mode=eval", "--evals=fgsm",
+                          "--config.evals.fgsm.type=robust", "--config.evals.fgsm.attack=fgsm",
+                          "--config.evals.fgsm.eps=0.1", "--config.evals.fgsm.num_examples=20",
+                          "--config.evals.fgsm.sanity=False")
+  assert code == 0, stderr[-3000:]
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     row = [json.loads(line) for line in f][-1]
   assert row["split"] == "eval" and row["step"] == 10
   assert row["fgsm/num_examples"] == 20 and 0 <= row["fgsm/accuracy"] <= 1
   assert "loss" not in row   # the eval loss was not chosen
   assert os.path.isfile(os.path.join(workdir, "robustness_fgsm", "step_10.json"))
-  proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=eval", "--evals=robsut"))
-  assert proc.returncode == 2 and "--evals names ['robsut']" in proc.stderr
+  code, stderr = run_main(*main_args(workdir, digits_data_dir), "--mode=eval",
+                          "--evals=robsut")
+  assert code == 2 and "--evals names ['robsut']" in stderr
 
 
 def test_mode_explain_draws_the_attributions_of_the_newest_checkpoint(
@@ -174,21 +196,21 @@ def test_mode_explain_draws_the_attributions_of_the_newest_checkpoint(
   import shutil
   workdir = str(tmp_path / "copy")
   shutil.copytree(trained_workdir, workdir)
-  proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=explain",
-                       "--config.explain.num_examples=8",
-                       "--config.explain.methods=('gradient',)",
-                       "--config.explain.randomization=False"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  code, stderr = run_main(*main_args(workdir, digits_data_dir), "--mode=explain",
+                          "--config.explain.num_examples=8",
+                          "--config.explain.methods=('gradient',)",
+                          "--config.explain.randomization=False")
+  assert code == 0, stderr[-3000:]
   row = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))][-1]
   assert row["step"] == 10 and 0 <= row["explain/gradient/deletion_auc"] <= 1
   assert os.path.getsize(os.path.join(workdir, "attributions_explain", "step_10.png")) > 1000
 
 
 def test_a_variant_of_a_config_without_variants_is_an_error(tmp_path):
-  proc = run([sys.executable, "-m", "mmjax.main", "--config=configs/digits_cnn.py:tiny",
-              f"--workdir={tmp_path / 'run'}"])
-  assert proc.returncode == 2
-  assert "configs/digits_cnn.py has no variants" in proc.stderr
+  code, stderr = run_main(f"--config={os.path.join(REPO, 'configs/digits_cnn.py')}:tiny",
+                          f"--workdir={tmp_path / 'run'}")
+  assert code == 2
+  assert "configs/digits_cnn.py has no variants" in stderr
   assert not os.path.exists(tmp_path / "run")
 
 
@@ -222,9 +244,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(digits_data_d
 def test_unwritable_workdir(digits_data_dir, tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a directory")
-  proc = run(mmjax_cmd(str(blocker / "run"), digits_data_dir))
-  assert proc.returncode == 2
-  assert "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+  code, stderr = run_main(*main_args(str(blocker / "run"), digits_data_dir))
+  assert code == 2 and "is not writable" in stderr
   assert blocker.read_text() == "not a directory"
 
 
