@@ -17,17 +17,23 @@ from unittest import mock
 
 
 def run_main(*args: str) -> tuple[int, str]:
-  """Runs mmjax.main with argv `args`; -> (exit status, what it wrote to stderr).
+  """Runs mmjax.main with argv `args`; -> (exit status, its stderr: printed lines and log
+  messages, as the binary's).
 
   A user error is status 2 with its `mmjax: error:` line; any other exception (a bug,
   which the binary would show as a traceback) propagates to the test.
   """
   from absl import flags, logging
-  from mmjax import main
+  from mmjax import cli, main
   handler = logging.get_absl_handler()
   saved = (logging.get_verbosity(), list(handler.filters),
            list(std_logging.getLogger().handlers))
   stderr = io.StringIO()
+  # absl's handler keeps the stream it was made with: log lines are caught here.
+  log_lines = std_logging.StreamHandler(stderr)
+  log_lines.setFormatter(std_logging.Formatter("%(levelname)s %(filename)s] %(message)s"))
+  log_lines.addFilter(cli.OnlyMmjaxInfo())   # as the binary without --library_logs
+  std_logging.getLogger().addHandler(log_lines)
   try:
     with mock.patch.object(sys, "argv", ["mmjax.main", *args]), redirect_stderr(stderr):
       try:
