@@ -52,6 +52,8 @@ TEST_SIZE = {
     "robust": dict(num_examples=16, steps=2, restarts=1, sanity=False, curve_eps=()),
     "fairness": dict(num_examples=32, steps=2),
     "dialogue": dict(num_dialogues=4, rank_dialogues=1, candidates=8, attack_eps=0.0),
+    # Its default (0) reads the whole eval split (its numbers: tests/evals/test_report*).
+    "report": dict(num_examples=32),
 }
 
 
