@@ -38,11 +38,10 @@ def run(cmd, env_extra=None, timeout=300):
 def trained_workdir(digits_data_dir, tmp_path_factory):
   """A workdir holding a 10-step run, to prove bad inputs don't touch saved work."""
   workdir = str(tmp_path_factory.mktemp("trained") / "run")
-  proc = run(mmjax_cmd(workdir, digits_data_dir, "--config.train.total_steps=10"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "step 10/10" in proc.stderr
-  # Library INFO chatter (orbax, tfds) is filtered; mmjax's own lines remain.
-  assert "checkpoint_manager.py" not in proc.stderr and "loop.py" in proc.stderr
+  code, stderr = run_main(*main_args(workdir, digits_data_dir),
+                          "--config.train.total_steps=10")
+  assert code == 0, stderr[-3000:]
+  assert "step 10/10" in stderr
   return workdir
 
 
@@ -234,6 +233,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(digits_data_d
   _, stderr = victim.communicate(timeout=120)
   assert victim.returncode == 0, stderr[-3000:]
   assert "Preempted at step" in stderr
+  # Library INFO chatter (orbax, tfds) is filtered; mmjax's own lines remain.
+  assert "checkpoint_manager.py" not in stderr and "loop.py" in stderr
   saved = os.listdir(os.path.join(workdir, "checkpoints"))
   assert len(saved) == 1 and 20 <= int(saved[0]) < 200, saved
   assert '"split": "eval"' not in open(metrics).read()
