@@ -29,11 +29,13 @@ def run_main(*args: str) -> tuple[int, str]:
   saved = (logging.get_verbosity(), list(handler.filters),
            list(std_logging.getLogger().handlers))
   stderr = io.StringIO()
-  # absl's handler keeps the stream it was made with: log lines are caught here.
+  # absl's handler keeps the stream it was made with: log lines are caught here, on absl's
+  # logger (app.run's first call drops the root logger's handlers that write to stderr).
   log_lines = std_logging.StreamHandler(stderr)
   log_lines.setFormatter(std_logging.Formatter("%(levelname)s %(filename)s] %(message)s"))
   log_lines.addFilter(cli.OnlyMmjaxInfo())   # as the binary without --library_logs
-  std_logging.getLogger().addHandler(log_lines)
+  absl_logger = logging.get_absl_logger()
+  absl_logger.addHandler(log_lines)
   try:
     with mock.patch.object(sys, "argv", ["mmjax.main", *args]), redirect_stderr(stderr):
       try:
@@ -48,4 +50,5 @@ def run_main(*args: str) -> tuple[int, str]:
     logging.set_verbosity(saved[0])
     handler.filters[:] = saved[1]
     std_logging.getLogger().handlers[:] = saved[2]
+    absl_logger.removeHandler(log_lines)
   return code, stderr.getvalue()
