@@ -28,17 +28,26 @@ from absl import flags, logging
 from mmjax import cli
 from mmjax.errors import ConfigError, MmjaxError
 
-_CONFIG = cli.define_config_flag()
-_WORKDIR = flags.DEFINE_string("workdir", None, "With --config: predict with the newest "
-                               "checkpoint there (exported on the fly).")
-_ARTIFACT = flags.DEFINE_string("artifact", None, "A directory written by --mode=export.")
-_TOP_K = flags.DEFINE_integer("top_k", 3, "Classes per example in the output.")
-_SERVE = flags.DEFINE_integer("serve", None, "Serve HTTP on this port (0: a free one) "
-                              "instead of predicting on files.")
-_HOST = flags.DEFINE_string("host", "127.0.0.1", "--serve: the address to bind.")
-_MAX_BATCH = flags.DEFINE_integer("max_batch", 32, "--serve: most examples per model call.")
-_MAX_WAIT_MS = flags.DEFINE_float("max_wait_ms", 5.0, "--serve: how long a batch waits for "
-                                  "more requests after its first.")
+# The command's flags, defined when it runs (run()), not at import: importing this module
+# (tests, notebooks) next to mmjax.main then defines no second --config, as in
+# mmjax.sweep.lr_range.
+_CONFIG = _WORKDIR = _ARTIFACT = _TOP_K = _SERVE = _HOST = _MAX_BATCH = _MAX_WAIT_MS = None
+
+
+def _define_flags() -> None:
+  global _CONFIG, _WORKDIR, _ARTIFACT, _TOP_K, _SERVE, _HOST, _MAX_BATCH, _MAX_WAIT_MS
+  _CONFIG = cli.define_config_flag()
+  _WORKDIR = flags.DEFINE_string("workdir", None, "With --config: predict with the newest "
+                                 "checkpoint there (exported on the fly).")
+  _ARTIFACT = flags.DEFINE_string("artifact", None, "A directory written by --mode=export.")
+  _TOP_K = flags.DEFINE_integer("top_k", 3, "Classes per example in the output.")
+  _SERVE = flags.DEFINE_integer("serve", None, "Serve HTTP on this port (0: a free one) "
+                                "instead of predicting on files.")
+  _HOST = flags.DEFINE_string("host", "127.0.0.1", "--serve: the address to bind.")
+  _MAX_BATCH = flags.DEFINE_integer("max_batch", 32, "--serve: most examples per model call.")
+  _MAX_WAIT_MS = flags.DEFINE_float("max_wait_ms", 5.0, "--serve: how long a batch waits for "
+                                    "more requests after its first.")
+
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 KIND_OF_SUFFIX = {**{s: "image" for s in IMAGE_SUFFIXES}, ".txt": "text", ".wav": "audio"}
@@ -177,6 +186,7 @@ def _main(argv) -> None:
 
 
 def run() -> None:
+  _define_flags()
   cli.run(_main)
 
 

@@ -53,6 +53,9 @@ def tiny_vit_config(data_dir, **train):
   c.optim.schedule = "constant"
   c.train.update(dict(total_steps=30, batch_size=32, log_every=5, eval_every=0,
                       checkpoint_every=10))
+  # No PNG curves at the end of each of the many short runs built on this (~1 s of
+  # matplotlib each): tests/train/test_tracking.py turns them on and checks them.
+  c.train.plots = False
   c.train.update(train)
   c.train.eval_batch_size = 500
   return c

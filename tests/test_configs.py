@@ -11,7 +11,7 @@ from mmjax.bench import synthetic
 from mmjax.config import load_config_file
 from mmjax.train.checks import check_config
 from mmjax.errors import ConfigError, DataError
-from mmjax.train import loop
+from mmjax.train import curves, loop
 from tests import standins
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +52,8 @@ TEST_SIZE = {
     "robust": dict(num_examples=16, steps=2, restarts=1, sanity=False, curve_eps=()),
     "fairness": dict(num_examples=32, steps=2),
     "dialogue": dict(num_dialogues=4, rank_dialogues=1, candidates=8, attack_eps=0.0),
+    # Its default (0) reads the whole eval split (its numbers: tests/evals/test_report*).
+    "report": dict(num_examples=32),
 }
 
 
@@ -74,6 +76,10 @@ def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path, monkeypat
   config.train.update(dict(total_steps=3, batch_size=16, log_every=1, eval_every=0,
                            checkpoint_every=3))
   config.optim.warmup_steps = 0
+  # No PNG curves (~1 s of matplotlib per run, here 58 runs): their drawing is
+  # tests/train/test_tracking.py's; below, each config's metrics are checked to form the
+  # curves' series.
+  config.train.plots = False
   shrink_evals(config)
   if config.adversarial.guard_every:
     config.adversarial.guard_every = 2
@@ -84,6 +90,9 @@ def test_config_runs_three_steps(path, arg, digits_data_dir, tmp_path, monkeypat
   assert all(math.isfinite(r["loss"]) for r in rows if r["split"] in ("train", "eval"))
   assert math.isfinite(result["loss"])
   assert os.listdir(tmp_path / "checkpoints") == ["3"]
+  loss_curves = [n for n in curves.series(curves.read_rows(str(tmp_path)))
+                 if curves.family_of(n) == "loss"]
+  assert "train/loss" in loss_curves and "eval/loss" in loss_curves, loss_curves
   if any(e.type == "report" for e in config.evals.values()):
     assert os.path.isfile(tmp_path / "reports" / "step_3" / "report.json")
 

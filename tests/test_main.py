@@ -11,15 +11,21 @@ import time
 import pytest
 
 from tests.conftest import files_snapshot
+from tests.main_in_process import run_main
 from tests.train.test_loop import assert_trees_equal, final_params
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "tests", "tiny_config.py")
 
 
+def main_args(workdir, data_dir, config=CONFIG):
+  """mmjax.main's --config and --workdir (for run_main in this process, or mmjax_cmd)."""
+  return [f"--config={config}:{data_dir}", f"--workdir={workdir}"]
+
+
 def mmjax_cmd(workdir, data_dir, *overrides, config=CONFIG):
-  return [sys.executable, "-m", "mmjax.main", f"--config={config}:{data_dir}",
-          f"--workdir={workdir}", *overrides]
+  return [sys.executable, "-m", "mmjax.main", *main_args(workdir, data_dir, config),
+          *overrides]
 
 
 def run(cmd, env_extra=None, timeout=300):
@@ -32,11 +38,10 @@ def run(cmd, env_extra=None, timeout=300):
 def trained_workdir(digits_data_dir, tmp_path_factory):
   """A workdir holding a 10-step run, to prove bad inputs don't touch saved work."""
   workdir = str(tmp_path_factory.mktemp("trained") / "run")
-  proc = run(mmjax_cmd(workdir, digits_data_dir, "--config.train.total_steps=10"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "step 10/10" in proc.stderr
-  # Library INFO chatter (orbax, tfds) is filtered; mmjax's own lines remain.
-  assert "checkpoint_manager.py" not in proc.stderr and "loop.py" in proc.stderr
+  code, stderr = run_main(*main_args(workdir, digits_data_dir),
+                          "--config.train.total_steps=10")
+  assert code == 0, stderr[-3000:]
+  assert "step 10/10" in stderr
   return workdir
 
 
@@ -110,6 +115,21 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_one_clear_error_nothing_damaged(case, trained_workdir, digits_data_dir):
+  """Each bad input through mmjax.main's entry point, in this process (the binary's code
+  path without an interpreter start per case)."""
+  overrides, message = BAD_INPUTS[case]
+  before = files_snapshot(trained_workdir)
+  code, stderr = run_main(*main_args(trained_workdir, digits_data_dir), *overrides)
+  assert code == 2, stderr[-2000:]
+  assert re.search(r"mmjax: error: .*" + message, stderr, re.S), stderr[-2000:]
+  assert files_snapshot(trained_workdir) == before
+
+
+# The command line itself, once per stage that can refuse: the override-key check, absl's
+# flag parsing, and the trainer (a checkpoint of another model's shape, at restore).
+@pytest.mark.parametrize("case", ["unknown_key", "wrong_type_in_a_flag", "other_shape"])
+def test_bad_input_on_the_command_line_is_one_line_exit_2_no_traceback(
+    case, trained_workdir, digits_data_dir):
   overrides, message = BAD_INPUTS[case]
   before = files_snapshot(trained_workdir)
   proc = run(mmjax_cmd(trained_workdir, digits_data_dir, *overrides))
@@ -154,19 +174,20 @@ def test_mode_eval_runs_chosen_evaluators_including_one_added_by_flags(
   import shutil
   workdir = str(tmp_path / "copy")
   shutil.copytree(trained_workdir, workdir)
-  proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=eval", "--evals=fgsm",
-                       "--config.evals.fgsm.type=robust", "--config.evals.fgsm.attack=fgsm",
-                       "--config.evals.fgsm.eps=0.1", "--config.evals.fgsm.num_examples=20",
-                       "--config.evals.fgsm.sanity=False"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  code, stderr = run_main(*main_args(workdir, digits_data_dir), "--mode=eval", "--evals=fgsm",
+                          "--config.evals.fgsm.type=robust", "--config.evals.fgsm.attack=fgsm",
+                          "--config.evals.fgsm.eps=0.1", "--config.evals.fgsm.num_examples=20",
+                          "--config.evals.fgsm.sanity=False")
+  assert code == 0, stderr[-3000:]
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     row = [json.loads(line) for line in f][-1]
   assert row["split"] == "eval" and row["step"] == 10
   assert row["fgsm/num_examples"] == 20 and 0 <= row["fgsm/accuracy"] <= 1
   assert "loss" not in row   # the eval loss was not chosen
   assert os.path.isfile(os.path.join(workdir, "robustness_fgsm", "step_10.json"))
-  proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=eval", "--evals=robsut"))
-  assert proc.returncode == 2 and "--evals names ['robsut']" in proc.stderr
+  code, stderr = run_main(*main_args(workdir, digits_data_dir), "--mode=eval",
+                          "--evals=robsut")
+  assert code == 2 and "--evals names ['robsut']" in stderr
 
 
 def test_mode_explain_draws_the_attributions_of_the_newest_checkpoint(
@@ -174,30 +195,32 @@ def test_mode_explain_draws_the_attributions_of_the_newest_checkpoint(
   import shutil
   workdir = str(tmp_path / "copy")
   shutil.copytree(trained_workdir, workdir)
-  proc = run(mmjax_cmd(workdir, digits_data_dir, "--mode=explain",
-                       "--config.explain.num_examples=8",
-                       "--config.explain.methods=('gradient',)",
-                       "--config.explain.randomization=False"))
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  code, stderr = run_main(*main_args(workdir, digits_data_dir), "--mode=explain",
+                          "--config.explain.num_examples=8",
+                          "--config.explain.methods=('gradient',)",
+                          "--config.explain.randomization=False")
+  assert code == 0, stderr[-3000:]
   row = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))][-1]
   assert row["step"] == 10 and 0 <= row["explain/gradient/deletion_auc"] <= 1
   assert os.path.getsize(os.path.join(workdir, "attributions_explain", "step_10.png")) > 1000
 
 
 def test_a_variant_of_a_config_without_variants_is_an_error(tmp_path):
-  proc = run([sys.executable, "-m", "mmjax.main", "--config=configs/digits_cnn.py:tiny",
-              f"--workdir={tmp_path / 'run'}"])
-  assert proc.returncode == 2
-  assert "configs/digits_cnn.py has no variants" in proc.stderr
+  code, stderr = run_main(f"--config={os.path.join(REPO, 'configs/digits_cnn.py')}:tiny",
+                          f"--workdir={tmp_path / 'run'}")
+  assert code == 2
+  assert "configs/digits_cnn.py has no variants" in stderr
   assert not os.path.exists(tmp_path / "run")
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(digits_data_dir,
                                                                     tmp_path):
   """A preemption notice (SIGTERM) mid-run: the step it arrived in is checkpointed, the
-  process exits 0 without evaluating, and the same command resumes and finishes."""
+  process exits 0 without evaluating, and the same command resumes and finishes (here in
+  this process: the resume needs no signal)."""
   workdir = str(tmp_path / "run")
-  steps = ["--config.train.total_steps=400", "--config.train.checkpoint_every=1000",
+  # 180 steps (~2 s) between the 20th metrics row and the end: ample for the signal.
+  steps = ["--config.train.total_steps=200", "--config.train.checkpoint_every=1000",
            "--config.train.log_every=1"]
   victim = subprocess.Popen(mmjax_cmd(workdir, digits_data_dir, *steps), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -205,26 +228,27 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(digits_data_d
   metrics = os.path.join(workdir, "metrics.jsonl")
   while time.time() < deadline and not (
       os.path.exists(metrics) and sum(1 for _ in open(metrics)) >= 20):
-    time.sleep(0.2)
+    time.sleep(0.01)
   victim.send_signal(signal.SIGTERM)
   _, stderr = victim.communicate(timeout=120)
   assert victim.returncode == 0, stderr[-3000:]
   assert "Preempted at step" in stderr
+  # Library INFO chatter (orbax, tfds) is filtered; mmjax's own lines remain.
+  assert "checkpoint_manager.py" not in stderr and "loop.py" in stderr
   saved = os.listdir(os.path.join(workdir, "checkpoints"))
-  assert len(saved) == 1 and 20 <= int(saved[0]) < 400, saved
+  assert len(saved) == 1 and 20 <= int(saved[0]) < 200, saved
   assert '"split": "eval"' not in open(metrics).read()
-  proc = run(mmjax_cmd(workdir, digits_data_dir, *steps))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert f"Resumed from the checkpoint at step {saved[0]}" in proc.stderr
-  assert "400" in os.listdir(os.path.join(workdir, "checkpoints"))
+  code, stderr = run_main(*main_args(workdir, digits_data_dir), *steps)
+  assert code == 0, stderr[-3000:]
+  assert f"Resumed from the checkpoint at step {saved[0]}" in stderr
+  assert "200" in os.listdir(os.path.join(workdir, "checkpoints"))
 
 
 def test_unwritable_workdir(digits_data_dir, tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a directory")
-  proc = run(mmjax_cmd(str(blocker / "run"), digits_data_dir))
-  assert proc.returncode == 2
-  assert "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+  code, stderr = run_main(*main_args(str(blocker / "run"), digits_data_dir))
+  assert code == 2 and "is not writable" in stderr
   assert blocker.read_text() == "not a directory"
 
 
@@ -254,12 +278,14 @@ def _kill_when(cmd, ckpts, ready, timeout=240):
 def test_sigkill_and_restart_gives_bit_identical_params(digits_data_dir, tmp_path):
   """Killed twice (once while a checkpoint is being written, once after a random later
   checkpoint), restarted each time: the final parameters equal an unbroken run's, the
-  metrics hold one row per step and split, and the dead runs' locks were taken over."""
-  steps = ["--config.train.total_steps=300", "--config.train.checkpoint_every=20",
+  metrics hold one row per step and split, and the dead runs' locks were taken over.
+  The killed runs are processes of the binary; the unbroken run and the last restart,
+  which need no signal, run the same command in this process."""
+  steps = ["--config.train.total_steps=160", "--config.train.checkpoint_every=20",
            "--config.train.log_every=20"]
   unbroken, killed = str(tmp_path / "unbroken"), str(tmp_path / "killed")
-  proc = run(mmjax_cmd(unbroken, digits_data_dir, *steps))
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  code, stderr = run_main(*main_args(unbroken, digits_data_dir), *steps)
+  assert code == 0, stderr[-3000:]
 
   ckpts = os.path.join(killed, "checkpoints")
   cmd = mmjax_cmd(killed, digits_data_dir, *steps)
@@ -267,16 +293,16 @@ def test_sigkill_and_restart_gives_bit_identical_params(digits_data_dir, tmp_pat
   mid_save = lambda entries: any("tmp" in e and int(e.split(".")[0]) >= 40
                                  for e in entries if e.split(".")[0].isdigit())
   assert _kill_when(cmd, ckpts, mid_save)
-  later = random.Random(0).randrange(60, 240, 20)
+  later = random.Random(0).randrange(60, 140, 20)
   saved = lambda entries: any(e.isdigit() and int(e) >= later for e in entries)
   assert _kill_when(cmd, ckpts, saved)
-  assert max(int(d) for d in os.listdir(ckpts) if d.isdigit()) < 300
+  assert max(int(d) for d in os.listdir(ckpts) if d.isdigit()) < 160
 
-  proc = run(cmd)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "Resumed from the checkpoint at step" in proc.stderr
-  assert "Taking over the workdir lock" in proc.stderr
-  assert_trees_equal(final_params(unbroken, 300), final_params(killed, 300))
+  code, stderr = run_main(*main_args(killed, digits_data_dir), *steps)
+  assert code == 0, stderr[-3000:]
+  assert "Resumed from the checkpoint at step" in stderr
+  assert "Taking over the workdir lock" in stderr
+  assert_trees_equal(final_params(unbroken, 160), final_params(killed, 160))
   rows = [json.loads(line) for line in open(os.path.join(killed, "metrics.jsonl"))]
   keys = [(r["step"], r["split"]) for r in rows]
   assert len(keys) == len(set(keys)), "duplicated metric rows after the kills"

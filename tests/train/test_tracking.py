@@ -20,7 +20,7 @@ HAS = {m: importlib.util.find_spec(m) is not None for m in ("wandb", "mlflow")}
 
 def _config(data_dir, lr=3e-3, **train):
   from tests.conftest import tiny_vit_config
-  c = tiny_vit_config(data_dir, checkpoint_every=10, **train)
+  c = tiny_vit_config(data_dir, checkpoint_every=10, plots=True, **train)
   c.optim.learning_rate = lr
   c.evals.report = dict(type="report", kind="classification", num_examples=200)
   return c
