@@ -26,15 +26,17 @@ def run_main(*args: str) -> tuple[int, str]:
   from absl import flags, logging
   from mmjax import cli, main
   handler = logging.get_absl_handler()
-  saved = (logging.get_verbosity(), list(handler.filters),
-           list(std_logging.getLogger().handlers))
+  absl_logger = logging.get_absl_logger()
+  # The logger's own level, not get_verbosity(): before any absl flag parsing it is
+  # NOTSET (pytest's caplog.at_level on the root then sees INFO records), which
+  # set_verbosity cannot express.
+  saved = (absl_logger.level, list(handler.filters), list(std_logging.getLogger().handlers))
   stderr = io.StringIO()
   # absl's handler keeps the stream it was made with: log lines are caught here, on absl's
   # logger (app.run's first call drops the root logger's handlers that write to stderr).
   log_lines = std_logging.StreamHandler(stderr)
   log_lines.setFormatter(std_logging.Formatter("%(levelname)s %(filename)s] %(message)s"))
   log_lines.addFilter(cli.OnlyMmjaxInfo())   # as the binary without --library_logs
-  absl_logger = logging.get_absl_logger()
   absl_logger.addHandler(log_lines)
   try:
     with mock.patch.object(sys, "argv", ["mmjax.main", *args]), redirect_stderr(stderr):
@@ -47,7 +49,7 @@ def run_main(*args: str) -> tuple[int, str]:
     flags.FLAGS.unparse_flags()
     for name in [n for n in flags.FLAGS if n.startswith("config.")]:
       delattr(flags.FLAGS, name)
-    logging.set_verbosity(saved[0])
+    absl_logger.setLevel(saved[0])   # after unparse_flags, which resets the verbosity
     handler.filters[:] = saved[1]
     std_logging.getLogger().handlers[:] = saved[2]
     absl_logger.removeHandler(log_lines)
