@@ -414,8 +414,8 @@ class PositionEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self) -> jax.Array:
-    init = EMBED_INIT if self.stddev == 0.02 else nn.initializers.normal(self.stddev)
-    return self.param("embedding", partitioned(init, (None, "embed")),
+    return self.param("embedding",
+                      partitioned(nn.initializers.normal(self.stddev), (None, "embed")),
                       (self.length, self.width))
 
 
