@@ -122,10 +122,9 @@ class Dialogue(Objective):
     variables = {"params": params, **model_state}
     apply = lambda *a, **k: self.model.apply(variables, *a, **k)
     history = self.history
-    if train and self.history_dropout:
-      keep = jax.random.bernoulli(jax.random.fold_in(rng, 0x68697374),   # "hist"
-                                  1.0 - self.history_dropout, (tokens.shape[0],))
-      history = keep
+    if train and self.history_dropout:   # one draw per dialogue: True keeps its history
+      history = jax.random.bernoulli(jax.random.fold_in(rng, 0x68697374),   # "hist"
+                                     1.0 - self.history_dropout, (tokens.shape[0],))
     logits = dialogue_logits(apply, inputs, tokens, batch["_dialogue_turn"],
                              history=history, train=train,
                              rngs=stage_rngs(rng, ENCODE))
